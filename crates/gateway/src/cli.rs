@@ -1,0 +1,143 @@
+//! Command line of the gateway binary. Parsing stays here, out of `main.rs`, so it is tested
+//! without a process; the JWT secret is read from the environment by `main` and passed in.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use clap::Parser;
+use service_kit::auth::MIN_SECRET_BYTES;
+
+use crate::settings::{DEFAULT_SHOP_URL, GatewayRole, ServiceTarget, Settings, UpstreamUrl, default_threads};
+
+/// Env key of the OTLP/HTTP endpoint (OpenTelemetry's standard name).
+pub const ENV_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// Env key of the log filter.
+pub const ENV_LOG: &str = "RUST_LOG";
+
+/// ObservaStack edge proxy: the user, control or observability gateway.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about)]
+pub struct Cli {
+    /// Which gateway to be.
+    #[arg(long, value_enum)]
+    pub role: GatewayRole,
+    /// Public listener [default: 127.0.0.1:8080 user, :8081 control, :8082 observability].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Internal listener for /healthz, /readyz, /metrics and /config
+    /// [default: 127.0.0.1:8111 user, :8112 control, :8113 observability].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// The shop, where the user gateway sends business routes.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_SHOP_URL)]
+    pub shop_url: UpstreamUrl,
+    /// A service whose /config (control) or /metrics (observability) this gateway fronts.
+    #[arg(long = "service", value_name = "NAME=URL")]
+    pub services: Vec<ServiceTarget>,
+    /// Worker threads, each with its own listener and upstream connections [default: CPUs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// OTLP/HTTP endpoint for traces; none means no export.
+    #[arg(long, env = ENV_OTLP_ENDPOINT, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Log filter, e.g. `info` or `info,gateway=debug`.
+    #[arg(long, env = ENV_LOG, default_value = "info")]
+    pub log: String,
+}
+
+impl Cli {
+    /// Settings for this command line; `jwt_secret` is the value of `OBSERVASTACK_JWT_SECRET`.
+    pub fn into_settings(self, jwt_secret: Option<String>) -> anyhow::Result<Settings> {
+        let secret = jwt_secret.filter(|s| !s.is_empty()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is not set: the gateway verifies the stack's tokens with it (`observastack up` creates one)",
+                service_kit::ENV_JWT_SECRET
+            )
+        })?;
+        anyhow::ensure!(
+            secret.len() >= MIN_SECRET_BYTES,
+            "{} is too short ({} bytes); it must be at least {MIN_SECRET_BYTES} bytes",
+            service_kit::ENV_JWT_SECRET,
+            secret.len()
+        );
+        let threads = self.threads.unwrap_or_else(default_threads);
+        anyhow::ensure!((1..=1024).contains(&threads), "--threads must be between 1 and 1024 (got {threads})");
+        let mut seen = BTreeSet::new();
+        for service in &self.services {
+            anyhow::ensure!(seen.insert(service.name.as_str()), "--service {} is given twice", service.name);
+        }
+        let mut settings = Settings::new(self.role, secret.into_bytes());
+        settings.listen = self.listen.unwrap_or(settings.listen);
+        settings.admin_listen = self.admin_listen.unwrap_or(settings.admin_listen);
+        settings.shop_url = self.shop_url;
+        settings.services = self.services;
+        settings.threads = threads;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn parse(args: &[&str]) -> anyhow::Result<Cli> {
+        Ok(Cli::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))?)
+    }
+
+    #[test]
+    fn role_decides_default_ports() -> anyhow::Result<()> {
+        let settings = parse(&["--role", "control"])?.into_settings(Some(SECRET.to_owned()))?;
+        assert_eq!(settings.listen, "127.0.0.1:8081".parse()?);
+        assert_eq!(settings.admin_listen, "127.0.0.1:8112".parse()?);
+        assert_eq!(settings.shop_url.to_string(), "http://127.0.0.1:8101");
+        Ok(())
+    }
+
+    #[test]
+    fn services_and_listeners_are_taken_from_flags() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "--role",
+            "observability",
+            "--listen",
+            "0.0.0.0:9000",
+            "--admin-listen",
+            "127.0.0.1:9001",
+            "--service",
+            "shop=http://127.0.0.1:8101",
+            "--service",
+            "gateway-user=http://127.0.0.1:8111",
+            "--threads",
+            "2",
+        ])?;
+        let settings = cli.into_settings(Some(SECRET.to_owned()))?;
+        assert_eq!(settings.listen, "0.0.0.0:9000".parse()?);
+        assert_eq!(settings.services.len(), 2);
+        assert_eq!(settings.threads, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn missing_or_short_secret_is_a_clear_error() -> anyhow::Result<()> {
+        let missing = parse(&["--role", "user"])?.into_settings(None).err().map(|e| e.to_string());
+        assert!(missing.is_some_and(|m| m.contains("OBSERVASTACK_JWT_SECRET is not set")));
+        let short = parse(&["--role", "user"])?.into_settings(Some("short".to_owned())).err().map(|e| e.to_string());
+        assert!(short.is_some_and(|m| m.contains("too short")));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_role_and_bad_service_are_refused() {
+        assert!(parse(&["--role", "admin"]).is_err());
+        assert!(parse(&["--role", "control", "--service", "shop"]).is_err());
+        assert!(parse(&["--role", "control", "--service", "shop=https://x:1"]).is_err());
+    }
+
+    #[test]
+    fn duplicate_service_names_are_refused() -> anyhow::Result<()> {
+        let cli = parse(&["--role", "control", "--service", "shop=http://a:1", "--service", "shop=http://b:2"])?;
+        assert!(cli.into_settings(Some(SECRET.to_owned())).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! ObservaStack edge proxy. One binary, three roles chosen at start: `user` forwards the
+//! shop's business routes, `control` fronts the services' `/config` behind the stack's JWT,
+//! `observability` offers read-only views. Every role also serves an internal admin listener
+//! (`/healthz`, `/readyz`, `/metrics`, `/config`).
+//!
+//! Runtime model: one OS thread per CPU, each with a single-threaded tokio runtime, its own
+//! SO_REUSEPORT listener and its own upstream keep-alive pool; only the upstream pool slots
+//! (`upstream.pool_size`) are shared.
+
+mod app;
+pub mod cli;
+pub mod config;
+pub mod openapi;
+mod pool;
+mod proxy;
+pub mod routes;
+mod server;
+pub mod settings;
+mod upstream;
+
+pub use app::Gateway;
+pub use config::{GatewayConfig, UpstreamConfig};
+pub use openapi::openapi;
+pub use routes::{CONTROL_ROUTES, OBSERVABILITY_ROUTES, USER_ROUTES};
+pub use settings::{GatewayRole, ServiceTarget, Settings, UpstreamUrl};

@@ -1,0 +1,291 @@
+//! Forwarding one request to an upstream: pool slot, deadline, header hygiene, trace context,
+//! streamed bodies both ways, and the mapping of every failure to a JSON error.
+//!
+//! Each worker thread owns its [`Target`]s (each with its own keep-alive connections); the
+//! [`UpstreamPool`] slots are shared by all threads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{StatusCode, Uri, Version};
+use http_body_util::{LengthLimitError, Limited};
+use service_kit::ApiError;
+use service_kit::error::{ErrorBody, ErrorDetail};
+use tokio::time::Instant;
+
+use crate::pool::{Outcome, OutcomeCounters, Refusal, UpstreamPool};
+use crate::settings::UpstreamUrl;
+use crate::upstream::{ConnPool, LeasedBody, SendError};
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus `proxy-connection`
+/// which old clients still send.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// One upstream as seen from one worker thread: built by that thread, so its connections
+/// live on that thread's runtime.
+pub struct Target {
+    name: Arc<str>,
+    url: UpstreamUrl,
+    counters: OutcomeCounters,
+    conns: Arc<ConnPool>,
+}
+
+impl Target {
+    pub fn new(name: &str, url: UpstreamUrl, counters: OutcomeCounters) -> Self {
+        let conns = Arc::new(ConnPool::new(&url));
+        Self { name: Arc::from(name), url, counters, conns }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Origin-form request target (`/path?query`) under the upstream's base path.
+    fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
+        let path_and_query = if self.url.base_path().is_empty() {
+            path_and_query
+        } else {
+            PathAndQuery::try_from(format!("{}{}", self.url.base_path(), path_and_query))?
+        };
+        Ok(Uri::from(path_and_query))
+    }
+}
+
+/// The forwarding machinery shared by a worker thread's routes.
+#[derive(Clone)]
+pub struct Proxy {
+    pool: Arc<UpstreamPool>,
+    body_limit: usize,
+}
+
+impl Proxy {
+    pub fn new(pool: Arc<UpstreamPool>, body_limit: usize) -> Self {
+        Self { pool, body_limit }
+    }
+
+    /// Sends `req` to `target` at `path_and_query` and streams the answer back.
+    pub async fn forward(&self, target: &Target, req: Request, path_and_query: PathAndQuery) -> Response {
+        let deadline = Instant::now() + self.pool.timeout();
+        let (mut parts, body) = req.into_parts();
+
+        let declared_length = content_length(&parts.headers);
+        if declared_length.is_some_and(|len| len > self.body_limit) {
+            return ApiError::PayloadTooLarge { limit: self.body_limit }.into_response();
+        }
+        // A declared length is enforced by the HTTP/1 codec; only chunked bodies need counting.
+        let body = if declared_length.is_some() || http_body_is_empty(&body) {
+            body
+        } else {
+            Body::new(Limited::new(body, self.body_limit))
+        };
+
+        let uri = match target.uri(path_and_query) {
+            Ok(uri) => uri,
+            Err(err) => {
+                return ApiError::Internal(anyhow::anyhow!("upstream URI for {}: {err}", target.name)).into_response();
+            }
+        };
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+        prepare_request_headers(&mut parts.headers, peer);
+        service_kit::telemetry::inject_current(&mut parts.headers);
+        parts.uri = uri;
+        // Keep-alive to the upstream whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        let upstream_req = Request::from_parts(parts, body);
+
+        let slot = match self.pool.acquire(deadline).await {
+            Ok(slot) => slot,
+            Err(refusal) => return self.refuse(target, refusal),
+        };
+
+        match tokio::time::timeout_at(deadline, target.conns.send(upstream_req)).await {
+            Ok(Ok((resp, lease))) => {
+                target.counters.record(Outcome::Ok);
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, Body::new(LeasedBody::new(body, lease, slot)))
+            }
+            Ok(Err(err)) if is_body_too_large(&err) => {
+                ApiError::PayloadTooLarge { limit: self.body_limit }.into_response()
+            }
+            Ok(Err(err)) => {
+                target.counters.record(Outcome::UpstreamError);
+                tracing::warn!(upstream = %target.name, error = %error_chain(&err), "upstream request failed");
+                bad_gateway(format!("upstream `{}` could not be reached", target.name))
+            }
+            Err(_elapsed) => {
+                target.counters.record(Outcome::UpstreamTimeout);
+                tracing::debug!(upstream = %target.name, "upstream did not answer within the budget");
+                ApiError::Timeout(format!(
+                    "upstream `{}` did not answer within {} ms",
+                    target.name,
+                    self.pool.timeout().as_millis()
+                ))
+                .into_response()
+            }
+        }
+    }
+
+    fn refuse(&self, target: &Target, refusal: Refusal) -> Response {
+        let (outcome, message) = match refusal {
+            Refusal::QueueFull => (
+                Outcome::QueueFull,
+                format!("upstream `{}` is saturated: too many requests are waiting for a connection", target.name),
+            ),
+            Refusal::Timeout => (
+                Outcome::PoolTimeout,
+                format!(
+                    "no connection to upstream `{}` became free within {} ms",
+                    target.name,
+                    self.pool.timeout().as_millis()
+                ),
+            ),
+        };
+        target.counters.record(outcome);
+        tracing::debug!(upstream = %target.name, ?outcome, "no upstream pool slot");
+        ApiError::Unavailable { message, retry_after_secs: 1 }.into_response()
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn http_body_is_empty(body: &Body) -> bool {
+    hyper::body::Body::is_end_stream(body)
+}
+
+/// Removes hop-by-hop headers (including those named by `Connection`) and `Host`, which the
+/// client sets from the upstream URI, then records the caller in `x-forwarded-for`.
+fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<SocketAddr>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::HOST);
+    if let Some(peer) = peer {
+        let ip = peer.ip().to_string();
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+            _ => ip,
+        };
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn is_body_too_large(err: &SendError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = source {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
+
+/// A JSON error in the shape of [`ApiError`] for statuses it has no variant for.
+pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, details: Vec::new() } };
+    (status, Json(body)).into_response()
+}
+
+/// 502: the upstream refused the connection, reset it, or answered with garbage.
+pub fn bad_gateway(message: String) -> Response {
+    error_response(StatusCode::BAD_GATEWAY, "bad_gateway", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(header::HOST, HeaderValue::from_static("gateway:8080"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        prepare_request_headers(&mut headers, Some(SocketAddr::from(([10, 0, 0, 7], 5555))));
+        assert!(headers.get("x-secret-hop").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert!(headers.get(header::TRANSFER_ENCODING).is_none());
+        assert!(headers.get(header::HOST).is_none());
+        assert_eq!(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes), Some(&b"Bearer t"[..]));
+        assert_eq!(headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes), Some(&b"10.0.0.7"[..]));
+    }
+
+    #[test]
+    fn x_forwarded_for_appends_to_an_existing_chain() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        prepare_request_headers(&mut headers, Some(SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert_eq!(headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes), Some(&b"203.0.113.9, 127.0.0.1"[..]));
+    }
+
+    #[test]
+    fn target_uri_keeps_path_and_query_under_the_base_path() {
+        let requests = prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["upstream", "outcome"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let counters = OutcomeCounters::new(&requests, "shop");
+        let plain =
+            Target::new("shop", "http://127.0.0.1:8101".parse().unwrap_or_else(|e| panic!("{e}")), counters.clone());
+        let pq = PathAndQuery::from_static("/api/products/search?q=tea&limit=5");
+        assert_eq!(
+            plain.uri(pq.clone()).map(|u| u.to_string()).ok(),
+            Some("/api/products/search?q=tea&limit=5".to_owned())
+        );
+        let prefixed = Target::new("shop", "http://shop:80/v1".parse().unwrap_or_else(|e| panic!("{e}")), counters);
+        assert_eq!(
+            prefixed.uri(pq).map(|u| u.to_string()).ok(),
+            Some("/v1/api/products/search?q=tea&limit=5".to_owned())
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Control role: the services' `/config` behind the stack's JWT. The caller's token travels on
+//! to the service, which verifies it again and decides field by field what the role may change.
+//! The orchestrator API and the console will join this router.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::Uri;
+use http::uri::PathAndQuery;
+use serde::Deserialize;
+use service_kit::ApiError;
+
+use super::{ServiceLink, ServiceList, ServicesState};
+
+pub fn router(state: Arc<ServicesState>) -> Router {
+    Router::new()
+        .route("/api/services", get(list_services))
+        .route(
+            "/api/services/{service}/config",
+            get(service_config).patch(service_config).put(service_config).delete(service_config),
+        )
+        .route(
+            "/api/services/{service}/config/{*rest}",
+            get(service_config_sub).patch(service_config_sub).put(service_config_sub).delete(service_config_sub),
+        )
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ServicePath {
+    service: String,
+}
+
+/// Services whose runtime configuration this gateway fronts.
+#[utoipa::path(get, path = "/api/services", tag = "control", security(("bearer" = [])), responses(
+    (status = 200, body = ServiceList),
+    (status = 401, body = service_kit::error::ErrorBody, description = "Missing, forged or expired token"),
+))]
+pub async fn list_services(State(state): State<Arc<ServicesState>>) -> Json<ServiceList> {
+    let services = state
+        .services
+        .keys()
+        .map(|name| ServiceLink {
+            name: name.clone(),
+            config: Some(format!("/api/services/{name}/config")),
+            metrics: None,
+        })
+        .collect();
+    Json(ServiceList { services })
+}
+
+/// A service's `/config` (read, merge-patch, replace, reset), forwarded with the caller's token.
+#[utoipa::path(
+    method(get, patch, put, delete),
+    path = "/api/services/{service}/config",
+    tag = "control",
+    security(("bearer" = [])),
+    params(("service" = String, Path, description = "Service name, see `GET /api/services`")),
+    request_body(content = Object, content_type = "application/json", description = "PATCH: merge patch; PUT: whole document"),
+    responses(
+        (status = 200, description = "The service's answer, passed through"),
+        (status = 400, body = service_kit::error::ErrorBody, description = "Rejected change; names the field and rule"),
+        (status = 401, body = service_kit::error::ErrorBody),
+        (status = 403, body = service_kit::error::ErrorBody, description = "The role may not change a field"),
+        (status = 404, body = service_kit::error::ErrorBody, description = "Unknown service"),
+        (status = 502, body = service_kit::error::ErrorBody, description = "The service is unreachable"),
+        (status = 503, body = service_kit::error::ErrorBody, description = "Upstream pool saturated; see Retry-After"),
+        (status = 504, body = service_kit::error::ErrorBody, description = "The service did not answer in time"),
+    ),
+)]
+pub async fn service_config(
+    State(state): State<Arc<ServicesState>>,
+    path: Result<Path<ServicePath>, PathRejection>,
+    req: Request,
+) -> Response {
+    forward_config(&state, path, req).await
+}
+
+/// Sub-resources of a service's `/config`: `schema`, `history`.
+#[utoipa::path(
+    method(get, patch, put, delete),
+    path = "/api/services/{service}/config/{rest}",
+    tag = "control",
+    security(("bearer" = [])),
+    params(
+        ("service" = String, Path, description = "Service name"),
+        ("rest" = String, Path, description = "Path below `/config`, e.g. `schema` or `history`"),
+    ),
+    responses(
+        (status = 200, description = "The service's answer, passed through"),
+        (status = 401, body = service_kit::error::ErrorBody),
+        (status = 404, body = service_kit::error::ErrorBody),
+        (status = 502, body = service_kit::error::ErrorBody),
+    ),
+)]
+pub async fn service_config_sub(
+    State(state): State<Arc<ServicesState>>,
+    path: Result<Path<ServicePath>, PathRejection>,
+    req: Request,
+) -> Response {
+    forward_config(&state, path, req).await
+}
+
+async fn forward_config(
+    state: &ServicesState,
+    path: Result<Path<ServicePath>, PathRejection>,
+    req: Request,
+) -> Response {
+    let Path(ServicePath { service }) = match path {
+        Ok(path) => path,
+        Err(rejection) => return ApiError::bad_request("invalid_path", rejection.body_text()).into_response(),
+    };
+    let target = match state.service(&service) {
+        Ok(target) => target,
+        Err(err) => return err.into_response(),
+    };
+    let Some(upstream_path) = config_path(req.uri()) else {
+        return ApiError::NotFound(format!("no route for {}", req.uri().path())).into_response();
+    };
+    state.proxy.forward(target, req, upstream_path).await
+}
+
+/// `/api/services/shop/config/history?limit=5` → `/config/history?limit=5`, keeping the raw
+/// (still percent-encoded) path so nothing is decoded and re-encoded on the way.
+fn config_path(uri: &Uri) -> Option<PathAndQuery> {
+    let rest = uri.path().strip_prefix("/api/services/")?;
+    let tail = &rest[rest.find('/')?..];
+    let path = match uri.query() {
+        Some(query) => format!("{tail}?{query}"),
+        None => tail.to_owned(),
+    };
+    PathAndQuery::try_from(path).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_path_keeps_the_tail_and_query() {
+        let uri: Uri = "/api/services/shop/config/history?limit=5".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config_path(&uri).map(|p| p.to_string()), Some("/config/history?limit=5".to_owned()));
+        let uri: Uri = "/api/services/shop/config".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config_path(&uri).map(|p| p.to_string()), Some("/config".to_owned()));
+    }
+}

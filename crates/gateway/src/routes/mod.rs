@@ -1,0 +1,199 @@
+//! Public routers of the three roles, and what they share: the route lists (the single source
+//! for routing, fault keys and OpenAPI), `/healthz`, and JSON 404/405 answers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus::IntCounterVec;
+use serde::Serialize;
+use service_kit::{ApiError, JwtKeys, Metrics};
+
+use crate::pool::{OutcomeCounters, UpstreamPool};
+use crate::proxy::{Proxy, Target, error_response};
+use crate::settings::{GatewayRole, ServiceTarget, UpstreamUrl};
+
+pub mod control;
+pub mod observability;
+pub mod user;
+
+/// The shop's business routes, the only ones the user gateway forwards (`"<METHOD> <template>"`).
+pub const USER_ROUTES: &[&str] = &[
+    "GET /api/ping",
+    "GET /api/products",
+    "GET /api/products/search",
+    "GET /api/products/{id}",
+    "POST /api/carts",
+    "GET /api/carts/{cart_id}",
+    "POST /api/carts/{cart_id}/items",
+    "POST /api/checkout",
+    "GET /api/orders/{id}",
+];
+
+/// Token-guarded routes of the control gateway (besides `/healthz`).
+pub const CONTROL_ROUTES: &[&str] = &[
+    "GET /api/services",
+    "GET /api/services/{service}/config",
+    "PATCH /api/services/{service}/config",
+    "PUT /api/services/{service}/config",
+    "DELETE /api/services/{service}/config",
+    "GET /api/services/{service}/config/{*rest}",
+    "PATCH /api/services/{service}/config/{*rest}",
+    "PUT /api/services/{service}/config/{*rest}",
+    "DELETE /api/services/{service}/config/{*rest}",
+];
+
+/// Read-only routes of the observability gateway (besides `/healthz`).
+pub const OBSERVABILITY_ROUTES: &[&str] = &["GET /api/services", "GET /api/services/{service}/metrics"];
+
+/// Wraps the business routes in the live fault middleware; erases the role's config type.
+pub type FaultLayer = Arc<dyn Fn(Router) -> Router + Send + Sync>;
+
+/// What every worker thread needs to build its public router; built once per gateway.
+pub struct RouteDeps {
+    pub role: GatewayRole,
+    pub metrics: Arc<Metrics>,
+    pub keys: Arc<JwtKeys>,
+    pub pool: Arc<UpstreamPool>,
+    pub requests: IntCounterVec,
+    pub shop_url: UpstreamUrl,
+    pub services: Vec<ServiceTarget>,
+    pub body_limit: usize,
+    pub faults: FaultLayer,
+}
+
+impl RouteDeps {
+    /// The public router of one worker thread. Call it on that thread: the upstream
+    /// connections it opens are tasks of the calling runtime.
+    pub fn public_router(&self) -> Router {
+        let proxy = Proxy::new(self.pool.clone(), self.body_limit);
+        let business = match self.role {
+            GatewayRole::User => user::router(proxy, self.target("shop", &self.shop_url)),
+            GatewayRole::Control => control::router(self.services_state(proxy)),
+            GatewayRole::Observability => observability::router(self.services_state(proxy)),
+        };
+        let router = (self.faults)(business)
+            .route("/healthz", get(healthz).with_state(self.role))
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(not_found);
+        let router = match self.role {
+            GatewayRole::User => router,
+            GatewayRole::Control => {
+                router.layer(middleware::from_fn_with_state(self.keys.clone(), require_token_except_health))
+            }
+            GatewayRole::Observability => router.layer(middleware::from_fn(read_only)),
+        };
+        service_kit::app::observed(router, self.metrics.clone())
+    }
+
+    fn target(&self, name: &str, url: &UpstreamUrl) -> Target {
+        Target::new(name, url.clone(), OutcomeCounters::new(&self.requests, name))
+    }
+
+    fn services_state(&self, proxy: Proxy) -> Arc<ServicesState> {
+        let services = self.services.iter().map(|s| (s.name.clone(), self.target(&s.name, &s.url))).collect();
+        Arc::new(ServicesState { proxy, services })
+    }
+}
+
+/// State of the roles that front several services by name.
+pub struct ServicesState {
+    pub proxy: Proxy,
+    pub services: BTreeMap<String, Target>,
+}
+
+impl ServicesState {
+    /// The named service, or a 404 that says which names exist.
+    pub fn service(&self, name: &str) -> Result<&Target, ApiError> {
+        self.services.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
+            ApiError::NotFound(format!(
+                "unknown service `{name}`; this gateway fronts: {}",
+                if known.is_empty() { "(none)".to_owned() } else { known.join(", ") }
+            ))
+        })
+    }
+}
+
+/// One fronted service and where its resources are reached through this gateway.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServiceLink {
+    /// Service name as given by `--service NAME=URL`.
+    pub name: String,
+    /// Gateway path of the service's runtime configuration (control gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Gateway path of the service's Prometheus metrics (observability gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServiceList {
+    pub services: Vec<ServiceLink>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub service: String,
+    pub version: String,
+}
+
+/// Liveness of the gateway itself (no upstream is consulted).
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub async fn healthz(State(role): State<GatewayRole>) -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+        service: role.service_name().to_owned(),
+        version: service_kit::VERSION.to_owned(),
+    })
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Control gateway: every route needs a valid token, except the liveness probe.
+async fn require_token_except_health(State(keys): State<Arc<JwtKeys>>, req: Request, next: Next) -> Response {
+    if req.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str() == "/healthz") {
+        return next.run(req).await;
+    }
+    match service_kit::auth::require_token(State(keys), req, next).await {
+        Ok(resp) => resp,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Observability gateway: reads only, whatever the path.
+async fn read_only(req: Request, next: Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    let mut resp = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("the observability gateway is read-only; {} is not allowed", req.method()),
+    );
+    resp.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static("GET, HEAD"));
+    resp
+}
+
+/// Splits `"GET /api/x"` into a method and a path template.
+pub fn split_route(route: &str) -> Option<(Method, &str)> {
+    let (method, path) = route.split_once(' ')?;
+    Some((Method::from_bytes(method.as_bytes()).ok()?, path))
+}

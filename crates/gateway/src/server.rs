@@ -1,0 +1,120 @@
+//! Sockets and connection serving: SO_REUSEPORT listeners (one per worker thread, so the
+//! kernel spreads connections without a shared accept queue), the HTTP/1 accept loop, and the
+//! graceful drain on shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::Service;
+
+/// Pending connections the kernel queues per listener before the accept loop takes them.
+const BACKLOG: i32 = 4096;
+
+/// A client that sends no complete request head within this is dropped (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pause after a failed `accept` (typically out of file descriptors), so the loop backs off
+/// instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Binds `count` listeners to one address with SO_REUSEPORT. With port 0 the first one picks
+/// the port and the others join it.
+pub fn bind_shared(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let first = bind(addr, count > 1).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let actual = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..count {
+        listeners.push(bind(actual, true).map_err(|e| anyhow::anyhow!("cannot listen on {actual}: {e}"))?);
+    }
+    Ok(listeners)
+}
+
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restart must not wait for the previous process's TIME_WAIT sockets.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        #[cfg(unix)]
+        socket.set_reuse_port(true)?;
+        #[cfg(not(unix))]
+        return Err(std::io::Error::other("more than one worker thread needs SO_REUSEPORT (unix only)"));
+    }
+    // Inherited by accepted sockets on Linux; set again per connection for other systems.
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Resolves once shutdown was asked for, or the gateway handle is gone.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Serves `router` on `listener` until `stop`, then lets in-flight requests finish for at
+/// most `drain`. Idle keep-alive connections are closed at once.
+pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>, drain: Duration) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().call(req)
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                // Client resets and half-sent requests are routine at this volume.
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(drain_secs = drain.as_secs_f64(), "drain deadline passed; dropping in-flight requests");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_listeners_share_the_port_the_first_one_got() {
+        let listeners = bind_shared(SocketAddr::from(([127, 0, 0, 1], 0)), 3).unwrap_or_else(|e| panic!("{e}"));
+        let ports: Vec<u16> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port()).collect();
+        assert_eq!(ports.len(), 3);
+        assert_ne!(ports[0], 0);
+        assert!(ports.iter().all(|p| *p == ports[0]));
+    }
+}

@@ -1,0 +1,150 @@
+//! The control gateway: every route but `/healthz` needs the stack's JWT, and the caller's
+//! token travels on to the service's `/config`.
+
+#![allow(clippy::unwrap_used)] // Test scaffolding: a failed unwrap is a failed test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestGateway, Upstream, http, settings, token, with_services};
+use gateway::GatewayRole;
+use serde_json::{Value, json};
+use service_kit::{JwtKeys, Role};
+
+async fn control_gateway(upstream: &Upstream) -> TestGateway {
+    let services = [("shop", upstream.url()), ("gateway-user", upstream.url())];
+    let services: Vec<(&str, &str)> = services.iter().map(|(n, u)| (*n, u.as_str())).collect();
+    TestGateway::start(with_services(settings(GatewayRole::Control, "http://127.0.0.1:1"), &services))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_refuses_requests_without_a_token() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway(&upstream).await;
+    for path in ["/api/services", "/api/services/shop/config", "/api/services/shop/config/schema", "/unknown"] {
+        let resp = http().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        assert!(resp.headers().contains_key("www-authenticate"), "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{path}");
+    }
+    let patch = http().patch(gw.url("/api/services/shop/config")).json(&json!({"a": 1})).send().await.unwrap();
+    assert_eq!(patch.status(), 401);
+    assert_eq!(http().get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_refuses_a_forged_token() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway(&upstream).await;
+    let forger = JwtKeys::from_secret(b"not-the-stack-secret-not-the-stack-secret").unwrap();
+    let forged = forger.mint("eve", Role::Instructor, Duration::from_secs(60)).unwrap();
+    let resp = http().get(gw.url("/api/services/shop/config")).bearer_auth(&forged).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http()
+        .patch(gw.url("/api/services/shop/config"))
+        .bearer_auth(&forged)
+        .json(&json!({"faults": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_forwards_a_learner_patch_to_the_service_config_with_the_callers_token() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway(&upstream).await;
+    let learner = token(Role::Learner);
+    let patch = json!({"db": {"pool_size": 4}});
+    let resp =
+        http().patch(gw.url("/api/services/shop/config")).bearer_auth(&learner).json(&patch).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "PATCH");
+    assert_eq!(seen[0].path, "/config");
+    assert_eq!(seen[0].headers.get("authorization").unwrap().to_str().unwrap(), format!("Bearer {learner}"));
+    assert_eq!(serde_json::from_slice::<Value>(&seen[0].body).unwrap(), patch);
+
+    // Sub-resources and queries arrive as they were asked for.
+    let resp = http()
+        .get(gw.url("/api/services/gateway-user/config/history?limit=5"))
+        .bearer_auth(&learner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.seen();
+    assert_eq!(seen[1].path, "/config/history");
+    assert_eq!(seen[1].query.as_deref(), Some("limit=5"));
+
+    for method in ["PUT", "DELETE"] {
+        let resp = http()
+            .request(method.parse().unwrap(), gw.url("/api/services/shop/config"))
+            .bearer_auth(&learner)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{method}");
+    }
+    assert_eq!(
+        upstream.seen().iter().map(|s| s.method.as_str()).collect::<Vec<_>>(),
+        ["PATCH", "GET", "PUT", "DELETE"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_accepts_the_console_cookie() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway(&upstream).await;
+    let resp = http()
+        .get(gw.url("/api/services/shop/config"))
+        .header("cookie", format!("theme=dark; observastack_token={}", token(Role::Learner)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_answers_404_naming_an_unknown_service() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway(&upstream).await;
+    let resp =
+        http().get(gw.url("/api/services/billing/config")).bearer_auth(token(Role::Learner)).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("billing") && message.contains("shop"), "{message}");
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_lists_the_services_it_fronts() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway(&upstream).await;
+    let resp = http().get(gw.url("/api/services")).bearer_auth(token(Role::Learner)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"services": [
+            {"name": "gateway-user", "config": "/api/services/gateway-user/config"},
+            {"name": "shop", "config": "/api/services/shop/config"},
+        ]})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_does_not_forward_business_routes() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway(&upstream).await;
+    let resp = http().get(gw.url("/api/products")).bearer_auth(token(Role::Learner)).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(upstream.seen().is_empty());
+}

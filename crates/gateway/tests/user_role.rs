@@ -1,0 +1,233 @@
+//! The user gateway forwards the shop's business routes and nothing else.
+
+#![allow(clippy::unwrap_used)] // Test scaffolding: a failed unwrap is a failed test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestGateway, Upstream, dead_url, http, init_telemetry, metric, settings};
+use gateway::{GatewayRole, USER_ROUTES};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `/api/products/{id}` → `/api/products/42`.
+fn concrete(template: &str) -> String {
+    template.split('/').map(|seg| if seg.starts_with('{') { "42" } else { seg }).collect::<Vec<_>>().join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_gateway_forwards_every_whitelisted_route_with_method_path_query_body_and_status() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let client = http();
+    for route in USER_ROUTES {
+        let (method, template) = route.split_once(' ').unwrap();
+        let path = concrete(template);
+        let body = json!({"route": route}).to_string();
+        let mut req = client
+            .request(method.parse().unwrap(), gw.url(&format!("{path}?q=green%20tea&limit=3")))
+            .header("x-test-status", "203")
+            .header("x-custom", "kept");
+        if method == "POST" {
+            req = req.header("content-type", "application/json").body(body.clone());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 203, "{route}");
+        let echoed: Value = resp.json().await.unwrap();
+        assert_eq!(echoed["method"], method, "{route}");
+        assert_eq!(echoed["path"], path, "{route}");
+        assert_eq!(echoed["query"], "q=green%20tea&limit=3", "{route}");
+        assert_eq!(echoed["headers"]["x-custom"], "kept", "{route}");
+        assert_eq!(echoed["headers"]["x-forwarded-for"], "127.0.0.1", "{route}");
+        assert_eq!(echoed["headers"]["host"], upstream.addr.to_string(), "{route}");
+        if method == "POST" {
+            assert_eq!(echoed["body"], body, "{route}");
+        }
+    }
+    assert_eq!(upstream.seen().len(), USER_ROUTES.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_gateway_answers_404_for_control_surfaces_and_unknown_paths() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    for path in [
+        "/config",
+        "/config/schema",
+        "/config/history",
+        "/metrics",
+        "/readyz",
+        "/api/services/shop/config",
+        "/api/services",
+        "/nope",
+        "/api/products/42/secret",
+        "/api",
+    ] {
+        let resp = http().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+    let patch = http().patch(gw.url("/config")).json(&json!({"upstream": {"pool_size": 1}})).send().await.unwrap();
+    assert_eq!(patch.status(), 404);
+    assert!(upstream.seen().is_empty(), "nothing may reach the shop: {:?}", upstream.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_gateway_answers_405_for_a_wrong_method_on_a_known_path() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let resp = http().delete(gw.url("/api/products/42")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let allow = resp.headers().get("allow").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(allow.contains("GET"), "allow: {allow}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let resp = http().get(gw.url("/api/checkout")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceparent_reaches_the_upstream_and_continues_the_callers_trace() {
+    init_telemetry();
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let incoming = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let resp = http().get(gw.url("/api/products")).header("traceparent", &incoming).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http().get(gw.url("/api/ping")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let seen = upstream.seen();
+    let traceparent = |i: usize| seen[i].headers.get("traceparent").map(|v| v.to_str().unwrap().to_owned());
+    let continued = traceparent(0).expect("traceparent forwarded");
+    let parts: Vec<&str> = continued.split('-').collect();
+    assert_eq!(parts.len(), 4, "{continued}");
+    assert_eq!(parts[1], trace_id, "the caller's trace continues");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "the gateway's own span is the parent");
+    let started = traceparent(1).expect("a trace is started when the caller sent none");
+    assert!(started.starts_with("00-") && !started.contains(trace_id), "{started}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_gateway_refuses_a_body_over_one_mebibyte_with_413() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let big = vec![b'x'; 1024 * 1024 + 1];
+    let resp =
+        http().post(gw.url("/api/carts")).header("content-type", "application/json").body(big).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    // Exactly the limit still passes.
+    let ok = http().post(gw.url("/api/carts")).body(vec![b'x'; 1024 * 1024]).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_gateway_refuses_a_chunked_body_over_one_mebibyte_with_413() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let mut stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let head = "POST /api/carts HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    // 17 chunks of 64 KiB: just over 1 MiB. The gateway may stop reading early; ignore that.
+    for _ in 0..17 {
+        if stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.is_err()
+            || stream.write_all(&chunk).await.is_err()
+            || stream.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413"), "got: {}", text.lines().next().unwrap_or_default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_gateway_healthz_answers_even_when_the_shop_is_down_but_readyz_does_not() {
+    let gw = TestGateway::start(settings(GatewayRole::User, &dead_url()));
+    let health = http().get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["service"], "gateway-user");
+    let ready = http().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let ready = http().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(upstream.seen()[0].path, "/healthz");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_metrics_label_requests_by_route_template_never_by_raw_path() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    http().get(gw.url("/api/products/123")).send().await.unwrap();
+    http().get(gw.url("/no/such/path/9")).send().await.unwrap();
+    let text = gw.metrics().await;
+    assert!(text.contains(r#"http_route="/api/products/{id}""#), "{text}");
+    assert!(text.contains(r#"http_route="unmatched""#), "{text}");
+    assert!(!text.contains("/api/products/123") && !text.contains("/no/such/path"), "{text}");
+    assert_eq!(metric(&text, r#"gateway_upstream_requests_total{outcome="ok",upstream="shop"}"#), Some(1.0));
+    assert!(text.contains(r#"service="gateway-user""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish_then_frees_the_port() {
+    let upstream = Upstream::start().await;
+    let mut s = settings(GatewayRole::User, &upstream.url());
+    s.threads = 2;
+    let gw = TestGateway::start(s);
+    let public = gw.public;
+    let url = gw.url("/api/ping");
+    let in_flight = tokio::spawn(async move { http().get(url).header("x-test-sleep-ms", "300").send().await });
+    while upstream.state.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gw.stop().await.unwrap();
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(tokio::net::TcpStream::connect(public).await.is_err(), "the listener is closed after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    for _ in 0..20 {
+        // A new client connection each time: reuse must come from the gateway's own pool.
+        let resp = http().get(gw.url("/api/products")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    assert_eq!(upstream.connections(), 1, "sequential requests share one upstream connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closes_its_connections_is_still_served() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    for _ in 0..5 {
+        let resp = http().get(gw.url("/api/ping")).header("x-test-close", "1").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("connection").is_none_or(|v| v != "close"), "hop-by-hop headers stay on their hop");
+        resp.bytes().await.unwrap();
+    }
+    assert_eq!(upstream.connections(), 5);
+    let head = http().head(gw.url("/api/products")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let after_head = http().get(gw.url("/api/products")).send().await.unwrap();
+    assert_eq!(after_head.status(), 200);
+    assert_eq!(upstream.connections(), 6, "a bodiless HEAD answer leaves a reusable connection");
+}

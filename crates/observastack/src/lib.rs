@@ -1,0 +1,57 @@
+//! The ObservaStack command line: `up` (native launch of the whole stack), `token` (mint a JWT
+//! from the stack's secret) and `config get|set` (runtime config through the control gateway).
+
+pub mod config_cmd;
+pub mod state;
+pub mod ui;
+pub mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use service_kit::Role;
+
+#[derive(Debug, Parser)]
+#[command(name = "observastack", version, about = "ObservaStack: an SRE training platform you run on your laptop")]
+pub struct Cli {
+    /// Where the stack keeps its signing secret and logs.
+    #[arg(long, global = true, env = "OBSERVASTACK_STATE_DIR", default_value = ".observastack")]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the whole stack natively (no Docker) and supervise it until Ctrl-C.
+    Up(up::UpArgs),
+    /// Mint a token signed with the stack's secret.
+    Token {
+        /// `learner` (operates the system) or `instructor` (may also set faults).
+        #[arg(long, default_value = "learner")]
+        role: Role,
+        /// Who the token names; shown in config history.
+        #[arg(long, default_value = "learner")]
+        subject: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 12)]
+        hours: u64,
+    },
+    /// Read or change a service's runtime configuration through the control gateway.
+    Config(config_cmd::ConfigArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => up::run(&cli.state_dir, args).await,
+        Command::Token { role, subject, hours } => {
+            let keys = state::load_keys(&cli.state_dir)?;
+            let token = keys.mint(&subject, role, Duration::from_secs(hours * 3600))?;
+            ui::stdout_line(&token);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(args) => config_cmd::run(&cli.state_dir, args).await,
+    }
+}

@@ -1,0 +1,408 @@
+//! `observastack up`: the native launch. Checks PostgreSQL, creates the stack's database and
+//! secret, starts shop and the three gateway roles as supervised child processes (restarting a
+//! crashed one), prints the URLs and a login token, and stops everything on Ctrl-C/SIGTERM.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use service_kit::{JwtKeys, Role};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::{state, ui};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// PostgreSQL URL of the stack's database; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/observastack")]
+    pub database_url: String,
+    /// Added to every default port, to run a second stack beside the first.
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+    /// Directory holding the service binaries (default: this binary's directory).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// OTLP/HTTP endpoint the services export traces to.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Products seeded into an empty shop database.
+    #[arg(long, default_value_t = 10_000)]
+    pub seed_products: u32,
+    /// Past orders seeded into an empty shop database.
+    #[arg(long, default_value_t = 100_000)]
+    pub seed_orders: u32,
+    /// Seconds to wait for each service to become ready.
+    #[arg(long, default_value_t = 180)]
+    pub ready_timeout_secs: u64,
+}
+
+/// Default ports (DESIGN §6); `--port-offset` shifts all of them.
+pub mod ports {
+    pub const USER: u16 = 8080;
+    pub const CONTROL: u16 = 8081;
+    pub const OBSERVABILITY: u16 = 8082;
+    pub const SHOP: u16 = 8101;
+    pub const USER_ADMIN: u16 = 8111;
+    pub const CONTROL_ADMIN: u16 = 8112;
+    pub const OBSERVABILITY_ADMIN: u16 = 8113;
+}
+
+/// How often a crashed service is restarted within [`RESTART_WINDOW`] before `up` gives up.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// How long children get to drain after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+struct ServiceSpec {
+    name: &'static str,
+    binary: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    ready_url: String,
+}
+
+fn addr(port: u16, offset: u16) -> String {
+    format!("127.0.0.1:{}", port.saturating_add(offset))
+}
+
+fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
+    let o = args.port_offset;
+    let shop_url = format!("http://{}", addr(ports::SHOP, o));
+    let fronted = [
+        format!("shop={shop_url}"),
+        format!("gateway-user=http://{}", addr(ports::USER_ADMIN, o)),
+        format!("gateway-control=http://{}", addr(ports::CONTROL_ADMIN, o)),
+        format!("gateway-observability=http://{}", addr(ports::OBSERVABILITY_ADMIN, o)),
+    ];
+    let mut common = vec![(service_kit::ENV_JWT_SECRET, secret.to_owned())];
+    if let Some(endpoint) = &args.otlp_endpoint {
+        common.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()));
+    }
+    let gateway = |role: &str, public: u16, admin: u16| {
+        let mut a = vec![
+            "--role".to_owned(),
+            role.to_owned(),
+            "--listen".to_owned(),
+            addr(public, o),
+            "--admin-listen".to_owned(),
+            addr(admin, o),
+            "--shop-url".to_owned(),
+            shop_url.clone(),
+        ];
+        if role != "user" {
+            for f in &fronted {
+                a.push("--service".to_owned());
+                a.push(f.clone());
+            }
+        }
+        a
+    };
+    let mut shop_env = common.clone();
+    shop_env.push(("DATABASE_URL", args.database_url.clone()));
+    vec![
+        ServiceSpec {
+            name: "shop",
+            binary: "shop",
+            args: vec![
+                "--listen".to_owned(),
+                addr(ports::SHOP, o),
+                "--seed-products".to_owned(),
+                args.seed_products.to_string(),
+                "--seed-orders".to_owned(),
+                args.seed_orders.to_string(),
+            ],
+            env: shop_env,
+            ready_url: format!("{shop_url}/readyz"),
+        },
+        ServiceSpec {
+            name: "gateway-user",
+            binary: "gateway",
+            args: gateway("user", ports::USER, ports::USER_ADMIN),
+            env: common.clone(),
+            ready_url: format!("http://{}/readyz", addr(ports::USER_ADMIN, o)),
+        },
+        ServiceSpec {
+            name: "gateway-control",
+            binary: "gateway",
+            args: gateway("control", ports::CONTROL, ports::CONTROL_ADMIN),
+            env: common.clone(),
+            ready_url: format!("http://{}/readyz", addr(ports::CONTROL_ADMIN, o)),
+        },
+        ServiceSpec {
+            name: "gateway-observability",
+            binary: "gateway",
+            args: gateway("observability", ports::OBSERVABILITY, ports::OBSERVABILITY_ADMIN),
+            env: common,
+            ready_url: format!("http://{}/readyz", addr(ports::OBSERVABILITY_ADMIN, o)),
+        },
+    ]
+}
+
+/// Verifies PostgreSQL answers and creates the stack's database if it does not exist.
+pub async fn prepare_database(url: &str) -> anyhow::Result<()> {
+    let target = PgConnectOptions::from_str(url).with_context(|| format!("invalid DATABASE_URL `{url}`"))?;
+    let database = target.get_database().unwrap_or("observastack").to_owned();
+    if database.is_empty() || !database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("database name `{database}` must be letters, digits and underscores");
+    }
+    let where_ = format!("{}:{}", target.get_host(), target.get_port());
+    let admin = target.clone().database("postgres").disable_statement_logging();
+    let mut conn = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect_with(&admin))
+        .await
+        .map_err(|_| anyhow::anyhow!("PostgreSQL at {where_} did not answer within 5 s"))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "PostgreSQL is unreachable at {where_}: {e}\n  start it (e.g. `pg_ctlcluster 15 main start`) or point --database-url / DATABASE_URL at a running server"
+            )
+        })?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&database)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        // The name was checked above to be a plain identifier; CREATE DATABASE takes no binds.
+        let created = sqlx::raw_sql(&format!("CREATE DATABASE \"{database}\"")).execute(&mut conn).await;
+        if let Err(err) = created {
+            // A concurrent `up` may have created it in between; only a real failure counts.
+            let again: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&database)
+                .fetch_optional(&mut conn)
+                .await?;
+            if again.is_none() {
+                return Err(err).with_context(|| format!("cannot create database `{database}`"));
+            }
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+fn bin_dir(args: &UpArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.bin_dir {
+        return Ok(dir.clone());
+    }
+    let exe = std::env::current_exe().context("cannot locate the observastack binary")?;
+    exe.parent().map(Path::to_path_buf).context("the observastack binary has no parent directory")
+}
+
+struct Running {
+    spec: ServiceSpec,
+    pid: Option<u32>,
+    restarts: Vec<Instant>,
+}
+
+pub async fn run(state_dir: &Path, args: UpArgs) -> anyhow::Result<ExitCode> {
+    ui::step("checking PostgreSQL");
+    if let Err(err) = prepare_database(&args.database_url).await {
+        ui::done("failed");
+        return Err(err);
+    }
+    ui::done("ok");
+
+    let bins = bin_dir(&args)?;
+    for binary in ["shop", "gateway"] {
+        if !bins.join(binary).is_file() {
+            bail!(
+                "`{binary}` binary not found in {}; build the workspace first (`cargo build --release`) or pass --bin-dir",
+                bins.display()
+            );
+        }
+    }
+
+    let secret = state::ensure_secret(state_dir)?;
+    let keys = JwtKeys::from_secret(secret.as_bytes())?;
+    let logs = state::logs_dir(state_dir);
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+
+    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<(usize, u32, std::io::Result<std::process::ExitStatus>)>();
+    let mut running: Vec<Running> = Vec::new();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+
+    let specs = plan(&args, &secret);
+    for (index, spec) in specs.into_iter().enumerate() {
+        let what = if spec.name == "shop" { "starting shop (migrations, seed data)" } else { "starting " };
+        ui::step(&if spec.name == "shop" { what.to_owned() } else { format!("{what}{}", spec.name) });
+        let started = Instant::now();
+        let child = spawn(&bins, &logs, &spec)?;
+        let pid = child.id();
+        watch_exit(index, child, exit_tx.clone());
+        running.push(Running { spec: spec.clone(), pid, restarts: Vec::new() });
+        let deadline = Duration::from_secs(args.ready_timeout_secs);
+        if let Err(err) = wait_ready(&http, &spec, deadline, &mut exit_rx).await {
+            ui::done("failed");
+            stop_all(&mut running, &mut exit_rx).await;
+            let tail = log_tail(&logs, spec.name);
+            bail!("{err}\n--- last lines of {}/{}.log ---\n{tail}", logs.display(), spec.name);
+        }
+        ui::done(&format!("ready in {:.1} s", started.elapsed().as_secs_f64()));
+    }
+
+    let token = keys.mint("learner", Role::Learner, Duration::from_secs(12 * 3600))?;
+    print_summary(&args, &token, &logs);
+
+    let outcome = supervise(&bins, &logs, &mut running, &exit_tx, &mut exit_rx).await;
+    ui::step("stopping");
+    stop_all(&mut running, &mut exit_rx).await;
+    ui::done("stopped");
+    outcome
+}
+
+fn spawn(bins: &Path, logs: &Path, spec: &ServiceSpec) -> anyhow::Result<Child> {
+    let log_path = logs.join(format!("{}.log", spec.name));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let mut cmd = Command::new(bins.join(spec.binary));
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    cmd.spawn().with_context(|| format!("cannot start {}", spec.name))
+}
+
+fn watch_exit(
+    index: usize,
+    mut child: Child,
+    tx: mpsc::UnboundedSender<(usize, u32, std::io::Result<std::process::ExitStatus>)>,
+) {
+    let pid = child.id().unwrap_or_default();
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        let _ = tx.send((index, pid, status));
+    });
+}
+
+async fn wait_ready(
+    http: &reqwest::Client,
+    spec: &ServiceSpec,
+    deadline: Duration,
+    exits: &mut mpsc::UnboundedReceiver<(usize, u32, std::io::Result<std::process::ExitStatus>)>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if let Ok((_, _, status)) = exits.try_recv() {
+            let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            bail!("{} exited during start-up ({status})", spec.name);
+        }
+        if let Ok(resp) = http.get(&spec.ready_url).send().await
+            && resp.status().is_success()
+        {
+            return Ok(());
+        }
+        if start.elapsed() > deadline {
+            bail!("{} was not ready within {} s ({})", spec.name, deadline.as_secs(), spec.ready_url);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_summary(args: &UpArgs, token: &str, logs: &Path) {
+    let o = args.port_offset;
+    let user = format!("http://{}", addr(ports::USER, o));
+    let control = format!("http://{}", addr(ports::CONTROL, o));
+    let observability = format!("http://{}", addr(ports::OBSERVABILITY, o));
+    let lines = [
+        String::new(),
+        "ObservaStack is up.".to_owned(),
+        format!("  user gateway           {user}            try: curl {user}/api/products"),
+        format!("  control gateway        {control}            JWT required (token below)"),
+        format!("  observability gateway  {observability}            e.g. {observability}/api/services/shop/metrics"),
+        String::new(),
+        "  learner token (valid 12 h; mint more with `observastack token`):".to_owned(),
+        format!("  {token}"),
+        format!("  e.g. curl -H \"Authorization: Bearer $TOKEN\" {control}/api/services/shop/config"),
+        String::new(),
+        format!("  logs: {}/*.log    stop: Ctrl-C", logs.display()),
+    ];
+    for line in lines {
+        ui::progress(&line);
+    }
+}
+
+async fn supervise(
+    bins: &Path,
+    logs: &Path,
+    running: &mut [Running],
+    exit_tx: &mpsc::UnboundedSender<(usize, u32, std::io::Result<std::process::ExitStatus>)>,
+    exit_rx: &mut mpsc::UnboundedReceiver<(usize, u32, std::io::Result<std::process::ExitStatus>)>,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = service_kit::server::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(ExitCode::SUCCESS),
+            Some((index, pid, status)) = exit_rx.recv() => {
+                let Some(service) = running.get_mut(index) else { continue };
+                if service.pid != Some(pid) {
+                    continue;
+                }
+                service.pid = None;
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let now = Instant::now();
+                service.restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+                if service.restarts.len() >= MAX_RESTARTS {
+                    ui::error(&format!(
+                        "{} keeps crashing ({status}); giving up. See {}/{}.log",
+                        service.spec.name, logs.display(), service.spec.name
+                    ));
+                    return Ok(ExitCode::FAILURE);
+                }
+                service.restarts.push(now);
+                ui::error(&format!("{} exited ({status}); restarting", service.spec.name));
+                tokio::time::sleep(Duration::from_millis(500 * service.restarts.len() as u64)).await;
+                let child = spawn(bins, logs, &service.spec)?;
+                service.pid = child.id();
+                watch_exit(index, child, exit_tx.clone());
+            }
+        }
+    }
+}
+
+/// SIGTERM to every child (gateways first, so no new traffic reaches shop), then SIGKILL to
+/// whatever has not exited after the grace period.
+async fn stop_all(
+    running: &mut [Running],
+    exits: &mut mpsc::UnboundedReceiver<(usize, u32, std::io::Result<std::process::ExitStatus>)>,
+) {
+    let mut alive: HashMap<u32, usize> = HashMap::new();
+    for (index, service) in running.iter().enumerate().rev() {
+        if let Some(pid) = service.pid {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            alive.insert(pid, index);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while !alive.is_empty() {
+        match tokio::time::timeout_at(deadline, exits.recv()).await {
+            Ok(Some((_, pid, _))) => {
+                alive.remove(&pid);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    for pid in alive.keys() {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    for service in running.iter_mut() {
+        service.pid = None;
+    }
+}
+
+fn log_tail(logs: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

@@ -1,0 +1,71 @@
+//! Strict JSON request bodies: a size limit answered with 413, a content type check, and
+//! parse errors that name the field (via `serde_path_to_error`) instead of axum's plain text.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+
+/// Default ceiling for JSON bodies accepted by service APIs.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Like `axum::Json`, but every rejection is an [`ApiError`] naming the field and rule.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = json_bytes(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Reads a body that must be JSON, enforcing the route's `DefaultBodyLimit`.
+pub async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType("expected `Content-Type: application/json`".to_owned()));
+    }
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit: DEFAULT_BODY_LIMIT }
+        } else {
+            ApiError::bad_request("unreadable_body", rejection.body_text())
+        }
+    })
+}
+
+/// Parses JSON with the path of the first offending field in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            let rule = if inner.is_data() { "type" } else { "json_syntax" };
+            let field = if path == "." { "(body)".to_owned() } else { path };
+            return ApiError::Validation(vec![FieldError::new(field, rule, inner.to_string())]);
+        }
+        let message = inner.to_string();
+        let rule = if message.starts_with("unknown field") {
+            "unknown_field"
+        } else if message.starts_with("missing field") {
+            "required"
+        } else {
+            "type"
+        };
+        ApiError::Validation(vec![FieldError::new(path, rule, message)])
+    })
+}

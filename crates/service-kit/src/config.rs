@@ -1,0 +1,467 @@
+//! Typed runtime configuration served at `/config`. A change is validated whole against the
+//! type's JSON Schema (one source of truth for ranges and unknown fields), checked for role
+//! rights field by field, then swapped in atomically: readers never see a half-applied change.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::routing::get;
+use axum::{Extension, Json, Router, middleware};
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::{Mutex, broadcast, watch};
+
+use crate::auth::{Caller, JwtKeys, Role, require_token};
+use crate::body::{DEFAULT_BODY_LIMIT, JsonBody};
+use crate::error::{ApiError, FieldError};
+use crate::metrics::Metrics;
+
+/// A service's runtime configuration type.
+///
+/// Ranges, enums and unknown-field rules live in the type (`#[schemars(range(..))]`,
+/// `#[serde(deny_unknown_fields)]`) and reach clients through `GET /config/schema`.
+pub trait RuntimeConfig: Serialize + DeserializeOwned + JsonSchema + Default + Clone + Send + Sync + 'static {
+    /// Dotted field prefixes only the `instructor` role may change: the injected faults, so a
+    /// learner repairs the system as an operator would instead of switching the fault off.
+    fn instructor_only() -> &'static [&'static str] {
+        &["faults"]
+    }
+
+    /// Rules a JSON Schema cannot express (cross-field rules, allowed map keys).
+    fn check(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+}
+
+/// A configuration value together with the revision it was published at.
+#[derive(Debug)]
+pub struct Snapshot<T> {
+    pub revision: u64,
+    pub updated_at: DateTime<Utc>,
+    pub config: T,
+}
+
+impl<T> std::ops::Deref for Snapshot<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.config
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    Patch,
+    Put,
+    Reset,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FieldChange {
+    pub field: String,
+    #[schema(value_type = Object)]
+    pub old: Value,
+    #[schema(value_type = Object)]
+    pub new: Value,
+}
+
+/// One accepted change: who, when, and old → new for every field it touched.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ChangeRecord {
+    pub service: String,
+    pub revision: u64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub role: Role,
+    pub action: ChangeAction,
+    pub changes: Vec<FieldChange>,
+}
+
+/// How many change records `GET /config/history` can return.
+pub const HISTORY_CAPACITY: usize = 500;
+
+/// Holds the live configuration of one service.
+pub struct ConfigStore<T: RuntimeConfig> {
+    service: String,
+    tx: watch::Sender<Arc<Snapshot<T>>>,
+    /// Serialises writers so validation, the role check and the swap see one consistent base.
+    history: Mutex<VecDeque<ChangeRecord>>,
+    events: broadcast::Sender<ChangeRecord>,
+    schema: Value,
+    validator: jsonschema::Validator,
+    metrics: Arc<Metrics>,
+}
+
+impl<T: RuntimeConfig> std::fmt::Debug for ConfigStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigStore").field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+impl<T: RuntimeConfig> ConfigStore<T> {
+    /// Creates a store holding `initial` at revision 1. Fails if `initial` breaks its own rules.
+    pub fn new(service: &str, initial: T, metrics: Arc<Metrics>) -> Result<Arc<Self>, ApiError> {
+        let schema = serde_json::to_value(schemars::schema_for!(T)).map_err(anyhow::Error::from)?;
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("config schema of {service} does not compile: {e}")))?;
+        let initial_json = serde_json::to_value(&initial).map_err(anyhow::Error::from)?;
+        let config = validate::<T>(&validator, initial_json)?;
+        let snapshot = Snapshot { revision: 1, updated_at: Utc::now(), config };
+        metrics.config_revision.set(1);
+        let (tx, _) = watch::channel(Arc::new(snapshot));
+        let (events, _) = broadcast::channel(64);
+        Ok(Arc::new(Self {
+            service: service.to_owned(),
+            tx,
+            history: Mutex::new(VecDeque::new()),
+            events,
+            schema,
+            validator,
+            metrics,
+        }))
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The configuration in force now. Cheap: clones an `Arc`.
+    pub fn current(&self) -> Arc<Snapshot<T>> {
+        self.tx.borrow().clone()
+    }
+
+    /// Wakes on every accepted change; for components that must resize pools and the like.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot<T>>> {
+        self.tx.subscribe()
+    }
+
+    /// Every accepted change, for reporting to the orchestrator as a timeline event.
+    pub fn change_events(&self) -> broadcast::Receiver<ChangeRecord> {
+        self.events.subscribe()
+    }
+
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    pub async fn history(&self, limit: usize) -> Vec<ChangeRecord> {
+        self.history.lock().await.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// Merges `patch` (RFC 7396 JSON merge patch) into the current configuration.
+    pub async fn patch(&self, caller: &Caller, patch: Value) -> Result<Arc<Snapshot<T>>, ApiError> {
+        if !patch.is_object() {
+            return Err(ApiError::field("(body)", "type", "a config patch must be a JSON object"));
+        }
+        self.apply(caller, ChangeAction::Patch, |current| {
+            let mut merged = current.clone();
+            merge_patch(&mut merged, &patch);
+            merged
+        })
+        .await
+    }
+
+    /// Replaces the configuration; fields left out take their defaults.
+    pub async fn replace(&self, caller: &Caller, document: Value) -> Result<Arc<Snapshot<T>>, ApiError> {
+        if !document.is_object() {
+            return Err(ApiError::field("(body)", "type", "a config document must be a JSON object"));
+        }
+        self.apply(caller, ChangeAction::Put, |_| document.clone()).await
+    }
+
+    /// Resets every field to its default.
+    pub async fn reset(&self, caller: &Caller) -> Result<Arc<Snapshot<T>>, ApiError> {
+        let defaults = serde_json::to_value(T::default()).map_err(anyhow::Error::from)?;
+        self.apply(caller, ChangeAction::Reset, |_| defaults.clone()).await
+    }
+
+    async fn apply(
+        &self,
+        caller: &Caller,
+        action: ChangeAction,
+        build: impl FnOnce(&Value) -> Value,
+    ) -> Result<Arc<Snapshot<T>>, ApiError> {
+        let mut history = self.history.lock().await;
+        let current = self.current();
+        let current_json = serde_json::to_value(&current.config).map_err(anyhow::Error::from)?;
+        let candidate = build(&current_json);
+        let outcome = self.decide(caller, &current_json, candidate);
+        let (config, changes) = match outcome {
+            Ok(ok) => ok,
+            Err(err) => {
+                let label = if matches!(err, ApiError::Forbidden { .. }) { "forbidden" } else { "rejected" };
+                self.metrics.config_changes.with_label_values(&[label]).inc();
+                tracing::info!(actor = %caller.subject, role = %caller.role, ?action, outcome = label, error = %err, "config change refused");
+                return Err(err);
+            }
+        };
+        if changes.is_empty() {
+            return Ok(current);
+        }
+        let revision = current.revision + 1;
+        let record = ChangeRecord {
+            service: self.service.clone(),
+            revision,
+            at: Utc::now(),
+            actor: caller.subject.clone(),
+            role: caller.role,
+            action,
+            changes,
+        };
+        let snapshot = Arc::new(Snapshot { revision, updated_at: record.at, config });
+        self.tx.send_replace(snapshot.clone());
+        self.metrics.config_revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
+        self.metrics.config_changes.with_label_values(&["applied"]).inc();
+        tracing::info!(
+            actor = %record.actor,
+            role = %record.role,
+            revision,
+            action = ?action,
+            changes = %serde_json::to_string(&record.changes).unwrap_or_default(),
+            "config changed"
+        );
+        if history.len() == HISTORY_CAPACITY {
+            history.pop_front();
+        }
+        history.push_back(record.clone());
+        // Nobody listening is fine: the history endpoint still has it.
+        let _ = self.events.send(record);
+        Ok(snapshot)
+    }
+
+    /// Validates `candidate` and works out which fields change; nothing is published here.
+    fn decide(&self, caller: &Caller, current: &Value, candidate: Value) -> Result<(T, Vec<FieldChange>), ApiError> {
+        let config = validate::<T>(&self.validator, candidate)?;
+        let normalized = serde_json::to_value(&config).map_err(anyhow::Error::from)?;
+        let changes = diff(current, &normalized);
+        if !caller.may(Role::Instructor) {
+            let denied: Vec<FieldError> = changes
+                .iter()
+                .filter(|c| is_instructor_only::<T>(&c.field))
+                .map(|c| {
+                    FieldError::new(&c.field, "role", format!("only the instructor role may change `{}`", c.field))
+                })
+                .collect();
+            if !denied.is_empty() {
+                return Err(ApiError::Forbidden {
+                    message: format!("role `{}` may not change fault fields", caller.role),
+                    fields: denied,
+                });
+            }
+        }
+        Ok((config, changes))
+    }
+}
+
+fn is_instructor_only<T: RuntimeConfig>(field: &str) -> bool {
+    T::instructor_only()
+        .iter()
+        .any(|prefix| field == *prefix || field.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')))
+}
+
+/// Schema first (every violation, with its path and keyword), then the type's own checks.
+fn validate<T: RuntimeConfig>(validator: &jsonschema::Validator, candidate: Value) -> Result<T, ApiError> {
+    let mut errors: Vec<FieldError> = validator.iter_errors(&candidate).flat_map(|err| schema_error(&err)).collect();
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| a.field.cmp(&b.field));
+        return Err(ApiError::Validation(errors));
+    }
+    let config: T = crate::body::parse_json(candidate.to_string().as_bytes())?;
+    let errors = config.check();
+    if errors.is_empty() { Ok(config) } else { Err(ApiError::Validation(errors)) }
+}
+
+fn schema_error(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
+    let field = pointer_to_dotted(err.instance_path.as_str());
+    if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = &err.kind {
+        return unexpected
+            .iter()
+            .map(|name| {
+                let path = if field == "(body)" { name.clone() } else { format!("{field}.{name}") };
+                FieldError::new(path, "unknown_field", format!("unknown field `{name}`"))
+            })
+            .collect();
+    }
+    let rule = err.schema_path.as_str().rsplit('/').next().unwrap_or("schema").to_owned();
+    vec![FieldError::new(field, rule, err.to_string())]
+}
+
+/// `/db/pool_size` → `db.pool_size`; the empty pointer is the whole body.
+fn pointer_to_dotted(pointer: &str) -> String {
+    if pointer.is_empty() {
+        return "(body)".to_owned();
+    }
+    pointer
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// RFC 7396: objects merge recursively, `null` removes a key, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// Field-level differences with dotted paths. Objects present on both sides are walked; a key
+/// present on one side only (a map entry added or removed) is one change at that key.
+fn diff(old: &Value, new: &Value) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    diff_into("", old, new, &mut out);
+    out
+}
+
+fn diff_into(path: &str, old: &Value, new: &Value, out: &mut Vec<FieldChange>) {
+    if let (Value::Object(a), Value::Object(b)) = (old, new) {
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            match (a.get(key), b.get(key)) {
+                (Some(x), Some(y)) => diff_into(&child, x, y, out),
+                (x, y) => out.push(FieldChange {
+                    field: child,
+                    old: x.cloned().unwrap_or(Value::Null),
+                    new: y.cloned().unwrap_or(Value::Null),
+                }),
+            }
+        }
+    } else if old != new {
+        out.push(FieldChange { field: path.to_owned(), old: old.clone(), new: new.clone() });
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConfigView {
+    pub service: String,
+    pub revision: u64,
+    pub updated_at: DateTime<Utc>,
+    /// The current values, shaped as `GET /config/schema` describes.
+    #[schema(value_type = Object)]
+    pub values: Value,
+    /// Where the JSON Schema of `values` is served.
+    pub schema: String,
+}
+
+impl<T: RuntimeConfig> ConfigStore<T> {
+    fn view(&self, snapshot: &Snapshot<T>) -> Result<ConfigView, ApiError> {
+        Ok(ConfigView {
+            service: self.service.clone(),
+            revision: snapshot.revision,
+            updated_at: snapshot.updated_at,
+            values: serde_json::to_value(&snapshot.config).map_err(anyhow::Error::from)?,
+            schema: "/config/schema".to_owned(),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Newest first; at most 500.
+    pub limit: Option<usize>,
+}
+
+/// `/config` routes for `store`, guarded by `keys`: any valid token reads, any role writes,
+/// and fault fields additionally need `instructor`.
+pub fn router<T: RuntimeConfig>(store: Arc<ConfigStore<T>>, keys: Arc<JwtKeys>) -> Router {
+    Router::new()
+        .route("/config", get(get_config::<T>).patch(patch_config::<T>).put(put_config::<T>).delete(reset_config::<T>))
+        .route("/config/schema", get(get_schema::<T>))
+        .route("/config/history", get(get_history::<T>))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(keys, require_token))
+        .with_state(store)
+}
+
+async fn get_config<T: RuntimeConfig>(State(store): State<Arc<ConfigStore<T>>>) -> Result<Json<ConfigView>, ApiError> {
+    Ok(Json(store.view(&store.current())?))
+}
+
+async fn get_schema<T: RuntimeConfig>(State(store): State<Arc<ConfigStore<T>>>) -> Json<Value> {
+    Json(store.schema().clone())
+}
+
+async fn get_history<T: RuntimeConfig>(
+    State(store): State<Arc<ConfigStore<T>>>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ChangeRecord>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(100).min(HISTORY_CAPACITY);
+    Ok(Json(store.history(limit).await))
+}
+
+async fn patch_config<T: RuntimeConfig>(
+    State(store): State<Arc<ConfigStore<T>>>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(patch): JsonBody<Value>,
+) -> Result<Json<ConfigView>, ApiError> {
+    let snapshot = store.patch(&caller, patch).await?;
+    Ok(Json(store.view(&snapshot)?))
+}
+
+async fn put_config<T: RuntimeConfig>(
+    State(store): State<Arc<ConfigStore<T>>>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(document): JsonBody<Value>,
+) -> Result<Json<ConfigView>, ApiError> {
+    let snapshot = store.replace(&caller, document).await?;
+    Ok(Json(store.view(&snapshot)?))
+}
+
+async fn reset_config<T: RuntimeConfig>(
+    State(store): State<Arc<ConfigStore<T>>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<ConfigView>, ApiError> {
+    let snapshot = store.reset(&caller).await?;
+    Ok(Json(store.view(&snapshot)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": {"b": 1, "c": 2}, "d": [1, 2]});
+        merge_patch(&mut doc, &json!({"a": {"b": null, "e": 3}, "d": [3]}));
+        assert_eq!(doc, json!({"a": {"c": 2, "e": 3}, "d": [3]}));
+    }
+
+    #[test]
+    fn diff_reports_leaves_with_dotted_paths() {
+        let changes = diff(&json!({"db": {"pool_size": 10}, "x": 1}), &json!({"db": {"pool_size": 2}, "x": 1}));
+        assert_eq!(changes, vec![FieldChange { field: "db.pool_size".into(), old: json!(10), new: json!(2) }]);
+    }
+
+    #[test]
+    fn json_pointer_becomes_dotted_path() {
+        assert_eq!(
+            pointer_to_dotted("/faults/POST ~1api~1checkout/latency_ms"),
+            "faults.POST /api/checkout.latency_ms"
+        );
+        assert_eq!(pointer_to_dotted(""), "(body)");
+    }
+}

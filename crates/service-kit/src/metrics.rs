@@ -1,0 +1,125 @@
+//! Prometheus metrics every service exports, declared once per service in its own registry
+//! (several services may share a process in tests), plus the HTTP middleware that records
+//! `http_server_request_duration_seconds` by matched route template and opens the request span.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Buckets from the OpenTelemetry HTTP semantic conventions, with two finer ones in front
+/// because a proxy hop is measured in hundreds of microseconds.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Route label for requests that matched no route: raw paths never become labels.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+pub struct Metrics {
+    pub service: String,
+    pub registry: Registry,
+    pub http_duration: HistogramVec,
+    pub config_revision: IntGauge,
+    pub config_changes: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Declares the shared metrics of `service`, labelled `service=<name>` throughout.
+    pub fn new(service: &str) -> Arc<Self> {
+        let registry =
+            Registry::new_custom(None, Some([("service".to_owned(), service.to_owned())].into())).unwrap_or_default();
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_server_request_duration_seconds", "Duration of HTTP server requests.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["http_route", "http_request_method", "http_response_status_code"],
+        )
+        .expect("static metric definition");
+        let build_info = IntGauge::with_opts(
+            Opts::new("observastack_build_info", "Build of the running service; always 1.")
+                .const_label("version", crate::VERSION),
+        )
+        .expect("static metric definition");
+        build_info.set(1);
+        let config_revision =
+            IntGauge::new("observastack_config_revision", "Revision of the runtime configuration in force.")
+                .expect("static metric definition");
+        let config_changes = IntCounterVec::new(
+            Opts::new("observastack_config_changes_total", "Runtime configuration change attempts by outcome."),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let metrics = Self { service: service.to_owned(), registry, http_duration, config_revision, config_changes };
+        metrics.register(metrics.http_duration.clone());
+        metrics.register(build_info);
+        metrics.register(metrics.config_revision.clone());
+        metrics.register(metrics.config_changes.clone());
+        #[cfg(target_os = "linux")]
+        metrics.register(prometheus::process_collector::ProcessCollector::for_self());
+        Arc::new(metrics)
+    }
+
+    /// Registers a service-specific collector. Names are static, so a clash is a programming
+    /// error caught by the first test that builds the service.
+    pub fn register<C: prometheus::core::Collector + 'static>(&self, collector: C) {
+        if let Err(err) = self.registry.register(Box::new(collector)) {
+            tracing::error!(error = %err, "metric registration failed");
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %err, "metric encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    let mut resp = metrics.render().into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
+}
+
+/// Middleware: one server span per request (parented on an incoming W3C `traceparent`) and
+/// one histogram observation labelled by the matched route template.
+pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE).to_owned();
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let _ = span.set_parent(crate::telemetry::extract_context(req.headers()));
+    let start = Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::SERVICE_UNAVAILABLE {
+        span.in_scope(|| tracing::debug!(status = status.as_u16(), "request failed"));
+    }
+    metrics
+        .http_duration
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,94 @@
+//! The shop binary: reads flags and env, starts telemetry, builds the application and serves
+//! until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use service_kit::auth::MIN_SECRET_BYTES;
+use shop::{Application, Settings};
+
+/// ObservaStack shop: catalog, carts, checkout and orders on PostgreSQL.
+///
+/// The JWT secret that verifies `/config` tokens is read from `OBSERVASTACK_JWT_SECRET` only,
+/// never from a flag, so it does not show up in process listings.
+#[derive(Debug, Parser)]
+#[command(name = "shop", version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "OBSERVASTACK_SHOP_LISTEN", default_value = "127.0.0.1:8101")]
+    listen: SocketAddr,
+    /// PostgreSQL URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/observastack",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); none disables export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Log filter directives.
+    #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn")]
+    log: String,
+    /// Products seeded into an empty catalog.
+    #[arg(long, default_value_t = 10_000)]
+    seed_products: u32,
+    /// Past orders seeded into an empty order history.
+    #[arg(long, default_value_t = 100_000)]
+    seed_orders: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+/// A start-up failure is one clear line on stderr (whatever `RUST_BACKTRACE` says): the process
+/// supervisor or the operator reads it, and JSON logging may not be running yet.
+#[allow(clippy::print_stderr)]
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("shop: {err:#}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let secret = std::env::var(service_kit::ENV_JWT_SECRET).unwrap_or_default();
+    if secret.is_empty() {
+        bail!(
+            "{} is not set: the shop needs the stack's JWT signing secret (at least {MIN_SECRET_BYTES} bytes; \
+             `observastack up` creates one)",
+            service_kit::ENV_JWT_SECRET
+        );
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        bail!(
+            "{} is too short: {} bytes, at least {MIN_SECRET_BYTES} required",
+            service_kit::ENV_JWT_SECRET,
+            secret.len()
+        );
+    }
+    let _telemetry = service_kit::telemetry::init(shop::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
+    let settings = Settings {
+        listen: cli.listen,
+        database_url: cli.database_url,
+        jwt_secret: secret,
+        seed_products: cli.seed_products,
+        seed_orders: cli.seed_orders,
+        ..Settings::default()
+    };
+    let app = Application::build(settings).await.context("the shop could not start")?;
+    tracing::info!(port = app.port(), version = service_kit::VERSION, "shop listening");
+    app.run_until(service_kit::server::shutdown_signal()).await?;
+    tracing::info!("shop stopped");
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! Test scaffolding: a fresh PostgreSQL database per test, the shop started in-process on port
+//! 0, tokens, and a reader for the Prometheus text format.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use service_kit::{JwtKeys, Role};
+use shop::config::ShopConfig;
+use shop::{Application, Settings};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const SECRET: &str = "shop-tests-secret-shop-tests-secret!";
+
+/// The admin connection used to create and drop per-test databases.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{root}/{database}?{query}"),
+        None => format!("{root}/{database}"),
+    }
+}
+
+/// A database that exists for one test and is dropped (WITH FORCE) when this guard goes.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("shop_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection (is PostgreSQL up?)");
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
+        let url = with_database(&admin_url(), &name);
+        Self { name, url }
+    }
+
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    // A database left behind should be visible in the test output, and a panic in drop would abort.
+    #[allow(clippy::print_stderr)]
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot block on async work: use a thread
+        // with its own small runtime.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut admin = PgConnection::connect(&admin_url()).await.map_err(std::io::Error::other)?;
+                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub keys: JwtKeys,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Last, so the server is told to stop before its database goes.
+    pub db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+pub struct Options {
+    pub products: u32,
+    pub orders: u32,
+    pub config: ShopConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { products: 300, orders: 500, config: ShopConfig::default() }
+    }
+}
+
+pub fn settings(db: &TestDb, options: &Options) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        jwt_secret: SECRET.to_owned(),
+        seed_products: options.products,
+        seed_orders: options.orders,
+        initial_config: options.config.clone(),
+        connect_timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(1),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let db = TestDb::create().await;
+    let app = Application::build(settings(&db, &options)).await.expect("the shop builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        keys: JwtKeys::from_secret(SECRET.as_bytes()).unwrap(),
+        shutdown: Some(tx),
+        server: Some(server),
+        db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self.get(path).await;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.http.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    pub fn token(&self, role: Role) -> String {
+        self.keys.mint("shop-test", role, Duration::from_secs(600)).unwrap()
+    }
+
+    pub async fn patch_config(&self, role: Role, patch: Value) -> Response {
+        self.http.patch(self.url("/config")).bearer_auth(self.token(role)).json(&patch).send().await.unwrap()
+    }
+
+    /// Applies `patch` as the instructor and insists it is accepted.
+    pub async fn configure(&self, patch: Value) {
+        let resp = self.patch_config(Role::Instructor, patch.clone()).await;
+        let status = resp.status();
+        assert_eq!(status, StatusCode::OK, "PATCH /config {patch}: {}", resp.text().await.unwrap());
+    }
+
+    pub async fn config(&self) -> Value {
+        let resp = self.http.get(self.url("/config")).bearer_auth(self.token(Role::Learner)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+
+    /// Sum of the samples of `name` whose labels include `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics().await, name, labels)
+    }
+
+    /// A product id from the catalog.
+    pub async fn product_ids(&self, limit: u32) -> Vec<i64> {
+        let page = self.get_json(&format!("/api/products?limit={limit}")).await;
+        page["items"].as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect()
+    }
+
+    pub async fn new_cart(&self) -> String {
+        let resp = self.http.post(self.url("/api/carts")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let body: Value = resp.json().await.unwrap();
+        body["cart_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn add_item(&self, cart_id: &str, product_id: i64, quantity: u32) -> Response {
+        self.post_json(&format!("/api/carts/{cart_id}/items"), &json!({"product_id": product_id, "quantity": quantity}))
+            .await
+    }
+
+    pub async fn checkout(&self, cart_id: &str, key: Option<&str>) -> Response {
+        let mut req =
+            self.http.post(self.url("/api/checkout")).json(&json!({"cart_id": cart_id, "email": "ada@example.com"}));
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn stock(&self, product_id: i64) -> i64 {
+        let product = self.get_json(&format!("/api/products/{product_id}")).await;
+        product["stock"].as_i64().unwrap()
+    }
+}
+
+/// Parses the Prometheus text format: sum of the samples of `name` carrying every label pair.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let all = labels.iter().all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            if all { value.parse::<f64>().ok() } else { None }
+        })
+        .sum()
+}
+
+/// Polls `check` until it returns `Some`, failing after `within`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The `error.details` of an error body.
+pub fn details(body: &Value) -> Vec<(String, String)> {
+    body["error"]["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|e| (e["field"].as_str().unwrap_or("").to_owned(), e["rule"].as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn database_name_is_replaced_in_urls() {
+    assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+    assert_eq!(
+        with_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+        "postgres://u@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, and the whole workspace's tests against a real
+# PostgreSQL. Installs and starts whatever the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-postgres.sh
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace --locked --no-fail-fast

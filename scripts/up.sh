@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the whole stack in release mode and starts it natively (no Docker).
+# Arguments are passed to `observastack up` (see `observastack up --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-postgres.sh
+echo "building (release; the first build takes a few minutes)…" >&2
+cargo build --release --workspace --bins
+exec ./target/release/observastack up "$@"
