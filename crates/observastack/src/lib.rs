@@ -1,7 +1,9 @@
 //! The ObservaStack command line: `up` (native launch of the whole stack), `token` (mint a JWT
-//! from the stack's secret) and `config get|set` (runtime config through the control gateway).
+//! from the stack's secret), `config get|set` (runtime config through the control gateway) and
+//! `openapi` (the services' API documents).
 
 pub mod config_cmd;
+pub mod openapi_cmd;
 pub mod state;
 pub mod ui;
 pub mod up;
@@ -41,6 +43,8 @@ pub enum Command {
     },
     /// Read or change a service's runtime configuration through the control gateway.
     Config(config_cmd::ConfigArgs),
+    /// Write every service's OpenAPI document (generated from code) to `docs/api/`, or check it.
+    Openapi(openapi_cmd::OpenapiArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -53,5 +57,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(args) => config_cmd::run(&cli.state_dir, args).await,
+        Command::Openapi(args) => openapi_cmd::run(args),
     }
 }

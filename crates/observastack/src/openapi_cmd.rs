@@ -1,0 +1,79 @@
+//! `observastack openapi`: writes the OpenAPI document of every service, generated from the
+//! services' code, into `docs/api/`, or checks that the checked-in documents still match.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use gateway::GatewayRole;
+
+use crate::ui;
+
+#[derive(Debug, Args)]
+pub struct OpenapiArgs {
+    /// The folder the documents go to, one `<service>.json` each.
+    #[arg(long, default_value = "docs/api")]
+    pub out: PathBuf,
+    /// Write nothing; exit 1 when a document in `--out` is missing or differs from the code.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Every service's document as `(file name, pretty JSON with a trailing newline)`.
+pub fn documents() -> anyhow::Result<Vec<(String, String)>> {
+    // The shop serves the shared internal routes on its own listener, so its document has them;
+    // the gateways serve them on their admin listeners, described once in `internal.json`.
+    let mut shop = shop::openapi();
+    shop.merge(service_kit::openapi::internal_api());
+    let mut internal = service_kit::openapi::internal_api();
+    internal.info.title = "ObservaStack internal routes (every service; gateways: admin listener)".to_owned();
+    let mut docs = vec![("shop.json".to_owned(), shop), ("internal.json".to_owned(), internal)];
+    for role in [GatewayRole::User, GatewayRole::Control, GatewayRole::Observability] {
+        docs.push((format!("{}.json", role.service_name()), gateway::openapi(role)));
+    }
+    docs.into_iter()
+        .map(|(name, doc)| {
+            let mut text = doc.to_pretty_json().with_context(|| format!("serialising {name}"))?;
+            text.push('\n');
+            Ok((name, text))
+        })
+        .collect()
+}
+
+/// The names of the documents in `dir` that are missing or differ from the code.
+pub fn stale_documents(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut stale = Vec::new();
+    for (name, text) in documents()? {
+        match std::fs::read_to_string(dir.join(&name)) {
+            Ok(on_disk) if on_disk == text => {}
+            _ => stale.push(name),
+        }
+    }
+    Ok(stale)
+}
+
+pub fn run(args: OpenapiArgs) -> anyhow::Result<ExitCode> {
+    if args.check {
+        let stale = stale_documents(&args.out)?;
+        if stale.is_empty() {
+            ui::done(&format!("OpenAPI documents in {} match the code", args.out.display()));
+            return Ok(ExitCode::SUCCESS);
+        }
+        ui::error(&format!(
+            "{} out of date in {}: {}; regenerate with `observastack openapi --out {}`",
+            if stale.len() == 1 { "this document is" } else { "these documents are" },
+            args.out.display(),
+            stale.join(", "),
+            args.out.display()
+        ));
+        return Ok(ExitCode::FAILURE);
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    for (name, text) in documents()? {
+        let path = args.out.join(&name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        ui::done(&format!("wrote {}", path.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
