@@ -53,10 +53,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
-            let rule = if inner.is_data() { "type" } else { "json_syntax" };
-            let field = if path == "." { "(body)".to_owned() } else { path };
-            return ApiError::Validation(vec![FieldError::new(field, rule, inner.to_string())]);
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::Validation(vec![FieldError::new("(body)", "json_syntax", inner.to_string())]);
         }
         let message = inner.to_string();
         let rule = if message.starts_with("unknown field") {
@@ -66,6 +64,67 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             "type"
         };
-        ApiError::Validation(vec![FieldError::new(path, rule, message)])
+        let field = match (rule, quoted_name(&message)) {
+            // serde reports a missing field at its parent object, and an unknown one at the
+            // parent too when it is at the top level: name the field itself.
+            ("unknown_field" | "required", Some(name)) if path == "." => name.to_owned(),
+            ("required", Some(name)) => format!("{path}.{name}"),
+            _ if path == "." => "(body)".to_owned(),
+            _ => path,
+        };
+        ApiError::Validation(vec![FieldError::new(field, rule, message)])
     })
+}
+
+/// The first name in backticks of a serde message (``missing field `items` ``).
+fn quoted_name(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // Only deserialised to provoke errors.
+    struct Order {
+        items: Vec<Line>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Line {
+        product_id: i64,
+        quantity: u32,
+    }
+
+    fn field_and_rule(body: &str) -> (String, String) {
+        match parse_json::<Order>(body.as_bytes()) {
+            Err(ApiError::Validation(errors)) => (errors[0].field.clone(), errors[0].rule.clone()),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_offending_field_at_every_depth() {
+        assert_eq!(field_and_rule("{}"), ("items".into(), "required".into()));
+        assert_eq!(field_and_rule(r#"{"items":[],"coupon":1}"#), ("coupon".into(), "unknown_field".into()));
+        assert_eq!(field_and_rule(r#"{"items":[{"product_id":1}]}"#), ("items[0].quantity".into(), "required".into()));
+        assert_eq!(
+            field_and_rule(r#"{"items":[{"product_id":1,"quantity":1,"x":0}]}"#),
+            ("items[0].x".into(), "unknown_field".into())
+        );
+        assert_eq!(
+            field_and_rule(r#"{"items":[{"product_id":"a","quantity":1}]}"#),
+            ("items[0].product_id".into(), "type".into())
+        );
+        assert_eq!(field_and_rule("1"), ("(body)".into(), "type".into()));
+        assert_eq!(field_and_rule("{\"items\": ["), ("(body)".into(), "json_syntax".into()));
+    }
 }
