@@ -1,0 +1,85 @@
+//! The runner binary: reads flags and env, starts telemetry, builds the application and serves
+//! until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use runner::{Application, Settings};
+use service_kit::auth::MIN_SECRET_BYTES;
+
+/// ObservaStack scenario runner: open-loop load of user journeys through the user gateway,
+/// controlled through `/config`, reporting user-side SLIs at `/slis`.
+///
+/// The JWT secret that verifies `/config` tokens is read from `OBSERVASTACK_JWT_SECRET` only.
+#[derive(Debug, Parser)]
+#[command(name = "runner", version)]
+struct Cli {
+    /// Address of the internal listener (`/slis`, `/config`, `/metrics`, health).
+    #[arg(long, env = "OBSERVASTACK_RUNNER_LISTEN", default_value = "127.0.0.1:8103")]
+    listen: SocketAddr,
+    /// Base URL of the user gateway that journeys go through.
+    #[arg(long, env = "OBSERVASTACK_RUNNER_TARGET", default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); none disables export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Log filter directives.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    /// Load worker threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Keep-alive connections to the target in all.
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    /// Journeys in flight at most; planned journeys beyond are dropped and counted.
+    #[arg(long, default_value_t = 10_000)]
+    max_in_flight: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+/// A start-up failure is one clear line on stderr: JSON logging may not be running yet.
+#[allow(clippy::print_stderr)]
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("runner: {err:#}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let secret = std::env::var(service_kit::ENV_JWT_SECRET).unwrap_or_default();
+    if secret.len() < MIN_SECRET_BYTES {
+        bail!(
+            "{} must hold the stack's JWT signing secret (at least {MIN_SECRET_BYTES} bytes; `observastack up` \
+             creates one)",
+            service_kit::ENV_JWT_SECRET
+        );
+    }
+    let _telemetry = service_kit::telemetry::init(runner::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
+    let settings = Settings {
+        listen: cli.listen,
+        target: cli.target,
+        jwt_secret: secret,
+        threads: cli.threads.unwrap_or_else(runner::default_threads),
+        connections: cli.connections,
+        max_in_flight: cli.max_in_flight,
+        ..Settings::default()
+    };
+    let app = Application::build(settings).await.context("the runner could not start")?;
+    tracing::info!(port = app.port(), version = service_kit::VERSION, "runner listening");
+    app.run_until(service_kit::server::shutdown_signal()).await?;
+    tracing::info!("runner stopped");
+    Ok(())
+}
