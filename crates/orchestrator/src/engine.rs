@@ -1,0 +1,521 @@
+//! The run engine: one task per active run. It walks the run through setup → baseline →
+//! incident, applies the faults on schedule, and on every tick polls the runner's SLIs and the
+//! services' config history, delivers hints and evaluates success. Every step is persisted
+//! before it is announced, so a restarted orchestrator resumes from the database.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use scenario::sli::SliSnapshot;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::hub::Hub;
+use crate::model::{
+    ChangeSource, Completed, ConfigChange, Entry, EventMessage, Hint, HintMessage, HintTrigger, Milestone,
+    MilestoneName, RunState, SlisMessage, StateMessage, TimelineEntry, WsMessage,
+};
+use crate::plan::{HintWhen, Plan};
+use crate::services::{self, Services};
+use crate::store::{self, RunRow};
+
+/// What every run engine shares with the API.
+pub struct Shared {
+    pub db: PgPool,
+    pub hub: Arc<Hub>,
+    pub services: Services,
+    /// Evaluation period.
+    pub tick: Duration,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("services", &self.services).field("tick", &self.tick).finish_non_exhaustive()
+    }
+}
+
+pub enum Command {
+    /// End the run as `abandoned` with `reason`; the reply carries the final row.
+    Stop { reason: String, reply: oneshot::Sender<anyhow::Result<RunRow>> },
+}
+
+/// The API's handle on the active run's task.
+#[derive(Debug)]
+pub struct RunHandle {
+    pub id: Uuid,
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+}
+
+impl RunHandle {
+    /// Whether the task still runs (a resolved or failed run's task has ended).
+    pub fn is_active(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Waits for the task to end (after shutdown was signalled).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+
+    /// Asks the task to abandon the run and waits until it did. `None` if the task had
+    /// already ended.
+    pub async fn stop(self, reason: String) -> Option<anyhow::Result<RunRow>> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Stop { reason, reply }).await.ok()?;
+        let result = answer.await.ok();
+        let _ = self.task.await;
+        result
+    }
+}
+
+/// Starts the task of `run`. `history` is its timeline so far (empty for a new run): applied
+/// faults, delivered hints and seen config changes are taken from it and never repeated.
+/// The task ends when the run ends, or without touching the run when `shutdown` flips or
+/// its sender goes (the orchestrator stopping: the next one resumes the run).
+pub fn spawn(
+    shared: Arc<Shared>,
+    run: RunRow,
+    plan: Plan,
+    history: &[TimelineEntry],
+    shutdown: watch::Receiver<bool>,
+) -> RunHandle {
+    let id = run.id;
+    let (tx, rx) = mpsc::channel(4);
+    let resumed = !history.is_empty();
+    let engine = Engine::new(shared, run, plan, history);
+    let task = tokio::spawn(engine.run(rx, shutdown, resumed));
+    RunHandle { id, commands: tx, task }
+}
+
+fn after(t: DateTime<Utc>, secs: f64) -> DateTime<Utc> {
+    // Scenario durations are at most a day, far inside TimeDelta's range.
+    t + TimeDelta::milliseconds((secs * 1000.0).round() as i64)
+}
+
+fn secs_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 1000.0
+}
+
+struct Engine {
+    shared: Arc<Shared>,
+    run: RunRow,
+    plan: Plan,
+    next_seq: i32,
+    applied: BTreeSet<usize>,
+    /// When the last fault was applied: success is only considered after it.
+    last_fault_at: Option<DateTime<Utc>>,
+    delivered: BTreeSet<usize>,
+    /// Since when each condition hint's `when` has held without a break.
+    hint_since: HashMap<usize, DateTime<Utc>>,
+    /// A success condition was seen failing after the last fault.
+    observed: bool,
+    /// Highest config revision recorded per service; absent = record what changed since the
+    /// run started.
+    seen_revision: HashMap<String, u64>,
+    first_learner_change: Option<DateTime<Utc>>,
+    slis: Option<SliSnapshot>,
+    ended: bool,
+}
+
+impl Engine {
+    fn new(shared: Arc<Shared>, run: RunRow, plan: Plan, history: &[TimelineEntry]) -> Self {
+        let mut engine = Self {
+            shared,
+            run,
+            plan,
+            next_seq: 1,
+            applied: BTreeSet::new(),
+            last_fault_at: None,
+            delivered: BTreeSet::new(),
+            hint_since: HashMap::new(),
+            observed: false,
+            seen_revision: HashMap::new(),
+            first_learner_change: None,
+            slis: None,
+            ended: false,
+        };
+        for item in history {
+            engine.next_seq = engine.next_seq.max(item.seq + 1);
+            match &item.entry {
+                Entry::Milestone(m) if m.milestone == MilestoneName::FaultApplied => {
+                    if let Some(index) = m.fault {
+                        engine.applied.insert(index);
+                        engine.last_fault_at = Some(item.at);
+                    }
+                }
+                Entry::Milestone(m) if m.milestone == MilestoneName::IncidentObserved => engine.observed = true,
+                Entry::Hint(hint) => {
+                    engine.delivered.insert(hint.index);
+                }
+                Entry::ConfigChange(change) => engine.note_change(change),
+                _ => {}
+            }
+        }
+        engine
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut shutdown: watch::Receiver<bool>, resumed: bool) {
+        let run_id = self.run.id;
+        if resumed {
+            tracing::info!(%run_id, state = %self.run.state(), "resuming the active run");
+            if let Err(err) = self.milestone(Milestone::new(MilestoneName::Resumed)).await {
+                tracing::warn!(%run_id, error = format!("{err:#}"), "cannot record the resume");
+            }
+        }
+        self.shared.hub.publish(&WsMessage::State(self.state_message()));
+        let mut ticks = tokio::time::interval(self.shared.tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::info!(%run_id, "orchestrator stopping; the run stays active for the next one");
+                        return;
+                    }
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Stop { reason, reply }) => {
+                        let result = self.abandon(&reason).await.map(|()| self.run.clone());
+                        let _ = reply.send(result);
+                        return;
+                    }
+                    None => return,
+                },
+                _ = ticks.tick() => {
+                    if let Err(err) = self.step().await {
+                        tracing::warn!(%run_id, error = format!("{err:#}"), "run step failed; retrying next tick");
+                    }
+                    if self.ended {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn state_message(&self) -> StateMessage {
+        StateMessage { state: Some(self.run.state()), run: Some(self.run.summary()) }
+    }
+
+    async fn step(&mut self) -> anyhow::Result<()> {
+        match self.run.state() {
+            RunState::Setup => self.setup().await,
+            RunState::Baseline => {
+                self.poll_config().await;
+                self.poll_slis().await;
+                let baseline_at = self.run.baseline_at.unwrap_or(self.run.started_at);
+                if Utc::now() >= after(baseline_at, self.plan.baseline_secs) {
+                    self.run.incident_at = Some(Utc::now());
+                    self.set_state(RunState::Incident).await?;
+                    self.milestone(Milestone::new(MilestoneName::IncidentStarted)).await?;
+                    self.apply_due_faults().await?;
+                }
+                Ok(())
+            }
+            RunState::Incident | RunState::Recovering => {
+                self.apply_due_faults().await?;
+                self.poll_config().await;
+                self.poll_slis().await;
+                self.deliver_hints().await?;
+                self.evaluate_success().await
+            }
+            RunState::Resolved | RunState::Abandoned => {
+                self.ended = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Resets every observed service to its defaults and starts the runner's load.
+    async fn setup(&mut self) -> anyhow::Result<()> {
+        let services = &self.shared.services;
+        let mut failures = Vec::new();
+        for service in services.observed() {
+            if let Err(err) = services.reset_config(service).await {
+                failures.push(err.to_string());
+            }
+        }
+        if let Err(err) = services.start_load(&self.plan.load).await {
+            failures.push(err.to_string());
+        }
+        if !failures.is_empty() {
+            let reason = format!("setup failed: {}", failures.join("; "));
+            return self.abandon(&reason).await;
+        }
+        self.run.baseline_at = Some(Utc::now());
+        self.set_state(RunState::Baseline).await?;
+        self.milestone(Milestone::new(MilestoneName::BaselineStarted)).await
+    }
+
+    async fn apply_due_faults(&mut self) -> anyhow::Result<()> {
+        let Some(incident_at) = self.run.incident_at else { return Ok(()) };
+        let now = Utc::now();
+        for (index, fault) in self.plan.faults.clone().into_iter().enumerate() {
+            if self.applied.contains(&index) || now < after(incident_at, fault.at_secs) {
+                continue;
+            }
+            if let Err(err) = self.shared.services.patch_config(&fault.service, &fault.patch).await {
+                tracing::warn!(run_id = %self.run.id, fault = index, error = %err, "cannot apply a fault; retrying");
+                continue;
+            }
+            self.applied.insert(index);
+            self.last_fault_at = Some(Utc::now());
+            let mut milestone = Milestone::new(MilestoneName::FaultApplied).with_note(fault.note.clone());
+            milestone.service = Some(fault.service.clone());
+            milestone.fault = Some(index);
+            self.milestone(milestone).await?;
+        }
+        // The change the fault made shows up on the timeline right after its milestone.
+        self.poll_config().await;
+        Ok(())
+    }
+
+    fn note_change(&mut self, change: &ConfigChange) {
+        let seen = self.seen_revision.entry(change.service.clone()).or_insert(0);
+        *seen = (*seen).max(change.revision);
+        let after_incident = self.run.incident_at.is_some_and(|t| change.changed_at >= t);
+        if change.source == ChangeSource::Learner && after_incident && self.first_learner_change.is_none() {
+            self.first_learner_change = Some(change.changed_at);
+        }
+    }
+
+    /// Records every config change made since the last poll, on every observed service.
+    async fn poll_config(&mut self) {
+        let services: Vec<String> = self.shared.services.observed().map(str::to_owned).collect();
+        for service in services {
+            let entries = match self.shared.services.history(&service).await {
+                Ok(entries) => entries,
+                Err(err) => {
+                    tracing::debug!(run_id = %self.run.id, error = %err, "cannot read config history");
+                    continue;
+                }
+            };
+            let newest = entries.last().map_or(0, |e| e.revision);
+            let seen = match self.seen_revision.get(&service) {
+                // The service restarted: its revisions began again.
+                Some(&seen) if newest < seen => None,
+                other => other.copied(),
+            };
+            for entry in entries {
+                let new = match seen {
+                    Some(seen) => entry.revision > seen,
+                    None => entry.at >= self.run.started_at,
+                };
+                if !new {
+                    continue;
+                }
+                let source =
+                    if entry.actor == services::SUBJECT { ChangeSource::Scenario } else { ChangeSource::Learner };
+                for field in &entry.changes {
+                    let change = ConfigChange {
+                        service: service.clone(),
+                        revision: entry.revision,
+                        field: field.field.clone(),
+                        old: field.old.clone(),
+                        new: field.new.clone(),
+                        actor: entry.actor.clone(),
+                        role: entry.role,
+                        source,
+                        changed_at: entry.at,
+                    };
+                    if let Err(err) = self.record(Entry::ConfigChange(change.clone())).await {
+                        tracing::warn!(run_id = %self.run.id, error = format!("{err:#}"), "cannot record a config change");
+                        return;
+                    }
+                    self.note_change(&change);
+                }
+                // A change with no field changes still moves the mark.
+                self.seen_revision.insert(service.clone(), entry.revision);
+            }
+            if seen.is_none() && !self.seen_revision.contains_key(&service) {
+                self.seen_revision.insert(service.clone(), newest);
+            }
+        }
+    }
+
+    async fn poll_slis(&mut self) {
+        match self.shared.services.slis().await {
+            Ok(snapshot) => {
+                self.shared
+                    .hub
+                    .publish(&WsMessage::Slis(SlisMessage { run_id: Some(self.run.id), snapshot: snapshot.clone() }));
+                self.slis = Some(snapshot);
+            }
+            Err(err) => {
+                tracing::debug!(run_id = %self.run.id, error = %err, "cannot read the runner's SLIs");
+                // Stale SLIs must not keep a success window alive.
+                self.slis = None;
+            }
+        }
+    }
+
+    async fn deliver_hints(&mut self) -> anyhow::Result<()> {
+        let Some(incident_at) = self.run.incident_at else { return Ok(()) };
+        let now = Utc::now();
+        for (index, hint) in self.plan.hints.clone().into_iter().enumerate() {
+            if self.delivered.contains(&index) {
+                continue;
+            }
+            let trigger = match &hint.trigger {
+                HintWhen::After(secs) => (now >= after(incident_at, *secs)).then_some(HintTrigger::Time),
+                HintWhen::Holds(condition, for_secs) => {
+                    if condition.holds(self.slis.as_ref()) == Some(true) {
+                        let since = *self.hint_since.entry(index).or_insert(now);
+                        (now >= after(since, *for_secs)).then_some(HintTrigger::Condition)
+                    } else {
+                        self.hint_since.remove(&index);
+                        None
+                    }
+                }
+            };
+            let Some(trigger) = trigger else { continue };
+            let hint = Hint { index, text: hint.text.clone(), trigger };
+            let item = self.record(Entry::Hint(hint.clone())).await?;
+            self.delivered.insert(index);
+            self.shared.hub.publish(&WsMessage::Hint(HintMessage { run_id: self.run.id, at: item.at, hint }));
+        }
+        Ok(())
+    }
+
+    /// Whether every success condition and config predicate holds now.
+    async fn success_holds(&self) -> bool {
+        let slis = self.slis.as_ref();
+        if !self.plan.conditions.iter().all(|c| c.holds(slis) == Some(true)) {
+            return false;
+        }
+        let mut configs: HashMap<&str, serde_json::Value> = HashMap::new();
+        for predicate in &self.plan.config {
+            if !configs.contains_key(predicate.service.as_str()) {
+                match self.shared.services.config_values(&predicate.service).await {
+                    Ok(values) => {
+                        configs.insert(&predicate.service, values);
+                    }
+                    Err(err) => {
+                        tracing::debug!(run_id = %self.run.id, error = %err, "cannot read a config for a predicate");
+                        return false;
+                    }
+                }
+            }
+            let holds = configs.get(predicate.service.as_str()).is_some_and(|values| (predicate.check)(values));
+            if !holds {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn evaluate_success(&mut self) -> anyhow::Result<()> {
+        if self.applied.len() < self.plan.faults.len() {
+            return Ok(());
+        }
+        if !self.observed {
+            let failing = self.plan.conditions.iter().find(|c| c.holds(self.slis.as_ref()) == Some(false));
+            if let Some(condition) = failing {
+                let note = format!("`{}` does not hold", condition.text);
+                self.observed = true;
+                self.milestone(Milestone::new(MilestoneName::IncidentObserved).with_note(note)).await?;
+            }
+            return Ok(());
+        }
+        let holds = self.success_holds().await;
+        let now = Utc::now();
+        match (self.run.state(), holds) {
+            (RunState::Incident, true) => {
+                self.run.recovering_at = Some(now);
+                self.set_state(RunState::Recovering).await?;
+                if self.plan.window_secs <= 0.0 {
+                    self.resolve().await?;
+                }
+            }
+            (RunState::Recovering, false) => {
+                self.run.recovering_at = None;
+                self.set_state(RunState::Incident).await?;
+            }
+            (RunState::Recovering, true) => {
+                let since = self.run.recovering_at.unwrap_or(now);
+                if now >= after(since, self.plan.window_secs) {
+                    self.resolve().await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn resolve(&mut self) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let incident_at = self.run.incident_at.unwrap_or(self.run.started_at);
+        let completed = Completed {
+            run_id: self.run.id,
+            scenario_id: self.plan.id.clone(),
+            time_to_detect_secs: self.first_learner_change.map(|t| secs_between(incident_at, t)),
+            time_to_repair_secs: secs_between(incident_at, now),
+            hints_used: self.delivered.len(),
+            hints_total: self.plan.hints.len(),
+            debrief: self.plan.debrief.clone(),
+            solution: self.plan.solution.clone(),
+        };
+        if let Err(err) = self.shared.services.stop_load().await {
+            tracing::warn!(run_id = %self.run.id, error = %err, "cannot stop the runner's load");
+        }
+        self.run.ended_at = Some(now);
+        self.run.result = Some(serde_json::to_value(&completed)?);
+        self.set_state(RunState::Resolved).await?;
+        self.milestone(Milestone::new(MilestoneName::Resolved)).await?;
+        self.record(Entry::Completed(completed.clone())).await?;
+        self.shared.hub.publish(&WsMessage::Completed(completed));
+        self.ended = true;
+        tracing::info!(run_id = %self.run.id, scenario = %self.plan.id, "run resolved");
+        Ok(())
+    }
+
+    /// Ends the run as `abandoned`: load off, every observed service back to its defaults.
+    async fn abandon(&mut self, reason: &str) -> anyhow::Result<()> {
+        let services = &self.shared.services;
+        if let Err(err) = services.stop_load().await {
+            tracing::warn!(run_id = %self.run.id, error = %err, "cannot stop the runner's load");
+        }
+        for service in services.observed() {
+            if let Err(err) = services.reset_config(service).await {
+                tracing::warn!(run_id = %self.run.id, error = %err, "cannot reset a service's config");
+            }
+        }
+        self.run.ended_at = Some(Utc::now());
+        self.run.end_reason = Some(reason.to_owned());
+        self.set_state(RunState::Abandoned).await?;
+        self.milestone(Milestone::new(MilestoneName::Abandoned).with_note(reason)).await?;
+        self.ended = true;
+        tracing::info!(run_id = %self.run.id, scenario = %self.plan.id, reason, "run abandoned");
+        Ok(())
+    }
+
+    async fn set_state(&mut self, state: RunState) -> anyhow::Result<()> {
+        self.run.state = state.as_str().to_owned();
+        store::save_run(&self.shared.db, &self.run).await?;
+        self.record(Entry::State { state }).await?;
+        self.shared.hub.publish(&WsMessage::State(self.state_message()));
+        Ok(())
+    }
+
+    async fn milestone(&mut self, milestone: Milestone) -> anyhow::Result<()> {
+        self.record(Entry::Milestone(milestone)).await.map(drop)
+    }
+
+    /// Persists `entry` as the run's next timeline entry; milestones and config changes are
+    /// also pushed as `event` messages.
+    async fn record(&mut self, entry: Entry) -> anyhow::Result<TimelineEntry> {
+        let item = TimelineEntry { seq: self.next_seq, at: Utc::now(), entry };
+        store::append_event(&self.shared.db, self.run.id, &item).await?;
+        self.next_seq += 1;
+        if matches!(item.entry, Entry::Milestone(_) | Entry::ConfigChange(_)) {
+            self.shared.hub.publish(&WsMessage::Event(EventMessage { run_id: self.run.id, entry: item.clone() }));
+        }
+        Ok(item)
+    }
+}

@@ -1,0 +1,245 @@
+//! The scenario orchestrator: the catalog of scenarios from `scenarios/` (and any extra
+//! folders), the run lifecycle behind the control gateway, runs and their timelines in
+//! PostgreSQL, fault patches through the services' `/config`, hints and success evaluated on
+//! the runner's SLIs, and a WebSocket hub for consoles.
+//!
+//! `main.rs` parses settings and starts telemetry; [`Application::build`] binds, connects,
+//! migrates and loads the catalog; [`Application::run_until`] resumes any active run and serves
+//! until told to stop. Tests run the same code in-process on port 0.
+
+pub mod api;
+pub mod catalog;
+pub mod engine;
+pub mod hub;
+pub mod lifecycle;
+pub mod model;
+pub mod plan;
+pub mod services;
+pub mod store;
+mod ws;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use service_kit::app::observed;
+use service_kit::server::{ReadinessCheck, health_router};
+use service_kit::{ApiError, JwtKeys, Metrics};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use utoipa::OpenApi as _;
+
+pub use crate::hub::Hub;
+pub use crate::lifecycle::Orchestrator;
+pub use crate::model::WsMessage;
+use crate::services::Services;
+
+/// Service name in metrics, logs and traces.
+pub const SERVICE: &str = "orchestrator";
+
+/// Where each service listens by default (DESIGN §6): the shop, the user gateway's admin
+/// listener (its `/config`), the runner.
+pub fn default_services() -> BTreeMap<String, String> {
+    [("shop", "http://127.0.0.1:8101"), ("gateway", "http://127.0.0.1:8111"), ("runner", "http://127.0.0.1:8103")]
+        .into_iter()
+        .map(|(name, url)| (name.to_owned(), url.to_owned()))
+        .collect()
+}
+
+/// Everything the orchestrator needs to start. `main.rs` fills it from flags and env; tests
+/// build it directly.
+#[derive(Clone)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free one (see [`Application::port`]).
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; the orchestrator keeps its tables in the `orchestrator` schema.
+    pub database_url: String,
+    /// HS256 secret: verifies callers' tokens and signs the orchestrator's own.
+    pub jwt_secret: String,
+    /// Folders of scenario files, read in order (the first of two equal ids wins).
+    pub scenario_dirs: Vec<PathBuf>,
+    /// Service name → base URL. `runner` is required for SLIs and load.
+    pub services: BTreeMap<String, String>,
+    /// Evaluation period of the active run.
+    pub tick: Duration,
+    /// Ordered messages a WebSocket client may lag behind before it is closed.
+    pub ws_queue: usize,
+    /// Timeout of one call to a service.
+    pub service_timeout: Duration,
+    /// How long start-up keeps retrying a database that refuses connections.
+    pub connect_timeout: Duration,
+    /// How long in-flight requests may run on after shutdown was asked for.
+    pub drain: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database_url", &"(redacted)")
+            .field("jwt_secret", &"(redacted)")
+            .field("scenario_dirs", &self.scenario_dirs)
+            .field("services", &self.services)
+            .field("tick", &self.tick)
+            .field("ws_queue", &self.ws_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    /// The binary's defaults, without a JWT secret (building fails until one is set).
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8102)),
+            database_url: "postgres://postgres@127.0.0.1:5432/observastack".to_owned(),
+            jwt_secret: String::new(),
+            scenario_dirs: vec![PathBuf::from("scenarios")],
+            services: default_services(),
+            tick: Duration::from_secs(1),
+            ws_queue: hub::DEFAULT_QUEUE,
+            service_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(30),
+            drain: service_kit::server::DEFAULT_DRAIN,
+        }
+    }
+}
+
+/// A built orchestrator, bound and connected, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    orchestrator: Arc<Orchestrator>,
+    shutdown: watch::Sender<bool>,
+    drain: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds first (a port clash fails fast and tests learn the real port), then loads the
+    /// catalog, connects to PostgreSQL and migrates the `orchestrator` schema.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let keys = JwtKeys::from_secret(settings.jwt_secret.as_bytes())
+            .with_context(|| format!("{} is unusable", service_kit::ENV_JWT_SECRET))?;
+        anyhow::ensure!(
+            settings.services.contains_key(services::RUNNER),
+            "no `{}` service given: the orchestrator needs the runner for load and SLIs",
+            services::RUNNER
+        );
+        let listener = service_kit::server::bind(settings.listen).await?;
+        let port = listener.local_addr()?.port();
+
+        let catalog = catalog::Catalog::load(&settings.scenario_dirs)?;
+        let db = store::connect(&settings.database_url, settings.connect_timeout).await?;
+        let metrics = Metrics::new(SERVICE);
+        let hub = Hub::new(settings.ws_queue);
+        let services = Services::new(settings.services.clone(), keys.clone(), settings.service_timeout)?;
+        let shared = Arc::new(engine::Shared { db: db.clone(), hub, services, tick: settings.tick });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let orchestrator = Arc::new(Orchestrator::new(shared, catalog, shutdown_rx));
+
+        let ready: ReadinessCheck = Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { store::ready(&db).await })
+        });
+        let app = api::router(orchestrator.clone(), Arc::new(keys))
+            .merge(health_router(SERVICE, ready))
+            .route("/metrics", get(service_kit::metrics::metrics_handler).with_state(metrics.clone()))
+            .fallback(not_found);
+        let router = observed(app, metrics);
+        Ok(Self { listener, port, router, orchestrator, shutdown, drain: settings.drain })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The WebSocket hub (tests publish through it to exercise slow clients).
+    pub fn hub(&self) -> Arc<Hub> {
+        self.orchestrator.shared.hub.clone()
+    }
+
+    /// Resumes the active run left in the database (if any), then serves until `shutdown`
+    /// resolves. The active run stays active in the database for the next orchestrator.
+    pub async fn run_until<F>(self, shutdown: F) -> anyhow::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        // Dropped if this future is, which also stops the run engine (see `engine::spawn`).
+        let stop_engines = self.shutdown;
+        self.orchestrator.resume().await.context("cannot resume the active run")?;
+        let served = service_kit::server::serve(self.listener, self.router, shutdown, self.drain).await;
+        let _ = stop_engines.send(true);
+        self.orchestrator.wait_stopped().await;
+        self.orchestrator.shared.db.close().await;
+        served.context("the orchestrator server failed")
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "ObservaStack orchestrator",
+        description = "Scenario catalog, run lifecycle and history, and the console's WebSocket feed. \
+                       Reached through the control gateway; every route needs the stack's JWT."
+    ),
+    paths(
+        api::list_scenarios,
+        api::get_scenario,
+        api::start_run,
+        api::list_runs,
+        api::current_run,
+        api::get_run,
+        api::stop_run,
+        api::reset,
+        api::websocket,
+    ),
+    components(schemas(
+        service_kit::error::ErrorBody,
+        service_kit::error::ErrorDetail,
+        service_kit::FieldError,
+        model::RunState,
+        model::RunSummary,
+        model::RunDetail,
+        model::TimelineEntry,
+        model::Entry,
+        model::Milestone,
+        model::MilestoneName,
+        model::ConfigChange,
+        model::ChangeSource,
+        model::Hint,
+        model::HintTrigger,
+        model::Completed,
+        model::WsMessage,
+        model::StateMessage,
+        model::HintMessage,
+        model::EventMessage,
+        model::SlisMessage,
+        lifecycle::ResetReport,
+        lifecycle::ServiceFailure,
+    )),
+    tags((name = "orchestrator", description = "Scenarios and runs, through the control gateway")),
+)]
+struct OrchestratorApi;
+
+/// OpenAPI description of the orchestrator's API. `/healthz`, `/readyz` and `/metrics` are
+/// documented centrally by service-kit.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    OrchestratorApi::openapi()
+}

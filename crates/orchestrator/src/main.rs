@@ -1,0 +1,109 @@
+//! The orchestrator binary: reads flags and env, starts telemetry, builds the application and
+//! serves until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use orchestrator::{Application, Settings};
+use service_kit::auth::MIN_SECRET_BYTES;
+
+/// ObservaStack orchestrator: scenario catalog, run lifecycle, fault injection, success
+/// evaluation and the console's WebSocket feed.
+///
+/// The JWT secret is read from `OBSERVASTACK_JWT_SECRET` only, never from a flag, so it does
+/// not show up in process listings.
+#[derive(Debug, Parser)]
+#[command(name = "orchestrator", version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "OBSERVASTACK_ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:8102")]
+    listen: SocketAddr,
+    /// PostgreSQL URL (tables live in the `orchestrator` schema).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/observastack",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// A folder of scenario files; repeat for community packs (the first of two equal ids wins).
+    #[arg(long = "scenarios", value_name = "DIR", default_value = "scenarios")]
+    scenarios: Vec<PathBuf>,
+    /// A service as NAME=URL (repeatable); overrides the default of that name. Defaults:
+    /// shop=http://127.0.0.1:8101, gateway=http://127.0.0.1:8111 (the user gateway's admin
+    /// listener), runner=http://127.0.0.1:8103.
+    #[arg(long = "service", value_name = "NAME=URL", value_parser = parse_service)]
+    services: Vec<(String, String)>,
+    /// Evaluation period of the active run, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    tick_ms: u64,
+    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); none disables export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Log filter directives.
+    #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn")]
+    log: String,
+}
+
+fn parse_service(s: &str) -> Result<(String, String), String> {
+    let (name, url) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected NAME=URL"))?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        return Err(format!("`{name}`: a service name uses lowercase letters, digits, `-` and `_`"));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("`{url}`: a service URL starts with http:// or https://"));
+    }
+    Ok((name.to_owned(), url.to_owned()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+/// A start-up failure is one clear line on stderr: the process supervisor or the operator
+/// reads it, and JSON logging may not be running yet.
+#[allow(clippy::print_stderr)]
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("orchestrator: {err:#}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let secret = std::env::var(service_kit::ENV_JWT_SECRET).unwrap_or_default();
+    if secret.len() < MIN_SECRET_BYTES {
+        bail!(
+            "{} is not set or too short: the orchestrator needs the stack's JWT signing secret (at least \
+             {MIN_SECRET_BYTES} bytes; `observastack up` creates one)",
+            service_kit::ENV_JWT_SECRET
+        );
+    }
+    let _telemetry = service_kit::telemetry::init(orchestrator::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
+    let mut services = orchestrator::default_services();
+    services.extend(cli.services);
+    let settings = Settings {
+        listen: cli.listen,
+        database_url: cli.database_url,
+        jwt_secret: secret,
+        scenario_dirs: cli.scenarios,
+        services,
+        tick: Duration::from_millis(cli.tick_ms),
+        ..Settings::default()
+    };
+    let app = Application::build(settings).await.context("the orchestrator could not start")?;
+    tracing::info!(port = app.port(), version = service_kit::VERSION, "orchestrator listening");
+    app.run_until(service_kit::server::shutdown_signal()).await?;
+    tracing::info!("orchestrator stopped");
+    Ok(())
+}
