@@ -3,6 +3,7 @@
 //! `openapi` (the services' API documents).
 
 pub mod config_cmd;
+pub mod load_cmd;
 pub mod openapi_cmd;
 pub mod state;
 pub mod ui;
@@ -43,6 +44,8 @@ pub enum Command {
     },
     /// Read or change a service's runtime configuration through the control gateway.
     Config(config_cmd::ConfigArgs),
+    /// Offer load to the user gateway (or one URL) and summarise what users saw.
+    Load(load_cmd::LoadArgs),
     /// Write every service's OpenAPI document (generated from code) to `docs/api/`, or check it.
     Openapi(openapi_cmd::OpenapiArgs),
 }
@@ -57,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(args) => config_cmd::run(&cli.state_dir, args).await,
+        Command::Load(args) => load_cmd::run(args).await,
         Command::Openapi(args) => openapi_cmd::run(args),
     }
 }
