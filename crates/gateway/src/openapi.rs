@@ -8,7 +8,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Required, ResponseBuilder};
 
-use crate::routes::{self, USER_ROUTES, control, observability};
+use crate::routes::{self, ORCHESTRATOR_ROUTES, USER_ROUTES, control, observability};
 use crate::settings::GatewayRole;
 
 #[derive(OpenApi)]
@@ -63,24 +63,47 @@ pub fn openapi(role: GatewayRole) -> utoipa::openapi::OpenApi {
             add_pass_through_routes(&mut doc);
             doc
         }
-        GatewayRole::Control => ControlApi::openapi(),
+        GatewayRole::Control => {
+            let mut doc = ControlApi::openapi();
+            add_orchestrator_routes(&mut doc);
+            doc
+        }
         GatewayRole::Observability => ObservabilityApi::openapi(),
     }
 }
 
 fn add_pass_through_routes(doc: &mut utoipa::openapi::OpenApi) {
-    for route in USER_ROUTES {
+    add_forwarded_routes(
+        doc,
+        USER_ROUTES,
+        "shop",
+        "Forwarded unchanged (method, path, query, body) to the shop, whose answer is passed back. \
+         The gateway itself may answer 413 (body over 1 MiB), 502 (shop unreachable), \
+         503 with Retry-After (upstream pool saturated) or 504 (shop too slow).",
+    );
+}
+
+fn add_orchestrator_routes(doc: &mut utoipa::openapi::OpenApi) {
+    add_forwarded_routes(
+        doc,
+        ORCHESTRATOR_ROUTES,
+        "orchestrator",
+        "Needs a token (Bearer header or the `observastack_token` cookie). Forwarded unchanged to the \
+         orchestrator, whose answer is passed back (see docs/orchestrator.md and orchestrator.json); \
+         `GET /api/ws` is a WebSocket tunnelled once the orchestrator accepts the handshake.",
+    );
+}
+
+/// Routes the gateway forwards without interpreting them, described by reference to `upstream`.
+fn add_forwarded_routes(doc: &mut utoipa::openapi::OpenApi, list: &[&str], upstream: &str, description: &str) {
+    for route in list {
         let Some((method, path)) = routes::split_route(route) else { continue };
         let Some(method) = http_method(&method) else { continue };
         let mut operation = OperationBuilder::new()
-            .tag("shop")
-            .summary(Some(format!("{route} (passed through to the shop)")))
-            .description(Some(
-                "Forwarded unchanged (method, path, query, body) to the shop, whose answer is passed back. \
-                 The gateway itself may answer 413 (body over 1 MiB), 502 (shop unreachable), \
-                 503 with Retry-After (upstream pool saturated) or 504 (shop too slow).",
-            ))
-            .response("default", ResponseBuilder::new().description("The shop's answer").build());
+            .tag(upstream)
+            .summary(Some(format!("{route} (passed through to the {upstream})")))
+            .description(Some(description))
+            .response("default", ResponseBuilder::new().description(format!("The {upstream}'s answer")).build());
         for name in path_params(path) {
             operation = operation.parameter(
                 ParameterBuilder::new()
@@ -140,6 +163,10 @@ mod tests {
     fn control_document_has_config_routes_and_bearer_auth() {
         let doc = openapi(GatewayRole::Control);
         assert!(doc.paths.paths.contains_key("/api/services/{service}/config"));
+        for route in ORCHESTRATOR_ROUTES {
+            let (_, path) = routes::split_route(route).unwrap_or_else(|| panic!("{route}"));
+            assert!(doc.paths.paths.contains_key(path), "{route} missing");
+        }
         assert!(doc.components.as_ref().is_some_and(|c| c.security_schemes.contains_key("bearer")));
     }
 

@@ -144,6 +144,80 @@ impl Proxy {
         }
     }
 
+    /// Tunnels a WebSocket handshake to `target` and, once the upstream accepts it (`101`), the
+    /// bytes of both upgraded connections. A tunnel holds no upstream pool slot: it is long
+    /// lived and would starve the request path.
+    pub async fn tunnel(&self, target: &Target, mut req: Request, path_and_query: PathAndQuery) -> Response {
+        if !is_websocket_upgrade(req.headers()) {
+            return ApiError::bad_request(
+                "websocket_required",
+                "this route speaks WebSocket only: send `Connection: upgrade` and `Upgrade: websocket`",
+            )
+            .into_response();
+        }
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let (mut parts, _body) = req.into_parts();
+        let uri = match target.uri(path_and_query) {
+            Ok(uri) => uri,
+            Err(err) => {
+                return ApiError::Internal(anyhow::anyhow!("upstream URI for {}: {err}", target.name)).into_response();
+            }
+        };
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+        let upgrade = parts.headers.get(header::UPGRADE).cloned();
+        prepare_request_headers(&mut parts.headers, peer);
+        if let Some(upgrade) = upgrade {
+            parts.headers.insert(header::UPGRADE, upgrade);
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        service_kit::telemetry::inject_current(&mut parts.headers);
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        let upstream_req = Request::from_parts(parts, Body::empty());
+
+        let deadline = Instant::now() + self.pool.timeout();
+        let mut resp = match tokio::time::timeout_at(deadline, target.conns.send_upgrade(upstream_req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(err)) => {
+                target.counters.record(Outcome::UpstreamError);
+                tracing::warn!(upstream = %target.name, error = %error_chain(&err), "upstream handshake failed");
+                return bad_gateway(format!("upstream `{}` could not be reached", target.name));
+            }
+            Err(_elapsed) => {
+                target.counters.record(Outcome::UpstreamTimeout);
+                return ApiError::Timeout(format!("upstream `{}` did not accept the WebSocket in time", target.name))
+                    .into_response();
+            }
+        };
+        target.counters.record(Outcome::Ok);
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // A refusal (401, 404, …) is the upstream's answer to pass on.
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            return Response::from_parts(parts, Body::new(body));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let name = target.name.clone();
+        tokio::spawn(async move {
+            let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(client), Ok(upstream)) => (client, upstream),
+                (client, upstream) => {
+                    tracing::debug!(upstream = %name, client_ok = client.is_ok(), upstream_ok = upstream.is_ok(), "WebSocket upgrade did not complete");
+                    return;
+                }
+            };
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(upstream = %name, error = %err, "WebSocket tunnel ended with an error");
+            }
+        });
+        // The 101 keeps `Connection: upgrade` and `Upgrade`: they are this hop's handshake.
+        let (parts, _body) = resp.into_parts();
+        Response::from_parts(parts, Body::empty())
+    }
+
     fn refuse(&self, target: &Target, refusal: Refusal) -> Response {
         let (outcome, message) = match refusal {
             Refusal::QueueFull => (
@@ -163,6 +237,19 @@ impl Proxy {
         tracing::debug!(upstream = %target.name, ?outcome, "no upstream pool slot");
         ApiError::Unavailable { message, retry_after_secs: 1 }.into_response()
     }
+}
+
+/// `Connection: upgrade` (among other tokens) and `Upgrade: websocket`.
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
 fn content_length(headers: &HeaderMap) -> Option<usize> {

@@ -1,6 +1,7 @@
 //! Sockets and connection serving: SO_REUSEPORT listeners (one per worker thread, so the
 //! kernel spreads connections without a shared accept queue), the HTTP/1 accept loop, and the
-//! graceful drain on shutdown.
+//! graceful drain on shutdown. Connections may be upgraded (WebSocket through the control
+//! gateway), which hyper-util's `GracefulShutdown` cannot watch, so the drain is done here.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +12,6 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -63,11 +63,13 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Serves `router` on `listener` until `stop`, then lets in-flight requests finish for at
-/// most `drain`. Idle keep-alive connections are closed at once.
+/// most `drain`. Idle keep-alive connections are closed at once; upgraded connections
+/// (WebSocket tunnels) are not HTTP any more and end with the process.
 pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>, drain: Duration) {
-    let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // Every connection task holds a receiver; `closed()` resolves when the last one ends.
+    let (live_tx, live_rx) = watch::channel(());
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -88,17 +90,29 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
             req.extensions_mut().insert(ConnectInfo(peer));
             router.clone().call(req)
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let mut stop = stop.clone();
+        let live = live_rx.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let _live = live;
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 // Client resets and half-sent requests are routine at this volume.
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    drop(live_rx);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = live_tx.closed() => {}
         () = tokio::time::sleep(drain) => {
             tracing::warn!(drain_secs = drain.as_secs_f64(), "drain deadline passed; dropping in-flight requests");
         }

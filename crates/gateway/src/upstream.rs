@@ -117,6 +117,21 @@ impl ConnPool {
         }
     }
 
+    /// Sends an upgrade request (WebSocket handshake) on a connection of its own, which is
+    /// never pooled: after a `101` it belongs to the tunnel.
+    pub async fn send_upgrade(&self, mut req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        req.headers_mut().insert(header::HOST, self.host_header.clone());
+        let stream = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(SendError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.with_upgrades().await {
+                tracing::debug!(error = %err, "upstream upgrade connection ended with an error");
+            }
+        });
+        Ok(sender.send_request(req).await?)
+    }
+
     async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(SendError::Connect)?;
         // Small request/response exchanges: Nagle would add up to 40 ms per hop.

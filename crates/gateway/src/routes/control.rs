@@ -1,20 +1,20 @@
-//! Control role: the services' `/config` behind the stack's JWT. The caller's token travels on
-//! to the service, which verifies it again and decides field by field what the role may change.
-//! The orchestrator API and the console will join this router.
+//! Control role: the services' `/config` and the orchestrator's scenario API behind the stack's
+//! JWT. The caller's token travels on to the service, which verifies it again and decides what
+//! the role may do.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::Uri;
 use http::uri::PathAndQuery;
 use serde::Deserialize;
 use service_kit::ApiError;
 
-use super::{ServiceLink, ServiceList, ServicesState};
+use super::{ORCHESTRATOR, ServiceLink, ServiceList, ServicesState};
 
 pub fn router(state: Arc<ServicesState>) -> Router {
     Router::new()
@@ -27,7 +27,39 @@ pub fn router(state: Arc<ServicesState>) -> Router {
             "/api/services/{service}/config/{*rest}",
             get(service_config_sub).patch(service_config_sub).put(service_config_sub).delete(service_config_sub),
         )
+        .route("/api/scenarios", get(orchestrator))
+        .route("/api/scenarios/{id}", get(orchestrator))
+        .route("/api/runs", get(orchestrator).post(orchestrator))
+        .route("/api/runs/current", get(orchestrator))
+        .route("/api/runs/current/stop", post(orchestrator))
+        .route("/api/runs/{id}", get(orchestrator))
+        .route("/api/reset", post(orchestrator))
+        .route("/api/ws", get(orchestrator_ws))
         .with_state(state)
+}
+
+/// The orchestrator's scenario API, forwarded unchanged (path, query, body, token).
+pub async fn orchestrator(State(state): State<Arc<ServicesState>>, req: Request) -> Response {
+    let target = match state.service(ORCHESTRATOR) {
+        Ok(target) => target,
+        Err(err) => return err.into_response(),
+    };
+    let Some(path) = req.uri().path_and_query().cloned() else {
+        return ApiError::NotFound(format!("no route for {}", req.uri().path())).into_response();
+    };
+    state.proxy.forward(target, req, path).await
+}
+
+/// The orchestrator's WebSocket (`/api/ws`), tunnelled once the orchestrator accepts it.
+pub async fn orchestrator_ws(State(state): State<Arc<ServicesState>>, req: Request) -> Response {
+    let target = match state.service(ORCHESTRATOR) {
+        Ok(target) => target,
+        Err(err) => return err.into_response(),
+    };
+    let Some(path) = req.uri().path_and_query().cloned() else {
+        return ApiError::NotFound(format!("no route for {}", req.uri().path())).into_response();
+    };
+    state.proxy.tunnel(target, req, path).await
 }
 
 #[derive(Debug, Deserialize)]

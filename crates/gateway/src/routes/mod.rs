@@ -46,7 +46,24 @@ pub const CONTROL_ROUTES: &[&str] = &[
     "PATCH /api/services/{service}/config/{*rest}",
     "PUT /api/services/{service}/config/{*rest}",
     "DELETE /api/services/{service}/config/{*rest}",
+    // Forwarded to the orchestrator (`ORCHESTRATOR_ROUTES`): keep these last.
+    "GET /api/scenarios",
+    "GET /api/scenarios/{id}",
+    "GET /api/runs",
+    "POST /api/runs",
+    "GET /api/runs/current",
+    "POST /api/runs/current/stop",
+    "GET /api/runs/{id}",
+    "POST /api/reset",
+    "GET /api/ws",
 ];
+
+/// The control routes forwarded unchanged to the service named `orchestrator`; `GET /api/ws`
+/// is a WebSocket tunnel.
+pub const ORCHESTRATOR_ROUTES: &[&str] = CONTROL_ROUTES.split_at(CONTROL_ROUTES.len() - 9).1;
+
+/// The service the orchestrator routes go to (`--service orchestrator=URL`).
+pub const ORCHESTRATOR: &str = "orchestrator";
 
 /// Read-only routes of the observability gateway (besides `/healthz`).
 pub const OBSERVABILITY_ROUTES: &[&str] = &["GET /api/services", "GET /api/services/{service}/metrics"];
