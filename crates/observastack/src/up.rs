@@ -1,6 +1,7 @@
 //! `observastack up`: the native launch. Checks PostgreSQL, creates the stack's database and
-//! secret, starts shop and the three gateway roles as supervised child processes (restarting a
-//! crashed one), prints the URLs and a login token, and stops everything on Ctrl-C/SIGTERM.
+//! secret, starts shop, the three gateway roles, the scenario runner and the orchestrator as
+//! supervised child processes (restarting a crashed one), prints the URLs and a login token, and
+//! stops everything on Ctrl-C/SIGTERM.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ pub struct UpArgs {
     /// Past orders seeded into an empty shop database.
     #[arg(long, default_value_t = 100_000)]
     pub seed_orders: u32,
+    /// A folder of scenario files for the orchestrator; repeat for extra packs.
+    #[arg(long = "scenarios", value_name = "DIR", default_value = "scenarios")]
+    pub scenarios: Vec<PathBuf>,
     /// Seconds to wait for each service to become ready.
     #[arg(long, default_value_t = 180)]
     pub ready_timeout_secs: u64,
@@ -50,6 +54,8 @@ pub mod ports {
     pub const CONTROL: u16 = 8081;
     pub const OBSERVABILITY: u16 = 8082;
     pub const SHOP: u16 = 8101;
+    pub const ORCHESTRATOR: u16 = 8102;
+    pub const RUNNER: u16 = 8103;
     pub const USER_ADMIN: u16 = 8111;
     pub const CONTROL_ADMIN: u16 = 8112;
     pub const OBSERVABILITY_ADMIN: u16 = 8113;
@@ -77,8 +83,13 @@ fn addr(port: u16, offset: u16) -> String {
 fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
     let o = args.port_offset;
     let shop_url = format!("http://{}", addr(ports::SHOP, o));
+    let orchestrator_url = format!("http://{}", addr(ports::ORCHESTRATOR, o));
+    let runner_url = format!("http://{}", addr(ports::RUNNER, o));
+    let user_admin_url = format!("http://{}", addr(ports::USER_ADMIN, o));
     let fronted = [
         format!("shop={shop_url}"),
+        format!("orchestrator={orchestrator_url}"),
+        format!("runner={runner_url}"),
         format!("gateway-user=http://{}", addr(ports::USER_ADMIN, o)),
         format!("gateway-control=http://{}", addr(ports::CONTROL_ADMIN, o)),
         format!("gateway-observability=http://{}", addr(ports::OBSERVABILITY_ADMIN, o)),
@@ -108,6 +119,21 @@ fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
     };
     let mut shop_env = common.clone();
     shop_env.push(("DATABASE_URL", args.database_url.clone()));
+    let mut orchestrator_args = vec![
+        "--listen".to_owned(),
+        addr(ports::ORCHESTRATOR, o),
+        "--service".to_owned(),
+        format!("shop={shop_url}"),
+        "--service".to_owned(),
+        format!("gateway={user_admin_url}"),
+        "--service".to_owned(),
+        format!("runner={runner_url}"),
+    ];
+    for dir in &args.scenarios {
+        orchestrator_args.push("--scenarios".to_owned());
+        // Absolute, so the orchestrator's log and `ps` say which folder it reads.
+        orchestrator_args.push(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string());
+    }
     vec![
         ServiceSpec {
             name: "shop",
@@ -141,8 +167,31 @@ fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
             name: "gateway-observability",
             binary: "gateway",
             args: gateway("observability", ports::OBSERVABILITY, ports::OBSERVABILITY_ADMIN),
-            env: common,
+            env: common.clone(),
             ready_url: format!("http://{}/readyz", addr(ports::OBSERVABILITY_ADMIN, o)),
+        },
+        ServiceSpec {
+            name: "runner",
+            binary: "runner",
+            args: vec![
+                "--listen".to_owned(),
+                addr(ports::RUNNER, o),
+                "--target".to_owned(),
+                format!("http://{}", addr(ports::USER, o)),
+            ],
+            env: common.clone(),
+            ready_url: format!("{runner_url}/readyz"),
+        },
+        ServiceSpec {
+            name: "orchestrator",
+            binary: "orchestrator",
+            args: orchestrator_args,
+            env: {
+                let mut env = common;
+                env.push(("DATABASE_URL", args.database_url.clone()));
+                env
+            },
+            ready_url: format!("{orchestrator_url}/readyz"),
         },
     ]
 }
@@ -324,6 +373,7 @@ fn print_summary(args: &UpArgs, token: &str, logs: &Path) {
         "  learner token (valid 12 h; mint more with `observastack token`):".to_owned(),
         format!("  {token}"),
         format!("  e.g. curl -H \"Authorization: Bearer $TOKEN\" {control}/api/services/shop/config"),
+        format!("       curl -H \"Authorization: Bearer $TOKEN\" {control}/api/scenarios"),
         String::new(),
         format!("  logs: {}/*.log    stop: Ctrl-C", logs.display()),
     ];

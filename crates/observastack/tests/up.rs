@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-const PORTS: [u16; 7] = [8080, 8081, 8082, 8101, 8111, 8112, 8113];
+const PORTS: [u16; 9] = [8080, 8081, 8082, 8101, 8102, 8103, 8111, 8112, 8113];
 
 fn admin_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -93,6 +93,7 @@ fn start_stack(state: &std::path::Path, db: &str) -> Stack {
     let mut child = observastack()
         .args(["--state-dir", state.to_str().unwrap(), "up", "--database-url", &database_url(db)])
         .args(["--port-offset", &offset.to_string(), "--seed-products", "300", "--seed-orders", "500"])
+        .args(["--scenarios", concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -174,6 +175,14 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
     let resp =
         http.get(stack.url(8081, "/api/services/gateway-user/config")).bearer_auth(minted.trim()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+
+    // The orchestrator's scenario catalog is reachable through the control gateway only.
+    let scenarios = http.get(stack.url(8081, "/api/scenarios")).bearer_auth(&stack.token).send().await.unwrap();
+    assert_eq!(scenarios.status(), 200);
+    let scenarios: Value = scenarios.json().await.unwrap();
+    let ids: Vec<&str> = scenarios.as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
+    assert!(ids.contains(&"bad-release-checkout"), "{scenarios}");
+    assert_eq!(http.get(stack.url(8080, "/api/scenarios")).send().await.unwrap().status(), 404);
 
     // Ctrl-C (SIGINT) stops everything and frees the ports.
     kill(Pid::from_raw(stack.child.id() as i32), Signal::SIGINT).unwrap();
