@@ -73,8 +73,8 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building shop and gateway (release)…"
   nice -n 10 cargo build --release -q -p shop -p gateway >&2 || die "cargo build failed"
 fi
-SHOP_BIN=${BENCH_SHOP_BIN:-$ROOT/target/release/shop}
-GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/gateway}
+SHOP_BIN=${BENCH_SHOP_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/shop}
+GATEWAY_BIN=${BENCH_GATEWAY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/gateway}
 [ -x "$SHOP_BIN" ] && [ -x "$GATEWAY_BIN" ] || die "$SHOP_BIN or $GATEWAY_BIN missing"
 
 psql_admin() { PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -q -c "$1" >/dev/null; }

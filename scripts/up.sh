@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
 echo "building (release; the first build takes a few minutes)…" >&2
 cargo build --release --workspace --bins
-exec ./target/release/observastack up "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/observastack" up "$@"
