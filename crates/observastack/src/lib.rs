@@ -1,10 +1,12 @@
 //! The ObservaStack command line: `up` (native launch of the whole stack), `token` (mint a JWT
-//! from the stack's secret), `config get|set` (runtime config through the control gateway) and
-//! `openapi` (the services' API documents).
+//! from the stack's secret), `config get|set` (runtime config through the control gateway),
+//! `openapi` (the services' API documents) and `scenario lint` (scenario files, offline).
 
+pub mod catalog;
 pub mod config_cmd;
 pub mod load_cmd;
 pub mod openapi_cmd;
+pub mod scenario_cmd;
 pub mod state;
 pub mod ui;
 pub mod up;
@@ -48,6 +50,8 @@ pub enum Command {
     Load(load_cmd::LoadArgs),
     /// Write every service's OpenAPI document (generated from code) to `docs/api/`, or check it.
     Openapi(openapi_cmd::OpenapiArgs),
+    /// Scenario files: `lint` checks them offline.
+    Scenario(scenario_cmd::ScenarioArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -62,5 +66,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => config_cmd::run(&cli.state_dir, args).await,
         Command::Load(args) => load_cmd::run(args).await,
         Command::Openapi(args) => openapi_cmd::run(args),
+        Command::Scenario(args) => scenario_cmd::run(args),
     }
 }

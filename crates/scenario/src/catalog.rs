@@ -100,6 +100,11 @@ impl ServiceSpec {
         &self.schema
     }
 
+    /// Dotted field prefixes only the instructor role may change.
+    pub fn instructor_only(&self) -> &[String] {
+        &self.instructor_only
+    }
+
     /// Whether only the instructor role may change `field` (dotted), as the service decides.
     pub fn is_instructor_only(&self, field: &str) -> bool {
         self.instructor_only.iter().any(|prefix| {

@@ -56,7 +56,7 @@ pub fn lint_source(source: &str, path: &Path, catalog: &ServiceCatalog) -> (Opti
             return (None, vec![diagnostic]);
         }
     };
-    let mut linter = Linter { file: path, source, table: &table, catalog, out: Vec::new() };
+    let mut linter = Linter { file: path, source, table: &table, catalog, out: Vec::new(), patches_valid: true };
     let parsed: Result<ScenarioFile, _> = serde_path_to_error::deserialize(toml::de::Deserializer::from(table.clone()));
     let scenario = match parsed {
         Ok(file) => linter.check(file),
@@ -138,6 +138,9 @@ struct Linter<'a> {
     table: &'a Spanned<DeTable<'a>>,
     catalog: &'a ServiceCatalog,
     out: Vec<Diagnostic>,
+    /// False once any fault or solution patch is rejected: checks that simulate the patches
+    /// (does the solution meet the predicates?) would then only repeat that error.
+    patches_valid: bool,
 }
 
 /// Where a field path lands in the source.
@@ -231,7 +234,12 @@ impl<'a> Linter<'a> {
                 .collect(),
         );
         let inner = err.into_inner();
-        let message = inner.message().to_owned();
+        // Serde names Rust types; a scenario author thinks in TOML values.
+        let message = inner
+            .message()
+            .replace("expected f64", "expected a number")
+            .replace("expected u64", "expected a whole number of 0 or more")
+            .replace("expected u32", "expected a whole number of 0 or more");
         let rule = if message.starts_with("unknown field") {
             "unknown_field"
         } else if let Some(name) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
@@ -291,6 +299,7 @@ impl<'a> Linter<'a> {
     fn service(&mut self, path: &FieldPath, name: &str) -> Option<&'a ServiceSpec> {
         let found = self.catalog.get(name);
         if found.is_none() {
+            self.patches_valid = false;
             let known = self.catalog.names().collect::<Vec<_>>().join(", ");
             self.error(path, "known_service", format!("unknown service `{name}`; expected one of {known}"));
         }
@@ -338,6 +347,8 @@ impl<'a> Linter<'a> {
         }
         if problems.is_empty() {
             *state = candidate;
+        } else {
+            self.patches_valid = false;
         }
         problems.is_empty()
     }
@@ -567,9 +578,14 @@ impl<'a> Linter<'a> {
             let patch_path = path.key("patch");
             let mut keys = Vec::new();
             key_paths(patch, "", &mut keys);
-            let mut learner_may = true;
+            // Only the outermost instructor-only key: everything under it is the same mistake.
+            let mut denied: Vec<&String> = Vec::new();
             for key in keys.iter().filter(|k| spec.is_instructor_only(k)) {
-                learner_may = false;
+                if denied.iter().any(|d| key.strip_prefix(d.as_str()).is_some_and(|rest| rest.starts_with('.'))) {
+                    continue;
+                }
+                denied.push(key);
+                self.patches_valid = false;
                 self.error(
                     &patch_path.join_dotted(key),
                     "learner_writable",
@@ -578,6 +594,7 @@ impl<'a> Linter<'a> {
                     ),
                 );
             }
+            let learner_may = denied.is_empty();
             touched.extend(keys.into_iter().map(|k| (service.clone(), k)));
             if let Some(state) = solved.get_mut(service) {
                 let mut candidate = state.clone();
@@ -595,7 +612,7 @@ impl<'a> Linter<'a> {
             fault_fields.extend(changed.into_iter().map(|f| (service.clone(), f)));
         }
         let reverts = fault_fields.iter().any(|fault| touched.contains(fault));
-        if !fault_fields.is_empty() && !file.solution.patches.is_empty() && !reverts {
+        if self.patches_valid && !fault_fields.is_empty() && !file.solution.patches.is_empty() && !reverts {
             let names: Vec<String> = fault_fields.iter().map(|(s, f)| format!("{s} {f}")).collect();
             self.warn(
                 &list,
@@ -727,7 +744,7 @@ impl<'a> Linter<'a> {
             }
         }
         let predicate = ConfigPredicate { service: p.service.clone(), field: p.field.clone(), expect };
-        if valid {
+        if valid && self.patches_valid {
             if let Some(config) = solved.get(&p.service)
                 && !predicate.holds(config)
             {
