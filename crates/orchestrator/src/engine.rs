@@ -73,8 +73,9 @@ impl RunHandle {
     }
 }
 
-/// Starts the task of `run`. `history` is its timeline so far (empty for a new run): applied
-/// faults, delivered hints and seen config changes are taken from it and never repeated.
+/// Starts the task of `run`. `history` is its timeline so far: applied faults, delivered hints
+/// and seen config changes are taken from it and never repeated. `resumed` says the run was
+/// left active by a previous orchestrator.
 /// The task ends when the run ends, or without touching the run when `shutdown` flips or
 /// its sender goes (the orchestrator stopping: the next one resumes the run).
 pub fn spawn(
@@ -82,11 +83,11 @@ pub fn spawn(
     run: RunRow,
     plan: Plan,
     history: &[TimelineEntry],
+    resumed: bool,
     shutdown: watch::Receiver<bool>,
 ) -> RunHandle {
     let id = run.id;
     let (tx, rx) = mpsc::channel(4);
-    let resumed = !history.is_empty();
     let engine = Engine::new(shared, run, plan, history);
     let task = tokio::spawn(engine.run(rx, shutdown, resumed));
     RunHandle { id, commands: tx, task }
@@ -340,7 +341,7 @@ impl Engine {
     }
 
     async fn poll_slis(&mut self) {
-        match self.shared.services.slis().await {
+        match self.shared.services.slis(services::sli_window_secs(self.plan.time_scale)).await {
             Ok(snapshot) => {
                 self.shared
                     .hub
@@ -383,12 +384,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether every success condition and config predicate holds now.
-    async fn success_holds(&self) -> bool {
-        let slis = self.slis.as_ref();
-        if !self.plan.conditions.iter().all(|c| c.holds(slis) == Some(true)) {
-            return false;
-        }
+    /// The first config predicate that does not hold now (unreadable config counts as not
+    /// holding), as text for the timeline.
+    async fn failing_predicate(&self) -> Option<String> {
         let mut configs: HashMap<&str, serde_json::Value> = HashMap::new();
         for predicate in &self.plan.config {
             if !configs.contains_key(predicate.service.as_str()) {
@@ -398,32 +396,41 @@ impl Engine {
                     }
                     Err(err) => {
                         tracing::debug!(run_id = %self.run.id, error = %err, "cannot read a config for a predicate");
-                        return false;
+                        return Some(format!("{}: config unreadable", predicate.service));
                     }
                 }
             }
             let holds = configs.get(predicate.service.as_str()).is_some_and(|values| (predicate.check)(values));
             if !holds {
-                return false;
+                return Some(format!("{predicate:?}"));
             }
         }
-        true
+        None
     }
 
+    /// Success is judged only once every fault is applied and the incident was observed: a
+    /// success condition failed on the SLIs, or a config predicate failed on the services'
+    /// config (the fault's own change is evidence). Otherwise SLIs still healthy from before a
+    /// fault bites would let "doing nothing" win.
     async fn evaluate_success(&mut self) -> anyhow::Result<()> {
         if self.applied.len() < self.plan.faults.len() {
             return Ok(());
         }
+        let failing_condition =
+            self.plan.conditions.iter().find(|c| c.holds(self.slis.as_ref()) != Some(true)).cloned();
+        let failing_predicate = self.failing_predicate().await;
         if !self.observed {
-            let failing = self.plan.conditions.iter().find(|c| c.holds(self.slis.as_ref()) == Some(false));
-            if let Some(condition) = failing {
-                let note = format!("`{}` does not hold", condition.text);
-                self.observed = true;
-                self.milestone(Milestone::new(MilestoneName::IncidentObserved).with_note(note)).await?;
-            }
+            let seen_failing = self.plan.conditions.iter().find(|c| c.holds(self.slis.as_ref()) == Some(false));
+            let note = match (seen_failing, &failing_predicate) {
+                (Some(condition), _) => format!("`{}` does not hold", condition.text),
+                (None, Some(predicate)) => format!("`{predicate}` does not hold"),
+                (None, None) => return Ok(()),
+            };
+            self.observed = true;
+            self.milestone(Milestone::new(MilestoneName::IncidentObserved).with_note(note)).await?;
             return Ok(());
         }
-        let holds = self.success_holds().await;
+        let holds = failing_condition.is_none() && failing_predicate.is_none();
         let now = Utc::now();
         match (self.run.state(), holds) {
             (RunState::Incident, true) => {

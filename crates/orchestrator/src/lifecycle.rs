@@ -97,7 +97,7 @@ impl Orchestrator {
         let first = TimelineEntry { seq: 1, at: run.started_at, entry: Entry::State { state: RunState::Setup } };
         store::append_event(&self.shared.db, run.id, &first).await.map_err(internal)?;
         tracing::info!(run_id = %run.id, scenario = %run.scenario_id, time_scale, by = %caller.subject, "run started");
-        *active = Some(engine::spawn(self.shared.clone(), run.clone(), plan, &[first], self.shutdown.clone()));
+        *active = Some(engine::spawn(self.shared.clone(), run.clone(), plan, &[first], false, self.shutdown.clone()));
         Ok(run)
     }
 
@@ -151,7 +151,7 @@ impl Orchestrator {
         match plan {
             Some(Ok(plan)) => {
                 *self.active.lock().await =
-                    Some(engine::spawn(self.shared.clone(), run, plan, &history, self.shutdown.clone()));
+                    Some(engine::spawn(self.shared.clone(), run, plan, &history, true, self.shutdown.clone()));
             }
             other => {
                 let reason = match other {

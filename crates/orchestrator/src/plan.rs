@@ -66,7 +66,7 @@ pub struct ConfigPredicate {
 
 impl std::fmt::Debug for ConfigPredicate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{} {}", self.service, self.field, self.text)
+        write!(f, "{} {} {}", self.service, self.field, self.text)
     }
 }
 
@@ -126,7 +126,13 @@ impl Plan {
             .iter()
             .map(|p| {
                 let predicate = p.clone();
-                let text = serde_json::to_value(&p.expect).map(|v| v.to_string()).unwrap_or_default();
+                let text = match &p.expect {
+                    scenario::Expectation::Equal(v) => format!("== {v}"),
+                    scenario::Expectation::NotEqual(v) => format!("!= {v}"),
+                    scenario::Expectation::OneOf(v) => format!("in {}", Value::Array(v.clone())),
+                    scenario::Expectation::AtLeast(n) => format!(">= {n}"),
+                    scenario::Expectation::AtMost(n) => format!("<= {n}"),
+                };
                 ConfigPredicate {
                     service: p.service.clone(),
                     field: p.field.clone(),

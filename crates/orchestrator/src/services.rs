@@ -16,6 +16,19 @@ pub const SUBJECT: &str = "orchestrator";
 /// The runner's service name.
 pub const RUNNER: &str = "runner";
 
+/// The runner's default SLI window, seconds: what a run at `time_scale` 1 is judged on.
+pub const SLI_WINDOW_SECS: f64 = 10.0;
+/// The shortest SLI window a compressed run is judged on: fewer journeys make noisy ratios.
+pub const MIN_SLI_WINDOW_SECS: f64 = 3.0;
+
+/// The SLI window of a run at `time_scale`: compressed with the run's other durations, so a
+/// repair shows up in the SLIs as soon (relative to the success window) as it would at full
+/// scale, but never under [`MIN_SLI_WINDOW_SECS`].
+pub fn sli_window_secs(time_scale: f64) -> u32 {
+    // Bounded to 3..=10 above, so the cast cannot truncate.
+    (SLI_WINDOW_SECS * time_scale).round().clamp(MIN_SLI_WINDOW_SECS, SLI_WINDOW_SECS) as u32
+}
+
 /// Config history entries read per poll; more changes than this between two ticks are rare
 /// (a tick is a second) and the older ones are then missed from the timeline.
 const HISTORY_PAGE: usize = 100;
@@ -138,9 +151,9 @@ impl Services {
         Ok(entries)
     }
 
-    /// The runner's SLIs over its configured window.
-    pub async fn slis(&self) -> Result<SliSnapshot, ServiceError> {
-        let req = self.http.get(self.url(RUNNER, "/slis")?);
+    /// The runner's SLIs over the trailing `window_secs`.
+    pub async fn slis(&self, window_secs: u32) -> Result<SliSnapshot, ServiceError> {
+        let req = self.http.get(self.url(RUNNER, &format!("/slis?window_secs={window_secs}"))?);
         let body = self.send(RUNNER, req).await?;
         serde_json::from_value(body)
             .map_err(|e| ServiceError { service: RUNNER.to_owned(), message: format!("unreadable SLIs: {e}") })
@@ -154,11 +167,6 @@ impl Services {
     pub async fn stop_load(&self) -> Result<(), ServiceError> {
         self.patch_config(RUNNER, &json!({ "enabled": false })).await.map(drop)
     }
-}
-
-/// The value at a dotted path (`release.version`) of a config document.
-pub fn field<'v>(values: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.').try_fold(values, |v, key| v.get(key))
 }
 
 /// The services scenarios may patch, described from their real config types, so a scenario's
@@ -178,4 +186,17 @@ fn spec<T: service_kit::RuntimeConfig>(name: &str) -> anyhow::Result<scenario::c
         Ok(config) => config.check().into_iter().map(|e| Problem::new(e.field, e.rule, e.message)).collect(),
         Err(err) => vec![Problem::new("(config)", "type", err.to_string())],
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sli_window_shrinks_with_the_time_scale_down_to_a_floor() {
+        assert_eq!(sli_window_secs(1.0), 10);
+        assert_eq!(sli_window_secs(0.5), 5);
+        assert_eq!(sli_window_secs(0.1), 3);
+        assert_eq!(sli_window_secs(0.01), 3);
+    }
 }

@@ -1,0 +1,177 @@
+//! The lifecycle API: tokens, the catalog, starting (one run at a time), stopping, resetting
+//! and history.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use service_kit::Role;
+
+use crate::helpers::{Stack, details, fixture_scenarios};
+
+#[tokio::test]
+async fn every_route_needs_a_valid_token() {
+    let stack = Stack::start(fixture_scenarios()).await;
+    for path in ["/api/scenarios", "/api/runs", "/api/runs/current", "/api/ws"] {
+        let resp = stack.http.get(stack.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let forged = service_kit::JwtKeys::from_secret(b"another-secret-another-secret-another!!")
+        .unwrap()
+        .mint("eve", Role::Instructor, Duration::from_secs(60))
+        .unwrap();
+    let resp = stack.http.post(stack.url("/api/reset")).bearer_auth(forged).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // The console's cookie is as good as the header.
+    let resp = stack
+        .http
+        .get(stack.url("/api/scenarios"))
+        .header("cookie", format!("observastack_token={}", stack.token(Role::Learner)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn learners_see_no_spoilers_until_a_run_of_the_scenario_ended() {
+    let stack = Stack::start(fixture_scenarios()).await;
+    let list = stack.get_json("/api/scenarios").await;
+    let ids: Vec<&str> = list.as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(ids, ["slow-browse"]);
+    assert_eq!(list[0]["difficulty"], "beginner");
+
+    let learner = stack.get_json("/api/scenarios/slow-browse").await;
+    for spoiler in ["faults", "solution", "debrief", "hints"] {
+        assert!(learner.get(spoiler).is_none(), "learners must not see {spoiler}: {learner}");
+    }
+    assert!(learner["success"].get("config").is_none());
+    assert_eq!(learner["hint_count"], 2);
+    assert_eq!(learner["success"]["conditions"].as_array().unwrap().len(), 2);
+
+    let resp = stack.get("/api/scenarios/slow-browse", Role::Instructor).await;
+    let full: Value = resp.json().await.unwrap();
+    assert_eq!(full["solution"]["patches"][0]["service"], "shop");
+    assert_eq!(full["faults"][0]["service"], "shop");
+
+    let resp = stack.get("/api/scenarios/no-such-thing", Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // Once a run ended, the learner may read the whole scenario.
+    let run = stack.start_run("slow-browse", 0.05).await;
+    let resp = stack.post("/api/runs/current/stop", None, Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    stack.wait_for_state(run["id"].as_str().unwrap(), "abandoned", Duration::from_secs(10)).await;
+    let after = stack.get_json("/api/scenarios/slow-browse").await;
+    assert_eq!(after["solution"]["patches"][0]["service"], "shop");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn runs_start_one_at_a_time_and_stopping_abandons_them() {
+    let stack = Stack::start(fixture_scenarios()).await;
+    // Bad parameters name the field.
+    for (body, field) in [
+        (json!({"scenario": "slow-browse", "time_scale": 2.0}), "time_scale"),
+        (json!({"scenario": "slow-browse", "time_scale": 0.001}), "time_scale"),
+        (json!({"scenario": "slow-browse", "time_scale": "fast"}), "time_scale"),
+        (json!({"scenario": "slow-browse", "speed": 1}), "speed"),
+        (json!({"time_scale": 0.5}), "scenario"),
+    ] {
+        let resp = stack.post("/api/runs", Some(body.clone()), Role::Learner).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body}");
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(details(&error)[0].0, field, "{body}: {error}");
+    }
+    let resp = stack.post("/api/runs", Some(json!({"scenario": "nope"})), Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(stack.get("/api/runs/current", Role::Learner).await.status(), StatusCode::NOT_FOUND);
+
+    let run = stack.start_run("slow-browse", 0.5).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    assert_eq!(run["state"], "setup");
+    assert_eq!(run["time_scale"], 0.5);
+    assert_eq!(run["started_by"], "ada");
+    assert_eq!(run["scenario_title"], "Browsing got slow");
+
+    let second = stack.post("/api/runs", Some(json!({"scenario": "slow-browse"})), Role::Instructor).await;
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+
+    let running = stack.wait_for_state(&id, "baseline", Duration::from_secs(10)).await;
+    assert!(running["baseline_at"].is_string());
+    let current = stack.get_json("/api/runs/current").await;
+    assert_eq!(current["id"], id.as_str());
+    let runner = stack.config("runner").await;
+    assert_eq!(runner["enabled"], true, "the scenario's load runs: {runner}");
+    assert_eq!(runner["load"]["mix"]["browse"], 1);
+
+    let resp = stack.post("/api/runs/current/stop", None, Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stopped: Value = resp.json().await.unwrap();
+    assert_eq!(stopped["state"], "abandoned");
+    assert_eq!(stopped["end_reason"], "stopped by ada (learner)");
+    assert!(stopped["result"].is_null(), "stopping never counts as a win");
+    assert_eq!(stack.config("runner").await["enabled"], false);
+    assert_eq!(stack.get("/api/runs/current", Role::Learner).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(stack.post("/api/runs/current/stop", None, Role::Learner).await.status(), StatusCode::NOT_FOUND);
+
+    let detail = stack.get_json(&format!("/api/runs/{id}")).await;
+    let states: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "state")
+        .filter_map(|e| e["state"].as_str())
+        .collect();
+    assert_eq!(states, ["setup", "baseline", "abandoned"]);
+    let seqs: Vec<i64> = detail["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "events are numbered in order");
+
+    // A new run may start once the first ended; history lists both, newest first.
+    let again = stack.start_run("slow-browse", 0.5).await;
+    let history = stack.get_json("/api/runs?limit=5").await;
+    let ids: Vec<&str> = history.as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, [again["id"].as_str().unwrap(), id.as_str()]);
+    assert_eq!(stack.get_json("/api/runs?limit=1").await.as_array().unwrap().len(), 1);
+
+    let resp = stack.get("/api/runs?limit=0", Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(details(&resp.json().await.unwrap())[0].0, "limit");
+    let resp = stack.get("/api/runs/not-a-uuid", Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(details(&resp.json().await.unwrap())[0].0, "id");
+    let resp = stack.get(&format!("/api/runs/{}", uuid::Uuid::now_v7()), Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn reset_abandons_the_run_and_puts_every_service_back_to_defaults() {
+    let stack = Stack::start(fixture_scenarios()).await;
+    let run = stack.start_run("slow-browse", 0.05).await;
+    let id = run["id"].as_str().unwrap();
+    stack.wait_for_state(id, "incident", Duration::from_secs(15)).await;
+    crate::helpers::wait_for("the fault on the shop", Duration::from_secs(10), || async {
+        (stack.config("shop").await["workers"]["max_concurrent"] == 1).then_some(())
+    })
+    .await;
+    // Something a learner changed on the gateway goes back too.
+    let resp = stack.patch_config("gateway", Role::Learner, &json!({"upstream": {"pool_size": 32}})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let resp = stack.post("/api/reset", None, Role::Instructor).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let report: Value = resp.json().await.unwrap();
+    assert_eq!(report["stopped_run"], id);
+    assert_eq!(report["reset"], json!(["gateway", "runner", "shop"]));
+    assert_eq!(report["failed"], json!([]));
+
+    let ended = stack.get_json(&format!("/api/runs/{id}")).await;
+    assert_eq!(ended["state"], "abandoned");
+    assert_eq!(ended["end_reason"], "reset by grace (instructor)");
+    assert_eq!(stack.config("shop").await, serde_json::to_value(shop::ShopConfig::default()).unwrap());
+    assert_eq!(stack.config("gateway").await["upstream"]["pool_size"], 256);
+    assert_eq!(stack.config("runner").await["enabled"], false);
+    stack.stop().await;
+}

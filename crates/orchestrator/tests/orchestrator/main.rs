@@ -1,0 +1,10 @@
+//! Integration tests of the orchestrator against real services: PostgreSQL, the shop, the
+//! user gateway and the runner, all in-process. One test binary, so they link once.
+
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+mod hub;
+mod lifecycle;
+mod restart;
+mod scenarios;
