@@ -159,3 +159,30 @@ fn an_empty_folder_is_a_warning_and_a_missing_one_an_error() {
     let found: Vec<(&str, Severity)> = diagnostics.iter().map(|d| (d.rule.as_str(), d.severity)).collect();
     assert_eq!(found, [("no_scenarios", Severity::Warning), ("io", Severity::Error)]);
 }
+
+/// The worked example in docs/scenario-guide.md: its first draft yields exactly the lint output
+/// the guide shows, and the three fixes it describes make it clean.
+#[test]
+fn the_guides_worked_example_lints_as_the_guide_says() {
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/scenario-guide.md")).unwrap();
+    let draft = guide.split("```toml\nid = \"flash-sale\"").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+    let draft = format!("id = \"flash-sale\"{draft}");
+    let shown = guide.split("$ observastack scenario lint flash-sale.toml\n").nth(1).unwrap();
+    let shown: Vec<&str> = shown.lines().take_while(|l| !l.starts_with("```")).collect();
+
+    let catalog = catalog();
+    let path = Path::new("flash-sale.toml");
+    let (_, diagnostics) = lint_source(&draft, path, &catalog);
+    let mut printed: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    printed.push("1 scenario file checked: 3 errors and 0 warnings in 1 file".to_owned());
+    assert_eq!(printed, shown);
+
+    let fixed = draft
+        .replace("checkout.error_rate > 0.05", "checkout.error_ratio > 0.05")
+        .replace(r#""search.p95_ms < 200""#, r#""checkout.p95_ms < 300""#)
+        .replace("acquire_timeout = 2000", "acquire_timeout_ms = 2000");
+    let (scenario, diagnostics) = lint_source(&fixed, path, &catalog);
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    assert!(scenario.is_some());
+}
