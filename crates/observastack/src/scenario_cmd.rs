@@ -67,3 +67,24 @@ pub fn summary(files: usize, diagnostics: &[Diagnostic]) -> String {
         plural(affected.len(), "file")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use scenario::Severity;
+
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_errors_warnings_and_files() {
+        assert_eq!(summary(1, &[]), "1 scenario file checked: no problems");
+        let mut warning = Diagnostic::file_error(Path::new("a.toml"), "no_scenarios", "empty");
+        warning.severity = Severity::Warning;
+        let error = Diagnostic::file_error(Path::new("b.toml"), "io", "cannot read");
+        assert_eq!(
+            summary(3, &[warning, error.clone(), error]),
+            "3 scenario files checked: 2 errors and 1 warning in 2 files"
+        );
+    }
+}
