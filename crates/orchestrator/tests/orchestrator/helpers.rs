@@ -152,18 +152,28 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Everything up, with the scenarios of `dir`.
+    /// Everything up, with the scenarios of `dir` and a small catalog.
     pub async fn start(dir: PathBuf) -> Self {
         Self::start_with(dir, |_| {}).await
     }
 
     pub async fn start_with(dir: PathBuf, adjust: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_full(dir, 300, adjust).await
+    }
+
+    /// Everything up with the shipped scenarios and the shop's full-size catalog, which the
+    /// scenarios' faults (the quadratic pricing path, the full-scan search) are sized for.
+    pub async fn start_shipped() -> Self {
+        Self::start_full(shipped_scenarios(), 10_000, |_| {}).await
+    }
+
+    pub async fn start_full(dir: PathBuf, products: u32, adjust: impl FnOnce(&mut Settings)) -> Self {
         let db = TestDb::create().await;
         let shop_app = shop::Application::build(shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
             jwt_secret: SECRET.to_owned(),
-            seed_products: 300,
+            seed_products: products,
             seed_orders: 300,
             initial_config: shop::ShopConfig::default(),
             connect_timeout: Duration::from_secs(10),
