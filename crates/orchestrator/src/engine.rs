@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::hub::Hub;
+use crate::metrics::OrchestratorMetrics;
 use crate::model::{
     ChangeSource, Completed, ConfigChange, Entry, EventMessage, Hint, HintMessage, HintTrigger, Milestone,
     MilestoneName, RunState, SlisMessage, StateMessage, TimelineEntry, WsMessage,
@@ -30,6 +31,7 @@ pub struct Shared {
     pub services: Services,
     /// Evaluation period.
     pub tick: Duration,
+    pub metrics: OrchestratorMetrics,
 }
 
 impl std::fmt::Debug for Shared {
@@ -169,6 +171,13 @@ impl Engine {
             }
         }
         self.shared.hub.publish(&WsMessage::State(self.state_message()));
+        self.shared.metrics.active_run.set(1);
+        self.drive(&mut commands, &mut shutdown).await;
+        self.shared.metrics.active_run.set(0);
+    }
+
+    async fn drive(&mut self, commands: &mut mpsc::Receiver<Command>, shutdown: &mut watch::Receiver<bool>) {
+        let run_id = self.run.id;
         let mut ticks = tokio::time::interval(self.shared.tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -478,6 +487,7 @@ impl Engine {
         self.record(Entry::Completed(completed.clone())).await?;
         self.shared.hub.publish(&WsMessage::Completed(completed));
         self.ended = true;
+        self.shared.metrics.runs.with_label_values(&["resolved"]).inc();
         tracing::info!(run_id = %self.run.id, scenario = %self.plan.id, "run resolved");
         Ok(())
     }
@@ -498,6 +508,7 @@ impl Engine {
         self.set_state(RunState::Abandoned).await?;
         self.milestone(Milestone::new(MilestoneName::Abandoned).with_note(reason)).await?;
         self.ended = true;
+        self.shared.metrics.runs.with_label_values(&["abandoned"]).inc();
         tracing::info!(run_id = %self.run.id, scenario = %self.plan.id, reason, "run abandoned");
         Ok(())
     }

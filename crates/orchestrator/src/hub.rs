@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::OrchestratorMetrics;
 use crate::model::{StateMessage, WsMessage};
 
 /// Ordered messages a client may have queued before it is considered too slow.
@@ -45,6 +46,7 @@ pub struct Hub {
     inner: Mutex<Inner>,
     next_id: AtomicU64,
     queue: usize,
+    metrics: OrchestratorMetrics,
 }
 
 impl std::fmt::Debug for Hub {
@@ -64,8 +66,12 @@ pub struct Subscription {
 }
 
 impl Hub {
-    pub fn new(queue: usize) -> Arc<Self> {
-        Arc::new(Self { inner: Mutex::new(Inner::default()), next_id: AtomicU64::new(1), queue: queue.max(1) })
+    pub fn new(queue: usize, metrics: OrchestratorMetrics) -> Arc<Self> {
+        Arc::new(Self { inner: Mutex::new(Inner::default()), next_id: AtomicU64::new(1), queue: queue.max(1), metrics })
+    }
+
+    fn count_clients(&self, inner: &Inner) {
+        self.metrics.ws_clients.set(i64::try_from(inner.clients.len()).unwrap_or(i64::MAX));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -91,11 +97,14 @@ impl Hub {
         }
         let (slis_tx, slis_rx) = watch::channel(replay.slis.clone());
         inner.clients.insert(id, Client { ordered: tx, slis: slis_tx });
+        self.count_clients(&inner);
         Subscription { id, ordered: rx, slis: slis_rx }
     }
 
     pub fn unsubscribe(&self, id: u64) {
-        self.lock().clients.remove(&id);
+        let mut inner = self.lock();
+        inner.clients.remove(&id);
+        self.count_clients(&inner);
     }
 
     /// Sends `message` to every client without waiting. A client whose queue is full is
@@ -136,9 +145,102 @@ impl Hub {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::info!(client = id, "websocket client too slow; closing it");
+                self.metrics.ws_dropped.inc();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
+        self.count_clients(&inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::model::{Entry, EventMessage, Hint, HintMessage, HintTrigger, Milestone, MilestoneName, TimelineEntry};
+
+    fn hint(index: usize) -> WsMessage {
+        WsMessage::Hint(HintMessage {
+            run_id: Uuid::nil(),
+            at: Utc::now(),
+            hint: Hint { index, text: format!("hint {index}"), trigger: HintTrigger::Time },
+        })
+    }
+
+    fn event(seq: i32) -> WsMessage {
+        WsMessage::Event(EventMessage {
+            run_id: Uuid::nil(),
+            entry: TimelineEntry {
+                seq,
+                at: Utc::now(),
+                entry: Entry::Milestone(Milestone::new(MilestoneName::Resumed)),
+            },
+        })
+    }
+
+    fn state(run: Option<Uuid>) -> WsMessage {
+        let run = run.map(|id| crate::model::RunSummary {
+            id,
+            scenario_id: "s".into(),
+            scenario_title: "S".into(),
+            state: crate::model::RunState::Incident,
+            time_scale: 1.0,
+            started_by: "ada".into(),
+            started_by_role: service_kit::Role::Learner,
+            started_at: Utc::now(),
+            baseline_at: None,
+            incident_at: None,
+            recovering_at: None,
+            ended_at: None,
+            end_reason: None,
+            result: None,
+        });
+        WsMessage::State(StateMessage { state: run.as_ref().map(|r| r.state), run })
+    }
+
+    fn kind(frame: &Frame) -> String {
+        let value: serde_json::Value = serde_json::from_str(frame).unwrap_or_default();
+        format!("{} {}", value["type"].as_str().unwrap_or_default(), value["index"])
+    }
+
+    #[test]
+    fn a_late_joiner_gets_state_then_hints_and_a_new_run_starts_afresh() {
+        let hub = Hub::new(8, OrchestratorMetrics::unregistered());
+        let run = Uuid::now_v7();
+        hub.publish(&state(Some(run)));
+        hub.publish(&hint(0));
+        hub.publish(&event(3));
+        hub.publish(&hint(1));
+        hub.publish(&state(Some(run)));
+        let mut late = hub.subscribe();
+        let replay: Vec<String> = std::iter::from_fn(|| late.ordered.try_recv().ok()).map(|f| kind(&f)).collect();
+        assert_eq!(replay, ["state null", "hint 0", "hint 1"]);
+
+        hub.publish(&state(Some(Uuid::now_v7())));
+        let mut next = hub.subscribe();
+        let replay: Vec<String> = std::iter::from_fn(|| next.ordered.try_recv().ok()).map(|f| kind(&f)).collect();
+        assert_eq!(replay, ["state null"], "hints of the previous run are not replayed");
+    }
+
+    #[test]
+    fn a_full_queue_drops_that_client_only_and_slis_never_queue() {
+        let hub = Hub::new(4, OrchestratorMetrics::unregistered());
+        let mut reader = hub.subscribe();
+        let mut stalled = hub.subscribe();
+        for seq in 0..4 {
+            hub.publish(&event(seq));
+            assert!(reader.ordered.try_recv().is_ok());
+        }
+        assert_eq!(hub.clients(), 2, "a full queue is not yet an overflow");
+        hub.publish(&event(4));
+        assert_eq!(hub.clients(), 1);
+        let buffered = std::iter::from_fn(|| stalled.ordered.try_recv().ok()).count();
+        assert_eq!(buffered, 4, "what was queued is still delivered");
+        assert!(matches!(stalled.ordered.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+        assert!(reader.ordered.try_recv().is_ok());
+        assert_eq!(hub.metrics.ws_dropped.get(), 1);
     }
 }

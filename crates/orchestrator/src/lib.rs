@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod engine;
 pub mod hub;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod services;
@@ -143,9 +144,11 @@ impl Application {
         let catalog = catalog::Catalog::load(&settings.scenario_dirs)?;
         let db = store::connect(&settings.database_url, settings.connect_timeout).await?;
         let metrics = Metrics::new(SERVICE);
-        let hub = Hub::new(settings.ws_queue);
+        let own_metrics = metrics::OrchestratorMetrics::new(&metrics);
+        let hub = Hub::new(settings.ws_queue, own_metrics.clone());
         let services = Services::new(settings.services.clone(), keys.clone(), settings.service_timeout)?;
-        let shared = Arc::new(engine::Shared { db: db.clone(), hub, services, tick: settings.tick });
+        let shared =
+            Arc::new(engine::Shared { db: db.clone(), hub, services, tick: settings.tick, metrics: own_metrics });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let orchestrator = Arc::new(Orchestrator::new(shared, catalog, shutdown_rx));
 
@@ -242,4 +245,27 @@ struct OrchestratorApi;
 /// documented centrally by service-kit.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     OrchestratorApi::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openapi_describes_every_api_route() {
+        let doc = super::openapi();
+        let paths: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        for path in [
+            "/api/scenarios",
+            "/api/scenarios/{id}",
+            "/api/runs",
+            "/api/runs/current",
+            "/api/runs/current/stop",
+            "/api/runs/{id}",
+            "/api/reset",
+            "/api/ws",
+        ] {
+            assert!(paths.contains(&path), "{path} is missing from {paths:?}");
+        }
+        let schemas = doc.components.map(|c| c.schemas).unwrap_or_default();
+        assert!(schemas.contains_key("WsMessage"));
+    }
 }

@@ -96,6 +96,7 @@ impl Orchestrator {
         }
         let first = TimelineEntry { seq: 1, at: run.started_at, entry: Entry::State { state: RunState::Setup } };
         store::append_event(&self.shared.db, run.id, &first).await.map_err(internal)?;
+        self.shared.metrics.runs.with_label_values(&["started"]).inc();
         tracing::info!(run_id = %run.id, scenario = %run.scenario_id, time_scale, by = %caller.subject, "run started");
         *active = Some(engine::spawn(self.shared.clone(), run.clone(), plan, &[first], false, self.shutdown.clone()));
         Ok(run)
@@ -176,6 +177,7 @@ impl Orchestrator {
                 run.ended_at = Some(now);
                 run.end_reason = Some(reason.clone());
                 store::save_run(&self.shared.db, &run).await?;
+                self.shared.metrics.runs.with_label_values(&["abandoned"]).inc();
                 let next = history.last().map_or(1, |e| e.seq + 1);
                 let entries = [
                     Entry::State { state: RunState::Abandoned },

@@ -233,7 +233,7 @@ impl Stack {
             runner_url,
             http,
             keys: JwtKeys::from_secret(SECRET.as_bytes()).unwrap(),
-            hub: orchestrator::Hub::new(1),
+            hub: orchestrator::Hub::new(1, orchestrator::metrics::OrchestratorMetrics::unregistered()),
             settings,
             orchestrator: None,
             runner,
@@ -430,6 +430,16 @@ impl Ws {
             })
             .collect()
     }
+}
+
+/// The value of the sample of `name` whose labels include every `labels` pair.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        let all = labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
+        (series_name == name && all).then(|| value.parse().ok()).flatten()
+    })
 }
 
 /// Polls `check` until it returns `Some`, failing after `within`.

@@ -135,6 +135,11 @@ async fn runs_start_one_at_a_time_and_stopping_abandons_them() {
     assert_eq!(ids, [again["id"].as_str().unwrap(), id.as_str()]);
     assert_eq!(stack.get_json("/api/runs?limit=1").await.as_array().unwrap().len(), 1);
 
+    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let runs = |outcome| crate::helpers::metric(&metrics, "orchestrator_runs_total", &[("outcome", outcome)]);
+    assert_eq!((runs("started"), runs("abandoned"), runs("resolved")), (Some(2.0), Some(1.0), Some(0.0)));
+    assert_eq!(crate::helpers::metric(&metrics, "orchestrator_active_run", &[]), Some(1.0));
+
     let resp = stack.get("/api/runs?limit=0", Role::Learner).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(details(&resp.json().await.unwrap())[0].0, "limit");
