@@ -169,11 +169,13 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, ClientError> {
-        let stream =
-            TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port)).await.map_err(ClientError::Connect)?;
+        let stream = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
+            .await
+            .map_err(ClientError::Connect)?;
         // Small exchanges: Nagle would add up to 40 ms per request.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(ClientError::Http)?;
+        let (sender, connection) =
+            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(ClientError::Http)?;
         tokio::task::spawn_local(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "target connection ended with an error");

@@ -1,8 +1,8 @@
 //! The runner's runtime configuration (`/config`): whether load is offered, the load plan, the
 //! SLI window and the per-request timeout. Changing `load` while enabled restarts the plan.
 
-use schemars::JsonSchema;
 use scenario::load::LoadSpec;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use service_kit::{FieldError, RuntimeConfig};
 
@@ -51,11 +51,7 @@ impl RuntimeConfig for RunnerConfig {
     }
 
     fn check(&self) -> Vec<FieldError> {
-        self.load
-            .check()
-            .into_iter()
-            .map(|e| FieldError::new(format!("load.{}", e.field), e.rule, e.message))
-            .collect()
+        self.load.check().into_iter().map(|e| FieldError::new(format!("load.{}", e.field), e.rule, e.message)).collect()
     }
 }
 

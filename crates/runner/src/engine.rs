@@ -304,9 +304,8 @@ impl Worker {
             }
             let active = plan_rx.borrow_and_update().clone();
             let drive = async {
-                match &active {
-                    Some(active) => self.drive(active, &local, &timer).await,
-                    None => {}
+                if let Some(active) = &active {
+                    self.drive(active, &local, &timer).await;
                 }
                 // Plan done or none: idle until something changes.
                 std::future::pending::<()>().await;
@@ -353,7 +352,14 @@ impl Worker {
         }
     }
 
-    async fn open_loop(&self, active: &Active, ctx: &Rc<Context>, picker: &Picker, local: &Rc<Local>, timer: &timer::Timer) {
+    async fn open_loop(
+        &self,
+        active: &Active,
+        ctx: &Rc<Context>,
+        picker: &Picker,
+        local: &Rc<Local>,
+        timer: &timer::Timer,
+    ) {
         let schedule = Schedule::new(&active.plan.load, active.plan.duration).skip(self.index).step_by(self.count);
         for offset in schedule {
             let planned = active.start + offset;
@@ -386,7 +392,9 @@ impl Worker {
             loops.push(tokio::task::spawn_local(async move {
                 loop {
                     let now = Instant::now();
-                    if deadline.is_some_and(|d| now >= d) || local.shared.generation.load(Ordering::Relaxed) != generation {
+                    if deadline.is_some_and(|d| now >= d)
+                        || local.shared.generation.load(Ordering::Relaxed) != generation
+                    {
                         break;
                     }
                     enter(&local);
@@ -402,7 +410,10 @@ impl Worker {
 }
 
 fn picker_needs_catalog(load: &LoadSpec) -> bool {
-    load.mix.weights().keys().any(|j| matches!(j, Journey::Browse | Journey::Product | Journey::Cart | Journey::Checkout))
+    load.mix
+        .weights()
+        .keys()
+        .any(|j| matches!(j, Journey::Browse | Journey::Product | Journey::Cart | Journey::Checkout))
 }
 
 fn enter(local: &Local) {

@@ -21,9 +21,26 @@ const PAGE: u32 = 20;
 
 /// What shoppers type into the search box: prefixes of the seeded product names.
 const SEARCH_TERMS: &[&str] = &[
-    "wireless", "smart", "portable", "classic", "pocket", "ceramic", "electric", "solar", "wooden", "deluxe",
-    "ultralight", "waterproof", "merino", "organic cotton", "hydrating", "organic", "artisan", "ergonomic",
-    "cozy", "digital",
+    "wireless",
+    "smart",
+    "portable",
+    "classic",
+    "pocket",
+    "ceramic",
+    "electric",
+    "solar",
+    "wooden",
+    "deluxe",
+    "ultralight",
+    "waterproof",
+    "merino",
+    "organic cotton",
+    "hydrating",
+    "organic",
+    "artisan",
+    "ergonomic",
+    "cozy",
+    "digital",
 ];
 
 /// Product ids that journeys put into carts. Starts with the seed's first ids (the shop seeds
@@ -227,8 +244,11 @@ impl Run<'_> {
 
     async fn checkout(&mut self) -> Result<u32, Failure> {
         let cart_id = self.fill_cart().await?;
-        let mut req =
-            client::post_json(self.endpoint(), "/api/checkout", &json!({"cart_id": cart_id, "email": "shopper@example.com"}));
+        let mut req = client::post_json(
+            self.endpoint(),
+            "/api/checkout",
+            &json!({"cart_id": cart_id, "email": "shopper@example.com"}),
+        );
         // A fresh key per checkout: safe to retry, never replays another shopper's order.
         if let Ok(key) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
             req.headers_mut().insert("idempotency-key", key);

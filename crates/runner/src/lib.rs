@@ -28,8 +28,8 @@ use service_kit::app::{internal_routes, observed};
 use service_kit::{ApiError, ConfigStore, JwtKeys, Metrics};
 use tokio::net::TcpListener;
 
-pub use crate::config::RunnerConfig;
 use crate::client::Endpoint;
+pub use crate::config::RunnerConfig;
 use crate::engine::{Engine, EngineOptions, Plan};
 use crate::metrics::RunnerMetrics;
 use crate::stats::Stats;

@@ -36,7 +36,8 @@ impl Segment {
         if due <= 0.0 {
             return 0.0;
         }
-        let slope = if self.end.is_infinite() { 0.0 } else { (self.rate_end - self.rate_start) / (self.end - self.start) };
+        let slope =
+            if self.end.is_infinite() { 0.0 } else { (self.rate_end - self.rate_start) / (self.end - self.start) };
         // r0·τ + s·τ²/2 = due, solved in the form that stays exact for s → 0 and r0 = 0.
         let root = (self.rate_start * self.rate_start + 2.0 * slope * due).max(0.0).sqrt();
         let denominator = self.rate_start + root;
@@ -193,12 +194,8 @@ mod tests {
 
     #[test]
     fn a_spike_offers_its_peak_only_during_the_spike() {
-        let spike = LoadSpec {
-            target_rate: Some(100.0),
-            spike_at_secs: 2.0,
-            spike_secs: 1.0,
-            ..spec(Pattern::Spike, 10.0)
-        };
+        let spike =
+            LoadSpec { target_rate: Some(100.0), spike_at_secs: 2.0, spike_secs: 1.0, ..spec(Pattern::Spike, 10.0) };
         let times: Vec<f64> = secs(Schedule::new(&spike, Some(Duration::from_secs(5))));
         assert_eq!(times.len(), 20 + 100 + 20);
         assert_eq!(times.iter().filter(|t| (2.0..3.0).contains(*t)).count(), 100);

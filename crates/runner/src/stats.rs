@@ -250,7 +250,8 @@ impl Stats {
         let mut per: [Acc; JOURNEYS] = std::array::from_fn(|_| Acc::default());
         {
             let inner = self.lock();
-            for slot in inner.ring.iter().filter(|s| s.second != u64::MAX && s.second >= first && s.second <= now_second)
+            for slot in
+                inner.ring.iter().filter(|s| s.second != u64::MAX && s.second >= first && s.second <= now_second)
             {
                 for (acc, from) in per.iter_mut().zip(&slot.journeys) {
                     acc.merge(from, WINDOW_SIGFIG);
@@ -335,7 +336,11 @@ impl JourneySummary {
             failed: acc.failed,
             dropped: total.dropped,
             requests: total.requests,
-            success_ratio: if acc.completed == 0 { 1.0 } else { (acc.completed - acc.failed) as f64 / acc.completed as f64 },
+            success_ratio: if acc.completed == 0 {
+                1.0
+            } else {
+                (acc.completed - acc.failed) as f64 / acc.completed as f64
+            },
             mean_ms: h.map_or(0.0, |h| h.mean() / 1000.0),
             p50_ms: q(0.5),
             p90_ms: q(0.9),
