@@ -1,15 +1,18 @@
 //! The ObservaStack command line: `up` (native launch of the whole stack), `token` (mint a JWT
 //! from the stack's secret), `config get|set` (runtime config through the control gateway),
-//! `openapi` (the services' API documents) and `scenario lint` (scenario files, offline).
+//! `openapi` (the services' API documents) and `scenario` (`lint` scenario files offline; list,
+//! show, start, watch and stop runs through the control gateway).
 
 pub mod catalog;
 pub mod config_cmd;
 pub mod load_cmd;
 pub mod openapi_cmd;
 pub mod scenario_cmd;
+pub mod scenario_run_cmd;
 pub mod state;
 pub mod ui;
 pub mod up;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,7 +53,7 @@ pub enum Command {
     Load(load_cmd::LoadArgs),
     /// Write every service's OpenAPI document (generated from code) to `docs/api/`, or check it.
     Openapi(openapi_cmd::OpenapiArgs),
-    /// Scenario files: `lint` checks them offline.
+    /// Scenarios: `lint` files offline; `list`, `show`, `start`, `status`, `watch`, `stop`, `reset` runs.
     Scenario(scenario_cmd::ScenarioArgs),
 }
 
@@ -66,6 +69,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(args) => config_cmd::run(&cli.state_dir, args).await,
         Command::Load(args) => load_cmd::run(args).await,
         Command::Openapi(args) => openapi_cmd::run(args),
-        Command::Scenario(args) => scenario_cmd::run(args),
+        Command::Scenario(args) => scenario_cmd::run(&cli.state_dir, args).await,
     }
 }

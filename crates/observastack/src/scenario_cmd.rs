@@ -1,12 +1,14 @@
-//! `observastack scenario …`: scenario files. `lint` checks files and folders offline (no stack
-//! needed) and prints each problem as `path:line:col: field: message (rule)`.
+//! `observastack scenario …`: `lint` checks scenario files and folders offline (no stack
+//! needed) and prints each problem as `path:line:col: field: message (rule)`; `list`, `show`,
+//! `start`, `status`, `stop`, `reset` and `watch` drive runs through the control gateway.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use scenario::Diagnostic;
 
-use crate::{catalog, ui};
+use crate::scenario_run_cmd::{self as runs, Control, ControlArgs};
+use crate::{catalog, ui, watch};
 
 #[derive(Debug, clap::Args)]
 pub struct ScenarioArgs {
@@ -26,11 +28,76 @@ pub enum ScenarioAction {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// The scenarios the orchestrator offers: id, difficulty, title.
+    List {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One scenario: story, objectives, load and success conditions (instructors, and learners
+    /// after a run of it, also see faults, hints, solution and debrief).
+    Show {
+        /// Scenario id, e.g. `bad-release-checkout`.
+        id: String,
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a run: services reset, load on, a healthy baseline, then the incident.
+    Start {
+        /// Scenario id, e.g. `bad-release-checkout`.
+        id: String,
+        /// Multiplies every duration of the scenario, 0.01..=1 (0.1 = ten times faster).
+        #[arg(long, value_name = "X")]
+        time_scale: Option<f64>,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// The active run: scenario, state, elapsed time, hints delivered, success conditions now.
+    Status {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Print the API's JSON (`null` without an active run).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abandon the active run: load off, services back to their defaults.
+    Stop {
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Abandon any active run and put every service's config back to its defaults.
+    Reset {
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Follow the run live: state changes, hints, config changes, SLIs every 5 s, and the
+    /// debrief when it is resolved (then exit 0). Reconnects when the connection drops.
+    Watch {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Print the raw WebSocket messages, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(state_dir: &Path, args: ScenarioArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         ScenarioAction::Lint { paths, deny_warnings } => lint(&paths, deny_warnings),
+        ScenarioAction::List { control, json } => runs::list(&Control::new(state_dir, &control)?, json).await,
+        ScenarioAction::Show { id, control, json } => runs::show(&Control::new(state_dir, &control)?, &id, json).await,
+        ScenarioAction::Start { id, time_scale, control } => {
+            runs::start(&Control::new(state_dir, &control)?, &id, time_scale).await
+        }
+        ScenarioAction::Status { control, json } => runs::status(&Control::new(state_dir, &control)?, json).await,
+        ScenarioAction::Stop { control } => runs::stop(&Control::new(state_dir, &control)?).await,
+        ScenarioAction::Reset { control } => runs::reset(&Control::new(state_dir, &control)?).await,
+        ScenarioAction::Watch { control, json } => watch::run(&Control::new(state_dir, &control)?, json).await,
     }
 }
 
