@@ -514,8 +514,12 @@ impl Engine {
     }
 
     async fn set_state(&mut self, state: RunState) -> anyhow::Result<()> {
-        self.run.state = state.as_str().to_owned();
-        store::save_run(&self.shared.db, &self.run).await?;
+        let previous = std::mem::replace(&mut self.run.state, state.as_str().to_owned());
+        if let Err(err) = store::save_run(&self.shared.db, &self.run).await {
+            // Not persisted, not happened: the next tick decides again.
+            self.run.state = previous;
+            return Err(err.into());
+        }
         self.record(Entry::State { state }).await?;
         self.shared.hub.publish(&WsMessage::State(self.state_message()));
         Ok(())
