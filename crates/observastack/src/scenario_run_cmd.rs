@@ -13,7 +13,7 @@ use orchestrator::model::{Entry, RunDetail, RunState, RunSummary};
 use reqwest::{Method, StatusCode};
 use scenario::Condition;
 use scenario::load::{LoadSpec, Pattern};
-use scenario::sli::SliSnapshot;
+use scenario::sli::{Sli, SliSnapshot};
 use serde_json::{Value, json};
 use service_kit::{JwtKeys, Role};
 
@@ -404,7 +404,7 @@ pub fn describe_debrief(debrief: &Value, indent: &str) -> Vec<String> {
 
 /// `constant 20 journeys/s`, `ramp 10 → 50 journeys/s over 60 s`, …
 pub fn describe_load(load: &LoadSpec) -> String {
-    let rate = |r: f64| format!("{}", trim_number(r));
+    let rate = trim_number;
     let think = format!("think time {} ms", load.think_time_ms);
     let shape = match load.pattern {
         Pattern::Constant => format!("constant {} journeys/s", rate(load.rate)),
@@ -444,7 +444,7 @@ fn trim_number(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { format!("{x:.2}") }
 }
 
-/// `45 s`, `7.5 s`, `2m 05s`, `1h 02m`.
+/// `45 s`, `7.5 s`, `90 s`, `2 min`, `2m 05s`, `1h 02m`.
 pub fn secs_text(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {
         return "?".to_owned();
@@ -454,8 +454,9 @@ pub fn secs_text(secs: f64) -> String {
     }
     let whole = secs.round() as u64;
     match whole {
-        0..=59 => format!("{whole} s"),
-        60..=3599 => format!("{}m {:02}s", whole / 60, whole % 60),
+        0..=119 => format!("{whole} s"),
+        120..=3599 if whole % 60 == 0 => format!("{} min", whole / 60),
+        120..=3599 => format!("{}m {:02}s", whole / 60, whole % 60),
         _ => format!("{}h {:02}m", whole / 3600, (whole % 3600) / 60),
     }
 }
@@ -630,7 +631,9 @@ pub fn describe_status(
         let now = match (Condition::parse(&text), slis) {
             (Ok(condition), Some(slis)) => {
                 match (condition.holds(slis), slis.value(condition.subject, condition.sli)) {
-                    (Some(holds), Some(value)) => format!("{} now {}", if holds { "✓" } else { "✗" }, trim_sli(value)),
+                    (Some(holds), Some(value)) => {
+                        format!("{} now {}", if holds { "✓" } else { "✗" }, sli_value(condition.sli, value))
+                    }
                     _ => "? no traffic in the window".to_owned(),
                 }
             }
@@ -641,8 +644,12 @@ pub fn describe_status(
     out
 }
 
-fn trim_sli(x: f64) -> String {
-    if x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.3}") }
+/// Ratios to three decimals (0.990 against 0.99 matters), the rest to one.
+fn sli_value(sli: Sli, x: f64) -> String {
+    match sli {
+        Sli::SuccessRatio | Sli::ErrorRatio => format!("{x:.3}"),
+        _ => format!("{x:.1}"),
+    }
 }
 
 /// `scenario stop`.
@@ -732,6 +739,8 @@ mod tests {
     fn durations_read_naturally() {
         assert_eq!(secs_text(45.0), "45 s");
         assert_eq!(secs_text(7.5), "7.5 s");
+        assert_eq!(secs_text(60.0), "60 s");
+        assert_eq!(secs_text(240.0), "4 min");
         assert_eq!(secs_text(125.0), "2m 05s");
         assert_eq!(secs_text(3720.0), "1h 02m");
     }

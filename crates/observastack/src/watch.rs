@@ -479,7 +479,7 @@ mod tests {
         assert!(step.done);
         let all = step.lines.join("\n");
         for expected in [
-            "time to detect 1m 20s",
+            "time to detect 80 s",
             "time to repair 3m 10s",
             "hints used 2 of 4",
             "A missing column.",

@@ -107,7 +107,10 @@ fn shipped_scenarios() -> PathBuf {
 struct Stack {
     control_url: String,
     state: tempfile::TempDir,
-    /// In stop order: the control gateway first, the shop last.
+    control: Option<Running>,
+    /// The control gateway's settings, bound to its address, for a restart in place.
+    control_settings: gateway::Settings,
+    /// In stop order: the orchestrator first, the shop last.
     services: Vec<Running>,
     _db: TestDb,
 }
@@ -190,17 +193,39 @@ impl Stack {
         .into_iter()
         .map(|(name, url)| format!("{name}={url}").parse::<ServiceTarget>().unwrap())
         .collect();
-        let control_app = Gateway::build(control).expect("the control gateway builds");
+        let control_app = Gateway::build(control.clone()).expect("the control gateway builds");
+        control.listen = control_app.public_addr();
         let control_url = format!("http://{}", control_app.public_addr());
         let control_gateway = Running::spawn(|rx| control_app.run_until(until(rx)));
 
         let state = tempfile::tempdir().unwrap();
         std::fs::write(state.path().join("jwt-secret"), SECRET).unwrap();
-        Self { control_url, state, services: vec![control_gateway, orchestrator, runner, user_gateway, shop], _db: db }
+        Self {
+            control_url,
+            state,
+            control: Some(control_gateway),
+            control_settings: control,
+            services: vec![orchestrator, runner, user_gateway, shop],
+            _db: db,
+        }
+    }
+
+    /// Stops the control gateway (its tunnels close with it), and starts it again on the
+    /// same address once `down` resolves.
+    async fn restart_control_gateway(&mut self, down: impl std::future::Future<Output = ()>) {
+        if let Some(control) = self.control.take() {
+            control.stop().await;
+        }
+        down.await;
+        let app = Gateway::build(self.control_settings.clone()).expect("the control gateway binds its address again");
+        self.control = Some(Running::spawn(|rx| app.run_until(until(rx))));
     }
 
     async fn stop(self) {
-        let Stack { services, _db, .. } = self;
+        let Stack { control, services, _db, .. } = self;
+        if let Some(control) = control {
+            control.stop().await;
+        }
         for service in services {
             service.stop().await;
         }
@@ -239,17 +264,21 @@ impl Stack {
         let mut args = vec!["scenario", "watch"];
         args.extend_from_slice(extra);
         let mut child = self.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watch { child, lines: rx, seen: Vec::new() }
+        let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (err_tx, err_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(forward_lines(stdout, out_tx));
+        tokio::spawn(forward_lines(stderr, err_tx));
+        Watch { child, out: Lines::new(out_rx), err: Lines::new(err_rx) }
+    }
+}
+
+async fn forward_lines(from: impl tokio::io::AsyncRead + Unpin, to: tokio::sync::mpsc::UnboundedSender<String>) {
+    let mut lines = BufReader::new(from).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if to.send(line).is_err() {
+            break;
+        }
     }
 }
 
@@ -273,13 +302,34 @@ impl std::fmt::Debug for Run {
     }
 }
 
+/// `scenario watch` in the background: its stdout and stderr, line by line.
 struct Watch {
     child: Child,
+    out: Lines,
+    err: Lines,
+}
+
+impl Watch {
+    /// Reads stdout until a line contains `needle`.
+    async fn until(&mut self, needle: &str, within: Duration) -> String {
+        self.out.until(needle, within).await
+    }
+
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+struct Lines {
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
 }
 
-impl Watch {
+impl Lines {
+    fn new(lines: tokio::sync::mpsc::UnboundedReceiver<String>) -> Self {
+        Self { lines, seen: Vec::new() }
+    }
+
     /// Reads lines until one contains `needle`; panics with everything seen after `within`.
     async fn until(&mut self, needle: &str, within: Duration) -> String {
         let deadline = tokio::time::Instant::now() + within;
@@ -295,10 +345,6 @@ impl Watch {
                 Err(_) => panic!("watch printed no {needle:?} in {within:?}; it printed:\n{}", self.seen.join("\n")),
             }
         }
-    }
-
-    async fn kill(mut self) {
-        let _ = self.child.kill().await;
     }
 }
 
@@ -453,9 +499,34 @@ async fn watch_ends_with_the_debrief_once_the_learner_rolls_back() {
     watch.until("What broke", PHASE).await;
     watch.until("Lessons", PHASE).await;
     let status = tokio::time::timeout(PHASE, watch.child.wait()).await.expect("watch exits").unwrap();
-    assert!(status.success(), "watch exits 0 after the result; it printed:\n{}", watch.seen.join("\n"));
+    assert!(status.success(), "watch exits 0 after the result; it printed:\n{}", watch.out.seen.join("\n"));
 
     let status = stack.ok(&["scenario", "status"]).await;
     assert!(status.contains("was resolved"), "{status}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reconnects_when_the_connection_drops() {
+    let mut stack = Stack::start().await;
+    let started = stack.ok(&["scenario", "start", "bad-release-checkout"]).await;
+    let run_id = started.split_whitespace().nth(2).unwrap().to_owned();
+    let mut watch = stack.watch(&[]);
+    watch.until(&run_id, PHASE).await;
+
+    // The gateway goes away under the open connection, and comes back on the same address.
+    let err = &mut watch.err;
+    stack
+        .restart_control_gateway(async {
+            err.until("reconnecting in", PHASE).await;
+        })
+        .await;
+    watch.err.until("reconnected", PHASE).await;
+    assert!(watch.child.try_wait().unwrap().is_none(), "watch keeps running");
+    // The state the new connection replays was printed already: the run is introduced once.
+    stack.ok(&["scenario", "stop"]).await;
+    watch.until("state     abandoned", PHASE).await;
+    assert_eq!(watch.out.seen.iter().filter(|l| l.contains(&run_id)).count(), 1, "{:#?}", watch.out.seen);
+    watch.kill().await;
     stack.stop().await;
 }
