@@ -129,8 +129,8 @@ pub fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         PatternArg::Spike => Pattern::Spike,
         PatternArg::Step => Pattern::Step,
     };
-    let needs_target = matches!(pattern, Pattern::Ramp | Pattern::Spike)
-        || (pattern == Pattern::Step && args.steps.is_empty());
+    let needs_target =
+        matches!(pattern, Pattern::Ramp | Pattern::Spike) || (pattern == Pattern::Step && args.steps.is_empty());
     if needs_target && args.target_rate.is_none() {
         bail!("--target-rate is required for --pattern {:?}", args.pattern);
     }
@@ -224,15 +224,24 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     };
     ui::progress(&format!("load → {target} · {what} · {}", humantime::format_duration(args.duration)));
 
-    let start = engine.set_plan(Some(Plan { load: spec.clone(), duration: Some(args.duration), concurrency: args.concurrency }));
+    let start = engine.set_plan(Some(Plan {
+        load: spec.clone(),
+        duration: Some(args.duration),
+        concurrency: args.concurrency,
+    }));
     let interrupted = watch_progress(&engine, &stats, start, args.duration).await;
     let ran = if interrupted {
         engine.set_plan(None);
         start.elapsed()
     } else {
+        // Every journey planned before the end starts (late, if the engine fell behind) and
+        // finishes; each step is bounded by the timeout.
+        let grace = Instant::now() + args.timeout * 8 + Duration::from_secs(5);
+        while !engine.plan_finished() && Instant::now() < grace {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         args.duration
     };
-    // Journeys planned before the end finish (each step is bounded by the timeout).
     engine.shutdown(args.timeout * 8 + Duration::from_secs(1)).await;
     let summary = stats.summary(ran);
     let report = Report {
@@ -276,7 +285,9 @@ async fn watch_progress(engine: &Engine, stats: &Stats, start: Instant, duration
         }
         let now = Instant::now();
         let snap = stats.snapshot(2, engine.offered_rate(), true);
-        bar.set_position(u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX).min(total_ms));
+        bar.set_position(
+            u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX).min(total_ms),
+        );
         bar.set_message(format!(
             "{:.0} done/s · ok {:.2}% · p99 {:.1} ms · in flight {} · dropped {}",
             snap.all.rps,
@@ -297,12 +308,7 @@ fn print_table(report: &Report, summary: &Summary, single: bool) {
     let mut lines = vec![
         format!(
             "target {} · {} · {:.1} s · started {} · dropped {} · {:.1} journeys/s completed",
-            report.target,
-            report.mode,
-            report.duration_s,
-            report.started,
-            report.dropped,
-            report.achieved_rps
+            report.target, report.mode, report.duration_s, report.started, report.dropped, report.achieved_rps
         ),
         String::new(),
         format!(
@@ -361,15 +367,23 @@ mod tests {
 
     #[test]
     fn flags_become_a_checked_plan() {
-        let spec = load_spec(&args(&["--rate", "200", "--duration", "60s", "--pattern", "ramp", "--target-rate", "400"]))
-            .unwrap();
-        assert_eq!((spec.pattern, spec.rate, spec.target_rate, spec.ramp_secs), (Pattern::Ramp, 200.0, Some(400.0), 60.0));
+        let spec =
+            load_spec(&args(&["--rate", "200", "--duration", "60s", "--pattern", "ramp", "--target-rate", "400"]))
+                .unwrap();
+        assert_eq!(
+            (spec.pattern, spec.rate, spec.target_rate, spec.ramp_secs),
+            (Pattern::Ramp, 200.0, Some(400.0), 60.0)
+        );
         let err = load_spec(&args(&["--pattern", "spike"])).unwrap_err().to_string();
         assert!(err.contains("--target-rate"), "{err}");
-        let steps = load_spec(&args(&["--pattern", "step", "--rate", "10", "--target-rate", "40", "--duration", "40s"]))
-            .unwrap()
-            .steps;
-        assert_eq!(steps.iter().map(|s| (s.at_secs, s.rate)).collect::<Vec<_>>(), [(10.0, 20.0), (20.0, 30.0), (30.0, 40.0)]);
+        let steps =
+            load_spec(&args(&["--pattern", "step", "--rate", "10", "--target-rate", "40", "--duration", "40s"]))
+                .unwrap()
+                .steps;
+        assert_eq!(
+            steps.iter().map(|s| (s.at_secs, s.rate)).collect::<Vec<_>>(),
+            [(10.0, 20.0), (20.0, 30.0), (30.0, 40.0)]
+        );
         let explicit = load_spec(&args(&["--pattern", "step", "--step", "5s=3", "--step", "1m=9"])).unwrap().steps;
         assert_eq!(explicit.iter().map(|s| (s.at_secs, s.rate)).collect::<Vec<_>>(), [(5.0, 3.0), (60.0, 9.0)]);
     }

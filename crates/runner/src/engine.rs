@@ -72,6 +72,8 @@ struct Shared {
     generation: AtomicU64,
     /// Read by every request, so a change applies without restarting the plan.
     timeout_ms: Arc<AtomicU64>,
+    /// `(generation, workers)`: how many workers got through that plan's whole schedule.
+    finished: std::sync::Mutex<(u64, usize)>,
 }
 
 /// A running engine. Dropping it without [`Engine::shutdown`] stops the workers too (their
@@ -80,6 +82,7 @@ pub struct Engine {
     plan_tx: watch::Sender<Option<Arc<Active>>>,
     stop_tx: watch::Sender<Option<Instant>>,
     workers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    threads: usize,
     aggregator: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     shared: Arc<Shared>,
     catalog: Arc<Catalog>,
@@ -125,6 +128,7 @@ impl Engine {
             plan_tx,
             stop_tx,
             workers: std::sync::Mutex::new(workers),
+            threads,
             aggregator: std::sync::Mutex::new(Some(aggregator)),
             shared,
             catalog,
@@ -160,6 +164,15 @@ impl Engine {
             return 0.0;
         }
         active.plan.load.rate_at(elapsed.as_secs_f64())
+    }
+
+    /// Whether the current plan is over: every worker went through its whole schedule (a
+    /// worker that fell behind still starts every planned journey, late) and every journey
+    /// finished. Never true for a plan without a duration.
+    pub fn plan_finished(&self) -> bool {
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        let (done_generation, done) = *self.shared.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        done_generation == generation && done >= self.threads && self.in_flight() == 0
     }
 
     /// Whether a plan is set.
@@ -306,6 +319,11 @@ impl Worker {
             let drive = async {
                 if let Some(active) = &active {
                     self.drive(active, &local, &timer).await;
+                    let mut finished = self.shared.finished.lock().unwrap_or_else(PoisonError::into_inner);
+                    *finished = match *finished {
+                        (generation, done) if generation == active.generation => (generation, done + 1),
+                        _ => (active.generation, 1),
+                    };
                 }
                 // Plan done or none: idle until something changes.
                 std::future::pending::<()>().await;
@@ -441,9 +459,16 @@ fn spawn_journey(local: &Rc<Local>, ctx: &Rc<Context>, journey: Journey, planned
 mod timer {
     use std::time::Instant;
 
+    /// Wake-ups of one worker are at least this far apart. At high rates, arrivals due within
+    /// it are started together, late by at most this much (lateness counts in their latency):
+    /// one wake-up per arrival would cost more CPU than the request itself.
+    #[cfg(target_os = "linux")]
+    pub const MIN_WAKE_INTERVAL: std::time::Duration = std::time::Duration::from_micros(200);
+
     #[cfg(target_os = "linux")]
     pub struct Timer {
         fd: Option<tokio::io::unix::AsyncFd<Fd>>,
+        last_wake: std::cell::Cell<Instant>,
     }
 
     #[cfg(target_os = "linux")]
@@ -469,7 +494,7 @@ mod timer {
             let fd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
                 .ok()
                 .and_then(|fd| tokio::io::unix::AsyncFd::new(Fd(fd)).ok());
-            Self { fd }
+            Self { fd, last_wake: std::cell::Cell::new(Instant::now()) }
         }
 
         pub async fn sleep_until(&self, deadline: Instant) {
@@ -479,12 +504,13 @@ mod timer {
                 tokio::time::sleep_until(deadline.into()).await;
                 return;
             };
+            let wake_at = deadline.max(self.last_wake.get() + MIN_WAKE_INTERVAL);
             loop {
                 let now = Instant::now();
                 if now >= deadline {
                     return;
                 }
-                let wait = TimeSpec::from(deadline - now);
+                let wait = TimeSpec::from(wake_at.saturating_duration_since(now));
                 if fd.get_ref().0.set(Expiration::OneShot(wait), TimerSetTimeFlags::empty()).is_err() {
                     tokio::time::sleep_until(deadline.into()).await;
                     return;
@@ -492,6 +518,7 @@ mod timer {
                 match fd.readable().await {
                     Ok(mut guard) => {
                         let _ = guard.try_io(|fd| fd.get_ref().0.wait().map_err(std::io::Error::from));
+                        self.last_wake.set(Instant::now());
                     }
                     Err(_) => {
                         tokio::time::sleep_until(deadline.into()).await;
