@@ -266,6 +266,7 @@ impl Engine {
     async fn apply_due_faults(&mut self) -> anyhow::Result<()> {
         let Some(incident_at) = self.run.incident_at else { return Ok(()) };
         let now = Utc::now();
+        let mut applied_any = false;
         for (index, fault) in self.plan.faults.clone().into_iter().enumerate() {
             if self.applied.contains(&index) || now < after(incident_at, fault.at_secs) {
                 continue;
@@ -275,14 +276,17 @@ impl Engine {
                 continue;
             }
             self.applied.insert(index);
+            applied_any = true;
             self.last_fault_at = Some(Utc::now());
             let mut milestone = Milestone::new(MilestoneName::FaultApplied).with_note(fault.note.clone());
             milestone.service = Some(fault.service.clone());
             milestone.fault = Some(index);
             self.milestone(milestone).await?;
         }
-        // The change the fault made shows up on the timeline right after its milestone.
-        self.poll_config().await;
+        if applied_any {
+            // The change a fault made shows up on the timeline right after its milestone.
+            self.poll_config().await;
+        }
         Ok(())
     }
 
@@ -429,7 +433,9 @@ impl Engine {
             self.plan.conditions.iter().find(|c| c.holds(self.slis.as_ref()) != Some(true)).cloned();
         let failing_predicate = self.failing_predicate().await;
         if !self.observed {
-            let seen_failing = self.plan.conditions.iter().find(|c| c.holds(self.slis.as_ref()) == Some(false));
+            // Only a snapshot taken after the last fault counts as seeing it.
+            let fresh = self.slis.as_ref().filter(|s| self.last_fault_at.is_none_or(|t| s.at > t));
+            let seen_failing = self.plan.conditions.iter().find(|c| c.holds(fresh) == Some(false));
             let note = match (seen_failing, &failing_predicate) {
                 (Some(condition), _) => format!("`{}` does not hold", condition.text),
                 (None, Some(predicate)) => format!("`{predicate}` does not hold"),

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use scenario::Condition;
 use scenario::sli::SliSnapshot;
@@ -27,7 +28,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 struct Scenario {
     id: String,
     conditions: Vec<Condition>,
-    hint_conditions: Vec<Condition>,
+    /// Each `when` hint's condition and how long it must hold (scaled).
+    hint_conditions: Vec<(Condition, f64)>,
     solution: Vec<(String, Value)>,
     window_secs: f64,
 }
@@ -40,7 +42,12 @@ async fn scenario(stack: &Stack, id: &str) -> Scenario {
     Scenario {
         id: id.to_owned(),
         conditions: doc["success"]["conditions"].as_array().unwrap().iter().map(parse).collect(),
-        hint_conditions: doc["hints"].as_array().unwrap().iter().filter_map(|h| h.get("when")).map(parse).collect(),
+        hint_conditions: doc["hints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| Some((parse(h.get("when")?), h["for_secs"].as_f64().unwrap_or(0.0) * SCALE)))
+            .collect(),
         solution: doc["solution"]["patches"]
             .as_array()
             .unwrap()
@@ -63,6 +70,7 @@ fn describe(s: &SliSnapshot, conditions: &[Condition]) -> String {
 #[derive(Default)]
 struct Seen {
     state: String,
+    baseline_at: Option<DateTime<Utc>>,
     baseline: Vec<SliSnapshot>,
     degraded: Option<SliSnapshot>,
     hints: Vec<Value>,
@@ -77,7 +85,10 @@ async fn follow(ws: &mut Ws, run_id: &str, sc: &Scenario, seen: &mut Seen, what:
         assert!(!left.is_zero(), "{}: timed out waiting for {what}; seen: {:#?}", sc.id, ws.types());
         let msg = ws.next(left).await.expect("the websocket stays open");
         match msg["type"].as_str().unwrap() {
-            "state" if msg["run"]["id"] == run_id => seen.state = msg["state"].as_str().unwrap().to_owned(),
+            "state" if msg["run"]["id"] == run_id => {
+                seen.state = msg["state"].as_str().unwrap().to_owned();
+                seen.baseline_at = serde_json::from_value(msg["run"]["baseline_at"].clone()).unwrap();
+            }
             "slis" if msg["run_id"] == run_id => {
                 let s = snapshot(&msg);
                 match seen.state.as_str() {
@@ -106,22 +117,43 @@ async fn follow(ws: &mut Ws, run_id: &str, sc: &Scenario, seen: &mut Seen, what:
     }
 }
 
+/// Load starts cold (connections, caches): the first second of the baseline is not judged.
+const WARM_UP_SECS: f64 = 1.0;
+
 /// The baseline shows none of the fault's signals: no hint condition (what the scenario
-/// watches for) holds and no journey fails in any snapshot, and it ends healthy by the
-/// scenario's own success bar.
+/// watches for) holds as long as its hint would need (at least a second), and no journey
+/// fails; and it ends healthy by the scenario's own success bar.
 fn assert_calm_baseline(sc: &Scenario, seen: &Seen) {
-    let with_traffic: Vec<&SliSnapshot> = seen.baseline.iter().filter(|s| s.all.completed > 0).collect();
-    assert!(!with_traffic.is_empty(), "{}: the baseline carried traffic", sc.id);
-    for s in &with_traffic {
-        assert!(
-            sc.hint_conditions.iter().all(|c| c.holds(s) != Some(true)),
-            "{}: a fault signal shows in the baseline: {}",
-            sc.id,
-            describe(s, &sc.hint_conditions)
-        );
+    let baseline_at = seen.baseline_at.expect("the run went through its baseline");
+    let warm = baseline_at + chrono::TimeDelta::milliseconds((WARM_UP_SECS * 1000.0) as i64);
+    let judged: Vec<&SliSnapshot> = seen
+        .baseline
+        .iter()
+        .filter(|s| s.all.completed > 0)
+        .filter(|s| s.at - chrono::TimeDelta::milliseconds((s.window_secs * 1000.0) as i64) >= warm)
+        .collect();
+    assert!(!judged.is_empty(), "{}: the baseline carried traffic after its warm-up", sc.id);
+    for s in &judged {
         assert_eq!(s.all.failed, 0, "{}: journeys failed in the baseline: {:?}", sc.id, s.all);
     }
-    let last = with_traffic[with_traffic.len() - 1];
+    for (condition, for_secs) in &sc.hint_conditions {
+        let hold = for_secs.max(1.0);
+        let mut since: Option<DateTime<Utc>> = None;
+        for s in &judged {
+            if condition.holds(s) == Some(true) {
+                let start = *since.get_or_insert(s.at);
+                assert!(
+                    (s.at - start).num_milliseconds() as f64 / 1000.0 < hold,
+                    "{}: the fault signal `{condition}` held for {hold} s in the baseline: {}",
+                    sc.id,
+                    describe(s, &sc.conditions)
+                );
+            } else {
+                since = None;
+            }
+        }
+    }
+    let last = judged[judged.len() - 1];
     assert!(
         sc.conditions.iter().all(|c| c.holds(last) == Some(true)),
         "{}: the end of the baseline is healthy: {}",
