@@ -76,9 +76,10 @@ pub struct LoadArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Journeys in flight at most; planned journeys beyond are dropped and counted.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_in_flight: usize,
+    /// Journeys in flight at most; planned journeys beyond are dropped and counted (default:
+    /// one second of the plan's peak rate, at least 10 000).
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// Print the summary as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -170,6 +171,14 @@ pub fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
     Ok(spec)
 }
 
+/// One second of the plan's peak rate (a generator that falls that far behind drops rather than
+/// piles up more), at least 10 000.
+fn default_max_in_flight(spec: &LoadSpec) -> usize {
+    let rates = [spec.rate, spec.target_rate.unwrap_or(0.0)].into_iter().chain(spec.steps.iter().map(|s| s.rate));
+    let peak = rates.fold(0.0_f64, f64::max);
+    (peak.ceil() as usize).max(10_000)
+}
+
 /// The machine-readable summary (`--json`).
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -204,6 +213,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let closed = args.concurrency.is_some();
     let connections = args.connections.or(args.concurrency).unwrap_or(256);
     let threads = args.threads.unwrap_or_else(runner::default_threads).max(1);
+    let max_in_flight = args.max_in_flight.unwrap_or_else(|| default_max_in_flight(&spec));
     let stats = Stats::new(None);
     let engine = Engine::start(
         EngineOptions {
@@ -211,7 +221,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             single_request: single,
             threads,
             connections,
-            max_in_flight: args.max_in_flight,
+            max_in_flight,
             request_timeout: args.timeout,
         },
         stats.clone(),
