@@ -275,5 +275,6 @@ pub async fn reset(
 )]
 pub async fn websocket(State(orch): State<Arc<Orchestrator>>, ws: WebSocketUpgrade) -> Response {
     let hub = orch.shared.hub.clone();
-    ws.on_upgrade(move |socket| crate::ws::serve_client(hub, socket))
+    let stopping = orch.stopping();
+    ws.on_upgrade(move |socket| crate::ws::serve_client(hub, socket, stopping))
 }

@@ -180,11 +180,16 @@ impl Application {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        // Dropped if this future is, which also stops the run engine (see `engine::spawn`).
-        let stop_engines = self.shutdown;
+        // Flipped when shutdown begins, so the run engine and the WebSocket clients let go at
+        // once (consoles get a close frame instead of waiting out the drain). Dropped with
+        // this future too, which stops them just the same (see `engine::spawn`).
+        let stopping = self.shutdown;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        };
         self.orchestrator.resume().await.context("cannot resume the active run")?;
         let served = service_kit::server::serve(self.listener, self.router, shutdown, self.drain).await;
-        let _ = stop_engines.send(true);
         self.orchestrator.wait_stopped().await;
         self.orchestrator.shared.db.close().await;
         served.context("the orchestrator server failed")

@@ -194,6 +194,11 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Flips to `true` when the orchestrator begins to shut down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
     /// The active run's id, if any.
     pub async fn active_id(&self) -> Option<Uuid> {
         self.active.lock().await.as_ref().filter(|h| h.is_active()).map(|h| h.id)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::watch;
 
 use crate::hub::Hub;
 
@@ -18,7 +19,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Close code for "too slow, reconnect" (RFC 6455 1013: try again later).
 pub const CLOSE_TOO_SLOW: u16 = 1013;
 
-pub async fn serve_client(hub: Arc<Hub>, socket: WebSocket) {
+/// Close code for "the orchestrator is going away" (RFC 6455 1001).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+pub async fn serve_client(hub: Arc<Hub>, socket: WebSocket, mut stopping: watch::Receiver<bool>) {
     let mut sub = hub.subscribe();
     // The latest snapshot (if any) counts as unseen, so a late joiner gets it after the replay.
     sub.slis.mark_changed();
@@ -26,6 +30,13 @@ pub async fn serve_client(hub: Arc<Hub>, socket: WebSocket) {
     loop {
         tokio::select! {
             biased;
+            changed = stopping.changed() => {
+                if changed.is_err() || *stopping.borrow() {
+                    let close = CloseFrame { code: CLOSE_GOING_AWAY, reason: "the orchestrator is stopping; reconnect".into() };
+                    let _ = send(&mut sink, Message::Close(Some(close))).await;
+                    break;
+                }
+            }
             frame = sub.ordered.recv() => match frame {
                 Some(frame) => {
                     if !send(&mut sink, Message::Text(Utf8Bytes::from(&*frame))).await {

@@ -180,3 +180,21 @@ async fn reset_abandons_the_run_and_puts_every_service_back_to_defaults() {
     assert_eq!(stack.config("runner").await["enabled"], false);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_run_whose_setup_cannot_reach_a_service_is_abandoned_with_the_reason() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let stack = Stack::start_with(fixture_scenarios(), |s| {
+        s.services.insert("runner".into(), dead.clone());
+    })
+    .await;
+    let run = stack.start_run("slow-browse", 0.5).await;
+    let ended = stack.wait_for_state(run["id"].as_str().unwrap(), "abandoned", Duration::from_secs(20)).await;
+    let reason = ended["end_reason"].as_str().unwrap();
+    assert!(reason.starts_with("setup failed: runner: unreachable"), "{reason}");
+    assert!(ended["baseline_at"].is_null(), "it never got to the baseline");
+    stack.stop().await;
+}

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use service_kit::Role;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{Stack, fixture_scenarios, wait_for};
 
@@ -25,8 +27,23 @@ async fn a_restarted_orchestrator_resumes_the_run_with_its_history_intact() {
     })
     .await;
     assert_eq!(milestones(&before, "fault_applied").len(), 1);
+    let mut console = stack.ws(Role::Learner).await;
 
     stack.restart_orchestrator().await;
+
+    // The console on the old orchestrator was told it went away, and may reconnect.
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = console.stream.next().await {
+            if let Ok(Message::Close(frame)) = msg {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the old console is closed")
+    .expect("with a close frame");
+    assert_eq!(u16::from(close.code), 1001);
 
     let current = stack.get_json("/api/runs/current").await;
     assert_eq!(current["id"], id.as_str(), "the same run is still the active one");
