@@ -270,7 +270,11 @@ mod tests {
         ] {
             assert!(paths.contains(&path), "{path} is missing from {paths:?}");
         }
+        let json = doc.to_json().unwrap_or_default();
+        assert!(json.contains("\"StartRun\""), "the start body is described");
         let schemas = doc.components.map(|c| c.schemas).unwrap_or_default();
-        assert!(schemas.contains_key("WsMessage"));
+        for schema in ["WsMessage", "RunDetail", "TimelineEntry", "Completed", "StartRun"] {
+            assert!(schemas.contains_key(schema), "{schema} is missing");
+        }
     }
 }
