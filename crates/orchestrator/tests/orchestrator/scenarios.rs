@@ -28,8 +28,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 struct Scenario {
     id: String,
     conditions: Vec<Condition>,
-    /// Each `when` hint's condition and how long it must hold (scaled).
-    hint_conditions: Vec<(Condition, f64)>,
+    /// The `when` conditions of the hints: the fault's signals.
+    hint_conditions: Vec<Condition>,
     solution: Vec<(String, Value)>,
     window_secs: f64,
 }
@@ -42,12 +42,7 @@ async fn scenario(stack: &Stack, id: &str) -> Scenario {
     Scenario {
         id: id.to_owned(),
         conditions: doc["success"]["conditions"].as_array().unwrap().iter().map(parse).collect(),
-        hint_conditions: doc["hints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|h| Some((parse(h.get("when")?), h["for_secs"].as_f64().unwrap_or(0.0) * SCALE)))
-            .collect(),
+        hint_conditions: doc["hints"].as_array().unwrap().iter().filter_map(|h| h.get("when").map(parse)).collect(),
         solution: doc["solution"]["patches"]
             .as_array()
             .unwrap()
@@ -120,9 +115,11 @@ async fn follow(ws: &mut Ws, run_id: &str, sc: &Scenario, seen: &mut Seen, what:
 /// Load starts cold (connections, caches): the first second of the baseline is not judged.
 const WARM_UP_SECS: f64 = 1.0;
 
-/// The baseline shows none of the fault's signals: no hint condition (what the scenario
-/// watches for) holds as long as its hint would need (at least a second), and no journey
-/// fails; and it ends healthy by the scenario's own success bar.
+/// The baseline shows none of the fault's signals and is healthy by the scenario's own bar.
+/// Judged on the snapshots after the warm-up: no journey fails in any of them; most of them
+/// meet every success condition; in most of them no hint condition (what the scenario watches
+/// for) holds. "Most", because a 2-core machine shared with other builds has latency bursts of
+/// its own, while a fault shows in every snapshot.
 fn assert_calm_baseline(sc: &Scenario, seen: &Seen) {
     let baseline_at = seen.baseline_at.expect("the run went through its baseline");
     let warm = baseline_at + chrono::TimeDelta::milliseconds((WARM_UP_SECS * 1000.0) as i64);
@@ -136,30 +133,19 @@ fn assert_calm_baseline(sc: &Scenario, seen: &Seen) {
     for s in &judged {
         assert_eq!(s.all.failed, 0, "{}: journeys failed in the baseline: {:?}", sc.id, s.all);
     }
-    for (condition, for_secs) in &sc.hint_conditions {
-        let hold = for_secs.max(1.0);
-        let mut since: Option<DateTime<Utc>> = None;
-        for s in &judged {
-            if condition.holds(s) == Some(true) {
-                let start = *since.get_or_insert(s.at);
-                assert!(
-                    (s.at - start).num_milliseconds() as f64 / 1000.0 < hold,
-                    "{}: the fault signal `{condition}` held for {hold} s in the baseline: {}",
-                    sc.id,
-                    describe(s, &sc.conditions)
-                );
-            } else {
-                since = None;
-            }
-        }
+    let most = |pred: &dyn Fn(&SliSnapshot) -> bool| 2 * judged.iter().filter(|s| pred(s)).count() > judged.len();
+    let show = |what: &str| {
+        let lines: Vec<String> = judged.iter().map(|s| describe(s, &sc.conditions)).collect();
+        format!("{}: {what}:\n{}", sc.id, lines.join("\n"))
+    };
+    assert!(most(&|s| sc.conditions.iter().all(|c| c.holds(s) == Some(true))), "{}", show("the baseline is healthy"));
+    for condition in &sc.hint_conditions {
+        assert!(
+            most(&|s| condition.holds(s) != Some(true)),
+            "{}",
+            show(&format!("the fault signal `{condition}` shows in the baseline"))
+        );
     }
-    let last = judged[judged.len() - 1];
-    assert!(
-        sc.conditions.iter().all(|c| c.holds(last) == Some(true)),
-        "{}: the end of the baseline is healthy: {}",
-        sc.id,
-        describe(last, &sc.conditions)
-    );
 }
 
 async fn solved_by_the_operators_fix(id: &str) {
