@@ -28,7 +28,11 @@ pub fn documents() -> anyhow::Result<Vec<(String, String)>> {
     shop.merge(service_kit::openapi::internal_api());
     let mut internal = service_kit::openapi::internal_api();
     internal.info.title = "ObservaStack internal routes (every service; gateways: admin listener)".to_owned();
-    let mut docs = vec![("shop.json".to_owned(), shop), ("internal.json".to_owned(), internal)];
+    let mut docs = vec![
+        ("shop.json".to_owned(), shop),
+        ("orchestrator.json".to_owned(), orchestrator::openapi()),
+        ("internal.json".to_owned(), internal),
+    ];
     for role in [GatewayRole::User, GatewayRole::Control, GatewayRole::Observability] {
         docs.push((format!("{}.json", role.service_name()), gateway::openapi(role)));
     }
