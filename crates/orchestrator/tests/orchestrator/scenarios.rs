@@ -96,7 +96,7 @@ async fn follow(ws: &mut Ws, run_id: &str, sc: &Scenario, seen: &mut Seen, what:
                     _ => {}
                 }
             }
-            "hint" => {
+            "hint" if msg["run_id"] == run_id => {
                 assert!(
                     matches!(seen.state.as_str(), "incident" | "recovering"),
                     "{}: a hint arrived in state {}: {msg}",
@@ -105,8 +105,8 @@ async fn follow(ws: &mut Ws, run_id: &str, sc: &Scenario, seen: &mut Seen, what:
                 );
                 seen.hints.push(msg);
             }
-            "event" if msg["milestone"] == "incident_observed" => seen.observed = true,
-            "completed" => panic!("{}: completed while waiting for {what}: {msg}", sc.id),
+            "event" if msg["run_id"] == run_id && msg["milestone"] == "incident_observed" => seen.observed = true,
+            "completed" if msg["run_id"] == run_id => panic!("{}: completed while waiting for {what}: {msg}", sc.id),
             _ => {}
         }
     }
@@ -120,8 +120,8 @@ const WARM_UP_SECS: f64 = 1.0;
 /// meet every success condition; in most of them no hint condition (what the scenario watches
 /// for) holds. "Most", because a 2-core machine shared with other builds has latency bursts of
 /// its own, while a fault shows in every snapshot.
-fn assert_calm_baseline(sc: &Scenario, seen: &Seen) {
-    let baseline_at = seen.baseline_at.expect("the run went through its baseline");
+fn calm_baseline(sc: &Scenario, seen: &Seen) -> Result<(), String> {
+    let baseline_at = seen.baseline_at.ok_or("the run never reached its baseline")?;
     let warm = baseline_at + chrono::TimeDelta::milliseconds((WARM_UP_SECS * 1000.0) as i64);
     let judged: Vec<&SliSnapshot> = seen
         .baseline
@@ -129,23 +129,50 @@ fn assert_calm_baseline(sc: &Scenario, seen: &Seen) {
         .filter(|s| s.all.completed > 0)
         .filter(|s| s.at - chrono::TimeDelta::milliseconds((s.window_secs * 1000.0) as i64) >= warm)
         .collect();
-    assert!(!judged.is_empty(), "{}: the baseline carried traffic after its warm-up", sc.id);
-    for s in &judged {
-        assert_eq!(s.all.failed, 0, "{}: journeys failed in the baseline: {:?}", sc.id, s.all);
+    if judged.is_empty() {
+        return Err(format!("{}: the baseline carried no traffic after its warm-up", sc.id));
+    }
+    if let Some(s) = judged.iter().find(|s| s.all.failed > 0) {
+        return Err(format!("{}: journeys failed in the baseline: {:?}", sc.id, s.all));
     }
     let most = |pred: &dyn Fn(&SliSnapshot) -> bool| 2 * judged.iter().filter(|s| pred(s)).count() > judged.len();
     let show = |what: &str| {
         let lines: Vec<String> = judged.iter().map(|s| describe(s, &sc.conditions)).collect();
         format!("{}: {what}:\n{}", sc.id, lines.join("\n"))
     };
-    assert!(most(&|s| sc.conditions.iter().all(|c| c.holds(s) == Some(true))), "{}", show("the baseline is healthy"));
-    for condition in &sc.hint_conditions {
-        assert!(
-            most(&|s| condition.holds(s) != Some(true)),
-            "{}",
-            show(&format!("the fault signal `{condition}` shows in the baseline"))
-        );
+    if !most(&|s| sc.conditions.iter().all(|c| c.holds(s) == Some(true))) {
+        return Err(show("the baseline is not healthy"));
     }
+    for condition in &sc.hint_conditions {
+        if !most(&|s| condition.holds(s) != Some(true)) {
+            return Err(show(&format!("the fault signal `{condition}` shows in the baseline")));
+        }
+    }
+    Ok(())
+}
+
+/// Starts a run and follows it through a calm baseline into the incident. A baseline that is
+/// not calm is tried once more (stopping the first run): on a machine shared with other
+/// builds, a burst of contention can spoil a few seconds of latency. A scenario whose baseline
+/// is never calm, or an orchestrator that lets a fault into it, fails both tries.
+async fn calm_run(stack: &Stack, ws: &mut Ws, sc: &Scenario) -> (String, Seen) {
+    let mut first_try = None;
+    for _ in 0..2 {
+        let run = stack.start_run(&sc.id, SCALE).await;
+        let run_id = run["id"].as_str().unwrap().to_owned();
+        let mut seen = Seen::default();
+        follow(ws, &run_id, sc, &mut seen, "the incident", |s| s.state == "incident").await;
+        match calm_baseline(sc, &seen) {
+            Ok(()) => return (run_id, seen),
+            Err(why) if first_try.is_none() => {
+                first_try = Some(why);
+                let resp = stack.post("/api/runs/current/stop", None, Role::Learner).await;
+                assert_eq!(resp.status(), StatusCode::OK);
+            }
+            Err(why) => panic!("{why}\n(and on the first try: {})", first_try.unwrap_or_default()),
+        }
+    }
+    unreachable!("the second try returns or panics")
 }
 
 async fn solved_by_the_operators_fix(id: &str) {
@@ -153,15 +180,11 @@ async fn solved_by_the_operators_fix(id: &str) {
     let stack = Stack::start_shipped().await;
     let sc = scenario(&stack, id).await;
     let mut ws = stack.ws(Role::Learner).await;
-    let run = stack.start_run(id, SCALE).await;
-    let run_id = run["id"].as_str().unwrap().to_owned();
-    let mut seen = Seen::default();
-
+    let (run_id, mut seen) = calm_run(&stack, &mut ws, &sc).await;
     follow(&mut ws, &run_id, &sc, &mut seen, "degraded SLIs and a hint", |s| {
         s.degraded.is_some() && !s.hints.is_empty()
     })
     .await;
-    assert_calm_baseline(&sc, &seen);
 
     for (service, patch) in &sc.solution {
         let resp = stack.patch_config(service, Role::Learner, patch).await;
@@ -209,12 +232,8 @@ async fn never_completes_without_the_right_fix(id: &str, wrong_fix: (&str, Value
     let stack = Stack::start_shipped().await;
     let sc = scenario(&stack, id).await;
     let mut ws = stack.ws(Role::Learner).await;
-    let run = stack.start_run(id, SCALE).await;
-    let run_id = run["id"].as_str().unwrap().to_owned();
-    let mut seen = Seen::default();
-
+    let (run_id, mut seen) = calm_run(&stack, &mut ws, &sc).await;
     follow(&mut ws, &run_id, &sc, &mut seen, "the incident observed", |s| s.observed).await;
-    assert_calm_baseline(&sc, &seen);
 
     // Longer than the SLI window plus the success window: a win would have shown.
     let settle = Duration::from_secs_f64(sc.window_secs * SCALE + 3.0 + 3.0);
