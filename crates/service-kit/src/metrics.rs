@@ -1,17 +1,20 @@
 //! Prometheus metrics every service exports, declared once per service in its own registry
 //! (several services may share a process in tests), plus the HTTP middleware that records
-//! `http_server_request_duration_seconds` by matched route template and opens the request span.
+//! `http_server_request_duration_seconds` by matched route template and traces the request.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::telemetry::TraceContext;
 
 /// Buckets from the OpenTelemetry HTTP semantic conventions, with two finer ones in front
 /// because a proxy hop is measured in hundreds of microseconds.
@@ -95,31 +98,79 @@ pub async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
     resp
 }
 
-/// Middleware: one server span per request (parented on an incoming W3C `traceparent`) and
-/// one histogram observation labelled by the matched route template.
+/// Middleware: one histogram observation per request labelled by the matched route template,
+/// inside the request's trace context (see [`Metrics::observe_request`]).
 pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE).to_owned();
+    // `MatchedPath` is an `Arc<str>`: cloning it does not copy the template.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let method = req.method().clone();
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
-        http.response.status_code = tracing::field::Empty,
-    );
-    let _ = span.set_parent(crate::telemetry::extract_context(req.headers()));
-    let start = Instant::now();
-    let resp = next.run(req).instrument(span.clone()).await;
-    let status = resp.status();
-    span.record("http.response.status_code", status.as_u16());
-    if status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::SERVICE_UNAVAILABLE {
-        span.in_scope(|| tracing::debug!(status = status.as_u16(), "request failed"));
+    let trace = RequestTrace::start(&method, route, req.headers());
+    metrics.observe_request(route, &method, trace, next.run(req)).await
+}
+
+/// How one request is traced: an OpenTelemetry server span when spans are exported, else a
+/// plain W3C [`TraceContext`] (see [`crate::telemetry`]).
+pub enum RequestTrace {
+    Span(tracing::Span),
+    Context(TraceContext),
+}
+
+impl RequestTrace {
+    /// Continues the caller's trace (W3C `traceparent` in `headers`) or starts one.
+    pub fn start(method: &Method, route: &str, headers: &HeaderMap) -> Self {
+        if !crate::telemetry::exporting() {
+            return Self::Context(TraceContext::continue_from(headers));
+        }
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let _ = span.set_parent(crate::telemetry::extract_context(headers));
+        Self::Span(span)
     }
-    metrics
-        .http_duration
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-        .observe(start.elapsed().as_secs_f64());
-    resp
+}
+
+impl Metrics {
+    /// Runs `inner` (the handling of one request) inside `trace` and records its duration in
+    /// `http_server_request_duration_seconds{http_route=route, ...}`. For callers that route
+    /// without axum's `MatchedPath` (the user gateway); [`observe`] is the axum middleware.
+    pub async fn observe_request<B, F>(
+        &self,
+        route: &str,
+        method: &Method,
+        trace: RequestTrace,
+        inner: F,
+    ) -> http::Response<B>
+    where
+        F: Future<Output = http::Response<B>>,
+    {
+        let start = Instant::now();
+        let resp = match &trace {
+            RequestTrace::Span(span) => inner.instrument(span.clone()).await,
+            RequestTrace::Context(context) => context.scope(inner).await,
+        };
+        let status = resp.status();
+        let failed = status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::SERVICE_UNAVAILABLE;
+        match &trace {
+            RequestTrace::Span(span) => {
+                span.record("http.response.status_code", status.as_u16());
+                if failed {
+                    span.in_scope(|| tracing::debug!(status = status.as_u16(), "request failed"));
+                }
+            }
+            RequestTrace::Context(context) if failed => {
+                context.in_scope(|| tracing::debug!(status = status.as_u16(), "request failed"));
+            }
+            RequestTrace::Context(_) => {}
+        }
+        self.http_duration
+            .with_label_values(&[route, method.as_str(), status.as_str()])
+            .observe(start.elapsed().as_secs_f64());
+        resp
+    }
 }
