@@ -41,10 +41,12 @@ pub async fn connect(url: &str, connect_timeout: Duration) -> anyhow::Result<PgP
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     };
-    sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
-        .execute(&mut conn)
-        .await
-        .with_context(|| format!("cannot create schema {SCHEMA} in {target}"))?;
+    match sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}")).execute(&mut conn).await {
+        Ok(_) => {}
+        // Two orchestrators starting on a fresh database race here; the loser finds it made.
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("23505") => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot create schema {SCHEMA} in {target}")),
+    }
     conn.close().await.ok();
     let pool = PgPoolOptions::new()
         .max_connections(5)
