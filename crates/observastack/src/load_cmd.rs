@@ -73,7 +73,8 @@ pub struct LoadArgs {
     /// Keep-alive connections in all (default: the concurrency in a closed loop, else 256).
     #[arg(long)]
     pub connections: Option<usize>,
-    /// Worker threads (default: one per CPU).
+    /// Worker threads (default: one per 20 000 journeys/s of the peak rate, at most one per CPU;
+    /// one per CPU in a closed loop).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Journeys in flight at most; planned journeys beyond are dropped and counted (default:
@@ -171,12 +172,22 @@ pub fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
     Ok(spec)
 }
 
+/// The plan's peak rate, journeys per second.
+fn peak_rate(spec: &LoadSpec) -> f64 {
+    let rates = [spec.rate, spec.target_rate.unwrap_or(0.0)].into_iter().chain(spec.steps.iter().map(|s| s.rate));
+    rates.fold(0.0_f64, f64::max)
+}
+
+/// One thread per 20 000 journeys/s, at most one per CPU: below that, a second thread costs more
+/// in cross-core wake-ups than it gains, and leaves the target (often on the same machine) a core.
+fn default_threads(spec: &LoadSpec) -> usize {
+    ((peak_rate(spec) / 20_000.0).ceil() as usize).clamp(1, runner::default_threads())
+}
+
 /// One second of the plan's peak rate (a generator that falls that far behind drops rather than
 /// piles up more), at least 10 000.
 fn default_max_in_flight(spec: &LoadSpec) -> usize {
-    let rates = [spec.rate, spec.target_rate.unwrap_or(0.0)].into_iter().chain(spec.steps.iter().map(|s| s.rate));
-    let peak = rates.fold(0.0_f64, f64::max);
-    (peak.ceil() as usize).max(10_000)
+    (peak_rate(spec).ceil() as usize).max(10_000)
 }
 
 /// The machine-readable summary (`--json`).
@@ -212,7 +223,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     };
     let closed = args.concurrency.is_some();
     let connections = args.connections.or(args.concurrency).unwrap_or(256);
-    let threads = args.threads.unwrap_or_else(runner::default_threads).max(1);
+    let threads =
+        args.threads.unwrap_or_else(|| if closed { runner::default_threads() } else { default_threads(&spec) }).max(1);
     let max_in_flight = args.max_in_flight.unwrap_or_else(|| default_max_in_flight(&spec));
     let stats = Stats::new(None);
     let engine = Engine::start(
