@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use futures_util::future::BoxFuture;
+use http::Method;
 use http_body_util::BodyExt;
 use service_kit::config::Snapshot;
 use service_kit::faults::{HasRouteFaults, RouteFaults};
@@ -24,7 +25,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::{Control, GatewayConfig, Observability, RoleRoutes, User};
 use crate::pool::{self, UpstreamPool};
-use crate::routes::{FaultLayer, RouteDeps};
+use crate::routes::{FaultLayer, FaultLookup, Faults, Front, RouteDeps};
 use crate::server;
 use crate::settings::{GatewayRole, Settings, UpstreamUrl};
 use crate::upstream::ConnPool;
@@ -150,7 +151,7 @@ impl Gateway {
             workers.push(done_rx);
         }
         let admin = TcpListener::from_std(admin)?;
-        let admin_task = tokio::spawn(server::serve(admin, admin_router, stop.subscribe(), drain));
+        let admin_task = tokio::spawn(server::serve(admin, Front::Router(admin_router), stop.subscribe(), drain));
         let follow_task = tokio::spawn(follow_config);
         tracing::info!(role = %role, public = %public_addr, admin = %admin_addr, threads, "gateway listening");
 
@@ -184,8 +185,8 @@ fn run_worker(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
-        let router = deps.public_router();
-        server::serve(listener, router, stop, drain).await;
+        let front = deps.public_front()?;
+        server::serve(listener, front, stop, drain).await;
         anyhow::Ok(())
     });
     if let Err(err) = &result {
@@ -206,7 +207,7 @@ struct Live<'a> {
 
 struct LiveParts {
     admin: Router,
-    faults: FaultLayer,
+    faults: Faults,
     follow: BoxFuture<'static, ()>,
 }
 
@@ -221,7 +222,7 @@ impl Live<'_> {
             self.metrics.clone(),
         );
         let active = Arc::new(AtomicBool::new(false));
-        let faults: FaultLayer = {
+        let layer: FaultLayer = {
             let (store, active) = (store.clone(), active.clone());
             Arc::new(move |router: Router| {
                 // One `Arc` per worker thread: the per-request state clone stays thread-local.
@@ -229,8 +230,17 @@ impl Live<'_> {
                 router.route_layer(middleware::from_fn_with_state(state, inject_faults::<GatewayConfig<R>>))
             })
         };
+        let lookup: FaultLookup = {
+            let (store, active) = (store.clone(), active.clone());
+            Arc::new(move |method: &Method, route: &str| {
+                if !active.load(Ordering::Relaxed) {
+                    return None;
+                }
+                service_kit::faults::fault_for(store.current().route_faults(), method, route)
+            })
+        };
         let follow = Box::pin(follow_config(store.subscribe(), self.pool.clone(), active, self.stop));
-        Ok(LiveParts { admin, faults, follow })
+        Ok(LiveParts { admin, faults: Faults { layer, lookup }, follow })
     }
 }
 

@@ -20,6 +20,7 @@ use service_kit::error::{ErrorBody, ErrorDetail};
 use tokio::time::Instant;
 
 use crate::pool::{Outcome, OutcomeCounters, Refusal, UpstreamPool};
+use crate::server::forwarded_for;
 use crate::settings::UpstreamUrl;
 use crate::upstream::{ConnPool, LeasedBody, SendError};
 
@@ -82,8 +83,22 @@ impl Proxy {
 
     /// Sends `req` to `target` at `path_and_query` and streams the answer back.
     pub async fn forward(&self, target: &Target, req: Request, path_and_query: PathAndQuery) -> Response {
+        let (parts, body) = req.into_parts();
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| forwarded_for(info.0.ip()));
+        self.forward_parts(target, parts, body, path_and_query, peer.as_ref()).await
+    }
+
+    /// [`Proxy::forward`] for a request already taken apart; `peer_ip` is the client's
+    /// `x-forwarded-for` entry.
+    pub async fn forward_parts(
+        &self,
+        target: &Target,
+        mut parts: http::request::Parts,
+        body: Body,
+        path_and_query: PathAndQuery,
+        peer_ip: Option<&HeaderValue>,
+    ) -> Response {
         let deadline = Instant::now() + self.pool.timeout();
-        let (mut parts, body) = req.into_parts();
 
         let declared_length = content_length(&parts.headers);
         if declared_length.is_some_and(|len| len > self.body_limit) {
@@ -102,8 +117,7 @@ impl Proxy {
                 return ApiError::Internal(anyhow::anyhow!("upstream URI for {}: {err}", target.name)).into_response();
             }
         };
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-        prepare_request_headers(&mut parts.headers, peer);
+        prepare_request_headers(&mut parts.headers, peer_ip);
         service_kit::telemetry::inject_current(&mut parts.headers);
         parts.uri = uri;
         // Keep-alive to the upstream whatever the client spoke.
@@ -163,9 +177,9 @@ impl Proxy {
                 return ApiError::Internal(anyhow::anyhow!("upstream URI for {}: {err}", target.name)).into_response();
             }
         };
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| forwarded_for(info.0.ip()));
         let upgrade = parts.headers.get(header::UPGRADE).cloned();
-        prepare_request_headers(&mut parts.headers, peer);
+        prepare_request_headers(&mut parts.headers, peer.as_ref());
         if let Some(upgrade) = upgrade {
             parts.headers.insert(header::UPGRADE, upgrade);
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -261,24 +275,29 @@ fn http_body_is_empty(body: &Body) -> bool {
 }
 
 /// Removes hop-by-hop headers (including those named by `Connection`) and `Host`, which the
-/// client sets from the upstream URI, then records the caller in `x-forwarded-for`.
-fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<SocketAddr>) {
+/// client sets from the upstream URI, then records the caller (`peer_ip`) in `x-forwarded-for`.
+fn prepare_request_headers(headers: &mut HeaderMap, peer_ip: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
     headers.remove(header::UPGRADE);
     headers.remove(header::HOST);
-    if let Some(peer) = peer {
-        let ip = peer.ip().to_string();
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-            _ => ip,
-        };
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(X_FORWARDED_FOR, value);
+    let Some(ip) = peer_ip else { return };
+    let chained = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => {
+            HeaderValue::try_from(format!("{prior}, {}", ip.to_str().unwrap_or_default())).ok()
         }
+        _ => Some(ip.clone()),
+    };
+    if let Some(value) = chained {
+        headers.insert(X_FORWARDED_FOR, value);
     }
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names instead of a removal (a hash
+    // and a probe) per hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()
@@ -340,7 +359,7 @@ mod tests {
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         headers.insert(header::HOST, HeaderValue::from_static("gateway:8080"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-        prepare_request_headers(&mut headers, Some(SocketAddr::from(([10, 0, 0, 7], 5555))));
+        prepare_request_headers(&mut headers, Some(&forwarded_for([10, 0, 0, 7].into())));
         assert!(headers.get("x-secret-hop").is_none());
         assert!(headers.get(header::CONNECTION).is_none());
         assert!(headers.get(header::TRANSFER_ENCODING).is_none());
@@ -353,7 +372,7 @@ mod tests {
     fn x_forwarded_for_appends_to_an_existing_chain() {
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
-        prepare_request_headers(&mut headers, Some(SocketAddr::from(([127, 0, 0, 1], 1))));
+        prepare_request_headers(&mut headers, Some(&forwarded_for([127, 0, 0, 1].into())));
         assert_eq!(headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes), Some(&b"203.0.113.9, 127.0.0.1"[..]));
     }
 

@@ -3,19 +3,23 @@
 //! graceful drain on shutdown. Connections may be upgraded (WebSocket through the control
 //! gateway), which hyper-util's `GracefulShutdown` cannot watch, so the drain is done here.
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use http::HeaderValue;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::http1::{self, UpgradeableConnection};
+use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::Service;
+
+use crate::routes::Front;
 
 /// Pending connections the kernel queues per listener before the accept loop takes them.
 const BACKLOG: i32 = 4096;
@@ -62,18 +66,19 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// Serves `router` on `listener` until `stop`, then lets in-flight requests finish for at
+/// Serves `front` on `listener` until `stop`, then lets in-flight requests finish for at
 /// most `drain`. Idle keep-alive connections are closed at once; upgraded connections
 /// (WebSocket tunnels) are not HTTP any more and end with the process.
-pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>, drain: Duration) {
+pub async fn serve(listener: TcpListener, front: Front, stop: watch::Receiver<bool>, drain: Duration) {
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     // Every connection task holds a receiver; `closed()` resolves when the last one ends.
     let (live_tx, live_rx) = watch::channel(());
+    let mut stopping = stop.clone();
     loop {
         let (stream, peer) = tokio::select! {
             biased;
-            () = stopped(&mut stop) => break,
+            () = stopped(&mut stopping) => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -84,30 +89,28 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let mut req = req.map(Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().call(req)
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let mut stop = stop.clone();
-        let live = live_rx.clone();
-        tokio::spawn(async move {
-            let _live = live;
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(err) = ended {
-                // Client resets and half-sent requests are routine at this volume.
-                tracing::debug!(error = %err, "connection ended with an error");
+        let io = TokioIo::new(stream);
+        match &front {
+            Front::User(user) => {
+                let user = user.clone();
+                // Computed once per connection, sent with each of its requests.
+                let peer_ip = forwarded_for(peer.ip());
+                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let (user, peer_ip) = (user.clone(), peer_ip.clone());
+                    async move { Ok::<_, Infallible>(user.handle(req, &peer_ip).await) }
+                });
+                spawn_connection(builder.serve_connection(io, service).with_upgrades(), &stop, &live_rx);
             }
-        });
+            Front::Router(router) => {
+                let router = router.clone();
+                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    router.clone().call(req)
+                });
+                spawn_connection(builder.serve_connection(io, service).with_upgrades(), &stop, &live_rx);
+            }
+        }
     }
     drop(listener);
     drop(live_rx);
@@ -117,6 +120,44 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
             tracing::warn!(drain_secs = drain.as_secs_f64(), "drain deadline passed; dropping in-flight requests");
         }
     }
+}
+
+/// Runs one connection until it ends, or until `stop`, then closes it once its in-flight
+/// request is answered.
+fn spawn_connection<S, B>(
+    connection: UpgradeableConnection<TokioIo<TcpStream>, S>,
+    stop: &watch::Receiver<bool>,
+    live: &watch::Receiver<()>,
+) where
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut stop = stop.clone();
+    let live = live.clone();
+    tokio::spawn(async move {
+        let _live = live;
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = stopped(&mut stop) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(err) = ended {
+            // Client resets and half-sent requests are routine at this volume.
+            tracing::debug!(error = %err, "connection ended with an error");
+        }
+    });
+}
+
+/// The `x-forwarded-for` entry of a client.
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]

@@ -90,6 +90,28 @@ async fn user_gateway_answers_405_for_a_wrong_method_on_a_known_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_served_by_get_routes_and_a_405_lists_what_the_path_allows() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let resp = http().head(gw.url("/api/products/42")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.seen()[0].method, "HEAD");
+    for (method, path, allow) in
+        [("PUT", "/api/ping", "GET,HEAD"), ("GET", "/api/carts", "POST"), ("POST", "/healthz", "GET,HEAD")]
+    {
+        let resp = http().request(method.parse().unwrap(), gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
+    let health = http().head(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(upstream.seen().len(), 1);
+    let text = gw.metrics().await;
+    assert!(text.contains(r#"http_request_method="HEAD""#), "{text}");
+    assert!(text.contains(r#"http_response_status_code="405",http_route="/api/carts""#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceparent_reaches_the_upstream_and_continues_the_callers_trace() {
     init_telemetry();
     let upstream = Upstream::start().await;

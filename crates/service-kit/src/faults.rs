@@ -60,23 +60,69 @@ pub async fn inject<T: RuntimeConfig + HasRouteFaults>(
 ) -> Response {
     let fault = {
         let snapshot = store.current();
-        let faults = snapshot.route_faults();
-        if faults.is_empty() {
-            None
-        } else {
-            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or_default();
-            let key = format!("{} {route}", req.method());
-            faults.get(&key).or_else(|| faults.get(ALL_ROUTES)).cloned()
-        }
+        let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or_default();
+        fault_for(snapshot.route_faults(), req.method(), route)
     };
-    if let Some(fault) = fault {
-        if fault.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(u64::from(fault.latency_ms))).await;
-        }
-        if fault.error_rate > 0.0 && fastrand::f64() < fault.error_rate {
-            tracing::warn!(fault = "error_rate", "request failed by an injected fault");
-            return ApiError::Internal(anyhow::anyhow!("injected fault")).into_response();
-        }
+    if let Some(fault) = fault
+        && let Some(failed) = apply(&fault).await
+    {
+        return failed;
     }
     next.run(req).await
+}
+
+/// The fault configured for `method` on the route template `route`: its own entry, else the
+/// `*` entry. Allocates nothing for keys of ordinary length.
+pub fn fault_for(faults: &RouteFaults, method: &http::Method, route: &str) -> Option<RouteFault> {
+    if faults.is_empty() {
+        return None;
+    }
+    let (method, route) = (method.as_str().as_bytes(), route.as_bytes());
+    let len = method.len() + 1 + route.len();
+    let mut buf = [0u8; 128];
+    let owned;
+    let key = if len <= buf.len() {
+        buf[..method.len()].copy_from_slice(method);
+        buf[method.len()] = b' ';
+        buf[method.len() + 1..len].copy_from_slice(route);
+        std::str::from_utf8(&buf[..len]).unwrap_or_default()
+    } else {
+        owned = [method, b" ", route].concat();
+        std::str::from_utf8(&owned).unwrap_or_default()
+    };
+    faults.get(key).or_else(|| faults.get(ALL_ROUTES)).cloned()
+}
+
+/// Applies `fault` to the request about to be handled: waits its latency, then answers for
+/// the handler with a 500 at its error rate (`Some`), or lets the request through (`None`).
+pub async fn apply(fault: &RouteFault) -> Option<Response> {
+    if fault.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(u64::from(fault.latency_ms))).await;
+    }
+    if fault.error_rate > 0.0 && fastrand::f64() < fault.error_rate {
+        tracing::warn!(fault = "error_rate", "request failed by an injected fault");
+        return Some(ApiError::Internal(anyhow::anyhow!("injected fault")).into_response());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_entry_wins_over_the_wildcard() {
+        let slow = RouteFault { latency_ms: 5, error_rate: 0.0 };
+        let failing = RouteFault { latency_ms: 0, error_rate: 1.0 };
+        let mut faults = RouteFaults::new();
+        faults.insert("POST /api/checkout".to_owned(), slow.clone());
+        assert_eq!(fault_for(&faults, &http::Method::POST, "/api/checkout"), Some(slow.clone()));
+        assert_eq!(fault_for(&faults, &http::Method::GET, "/api/checkout"), None);
+        faults.insert(ALL_ROUTES.to_owned(), failing.clone());
+        assert_eq!(fault_for(&faults, &http::Method::GET, "/api/checkout"), Some(failing.clone()));
+        let long = format!("/{}", "x".repeat(200));
+        faults.insert(format!("GET {long}"), slow.clone());
+        assert_eq!(fault_for(&faults, &http::Method::GET, &long), Some(slow));
+        assert_eq!(fault_for(&RouteFaults::new(), &http::Method::GET, "/"), None);
+    }
 }

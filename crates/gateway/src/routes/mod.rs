@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::IntCounterVec;
 use serde::Serialize;
+use service_kit::faults::RouteFault;
 use service_kit::{ApiError, JwtKeys, Metrics};
 
 use crate::pool::{OutcomeCounters, UpstreamPool};
@@ -71,6 +72,26 @@ pub const OBSERVABILITY_ROUTES: &[&str] = &["GET /api/services", "GET /api/servi
 /// Wraps the business routes in the live fault middleware; erases the role's config type.
 pub type FaultLayer = Arc<dyn Fn(Router) -> Router + Send + Sync>;
 
+/// The fault in force for a method on a route template, if any; reads the live config only
+/// while a fault is configured.
+pub type FaultLookup = Arc<dyn Fn(&Method, &str) -> Option<RouteFault> + Send + Sync>;
+
+/// The live faults of a gateway, in the two forms its public listeners use.
+#[derive(Clone)]
+pub struct Faults {
+    /// For the roles routed by axum.
+    pub layer: FaultLayer,
+    /// For the user role, routed by hand.
+    pub lookup: FaultLookup,
+}
+
+/// What a worker thread serves on its public listener.
+pub enum Front {
+    /// The user role: routed, observed and forwarded without an axum router per request.
+    User(Arc<user::UserFront>),
+    Router(Router),
+}
+
 /// What every worker thread needs to build its public router; built once per gateway.
 pub struct RouteDeps {
     pub role: GatewayRole,
@@ -81,31 +102,36 @@ pub struct RouteDeps {
     pub shop_url: UpstreamUrl,
     pub services: Vec<ServiceTarget>,
     pub body_limit: usize,
-    pub faults: FaultLayer,
+    pub faults: Faults,
 }
 
 impl RouteDeps {
-    /// The public router of one worker thread. Call it on that thread: the upstream
+    /// What one worker thread serves publicly. Call it on that thread: the upstream
     /// connections it opens are tasks of the calling runtime.
-    pub fn public_router(&self) -> Router {
+    pub fn public_front(&self) -> anyhow::Result<Front> {
         let proxy = Proxy::new(self.pool.clone(), self.body_limit);
-        let business = match self.role {
-            GatewayRole::User => user::router(proxy, self.target("shop", &self.shop_url)),
-            GatewayRole::Control => control::router(self.services_state(proxy)),
-            GatewayRole::Observability => observability::router(self.services_state(proxy)),
+        let router = match self.role {
+            GatewayRole::User => {
+                let shop = self.target("shop", &self.shop_url);
+                let front = user::UserFront::new(proxy, shop, self.metrics.clone(), self.faults.lookup.clone())?;
+                return Ok(Front::User(Arc::new(front)));
+            }
+            GatewayRole::Control => self
+                .with_health_and_fallbacks(control::router(self.services_state(proxy)))
+                .layer(middleware::from_fn_with_state(self.keys.clone(), require_token_except_health)),
+            GatewayRole::Observability => self
+                .with_health_and_fallbacks(observability::router(self.services_state(proxy)))
+                .layer(middleware::from_fn(read_only)),
         };
-        let router = (self.faults)(business)
+        Ok(Front::Router(service_kit::app::observed(router, self.metrics.clone())))
+    }
+
+    /// The business routes under the live faults, plus `/healthz` and JSON 404/405 answers.
+    fn with_health_and_fallbacks(&self, business: Router) -> Router {
+        (self.faults.layer)(business)
             .route("/healthz", get(healthz).with_state(self.role))
             .method_not_allowed_fallback(method_not_allowed)
-            .fallback(not_found);
-        let router = match self.role {
-            GatewayRole::User => router,
-            GatewayRole::Control => {
-                router.layer(middleware::from_fn_with_state(self.keys.clone(), require_token_except_health))
-            }
-            GatewayRole::Observability => router.layer(middleware::from_fn(read_only)),
-        };
-        service_kit::app::observed(router, self.metrics.clone())
+            .fallback(not_found)
     }
 
     fn target(&self, name: &str, url: &UpstreamUrl) -> Target {

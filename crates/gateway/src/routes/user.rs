@@ -1,43 +1,143 @@
-//! User role: the shop's business routes and nothing else. Every route is registered by its
-//! exact template, so the route label, fault keys and 404/405 answers match the shop's.
+//! User role: the shop's business routes and nothing else, on the request path that carries
+//! the stack's load. Routed by hand rather than through an axum `Router`: a proxied request
+//! there paid for boxed, cloned services and a middleware future per layer, more than the
+//! forwarding itself. Answers are the ones the axum roles give: the route label, fault keys,
+//! JSON 404/405 (with `Allow`), `HEAD` served by `GET` routes, `/healthz`.
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::response::Response;
-use axum::routing::{MethodFilter, on};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use service_kit::metrics::{RequestTrace, UNMATCHED_ROUTE};
+use service_kit::{ApiError, Metrics};
 
-use super::{USER_ROUTES, split_route};
-use crate::proxy::{Proxy, Target};
+use super::{FaultLookup, USER_ROUTES, healthz, split_route};
+use crate::proxy::{Proxy, Target, error_response};
+use crate::settings::GatewayRole;
 
-/// Per-thread state; one `Arc` so a request clones one thread-local counter, not the pool's.
-pub struct UserState {
+/// Route template of the gateway's own liveness probe.
+const HEALTHZ: &str = "/healthz";
+
+/// One path template and what may be done on it.
+struct PathRoutes {
+    template: &'static str,
+    methods: Vec<Method>,
+    /// `Allow` of a 405 on this path, spelled as axum spells it (`GET,HEAD`).
+    allow: HeaderValue,
+}
+
+/// Per worker thread: routes, the shop's connections, and what every request records.
+pub struct UserFront {
     proxy: Proxy,
     shop: Target,
+    metrics: Arc<Metrics>,
+    faults: FaultLookup,
+    paths: Vec<PathRoutes>,
+    /// Path → index into `paths`.
+    router: matchit::Router<usize>,
 }
 
-pub fn router(proxy: Proxy, shop: Target) -> Router {
-    let state = Arc::new(UserState { proxy, shop });
-    let mut router = Router::new();
-    for route in USER_ROUTES {
-        let Some((method, path)) = split_route(route) else { continue };
-        let Ok(filter) = MethodFilter::try_from(method) else { continue };
-        router = router.route(path, on(filter, proxy_to_shop));
+/// Where a request goes.
+enum Matched<'a> {
+    Proxy(&'static str),
+    Health,
+    MethodNotAllowed(&'a PathRoutes),
+    NotFound,
+}
+
+impl UserFront {
+    pub fn new(proxy: Proxy, shop: Target, metrics: Arc<Metrics>, faults: FaultLookup) -> anyhow::Result<Self> {
+        let mut paths: Vec<PathRoutes> = Vec::new();
+        let routes = USER_ROUTES.iter().filter_map(|route| split_route(route)).chain([(Method::GET, HEALTHZ)]);
+        for (method, template) in routes {
+            match paths.iter_mut().find(|p| p.template == template) {
+                Some(path) => path.methods.push(method),
+                None => paths.push(PathRoutes { template, methods: vec![method], allow: HeaderValue::from_static("") }),
+            }
+        }
+        let mut router = matchit::Router::new();
+        for (index, path) in paths.iter_mut().enumerate() {
+            let mut allow: Vec<&str> = Vec::new();
+            for method in &path.methods {
+                let names: &[&str] = if method == Method::GET { &["GET", "HEAD"] } else { &[method.as_str()] };
+                for name in names {
+                    if !allow.contains(name) {
+                        allow.push(name);
+                    }
+                }
+            }
+            path.allow = HeaderValue::from_str(&allow.join(","))?;
+            router.insert(path.template, index)?;
+        }
+        Ok(Self { proxy, shop, metrics, faults, paths, router })
     }
-    router.with_state(state)
-}
 
-/// Forwards the request unchanged (method, path, query, body) to the shop.
-async fn proxy_to_shop(State(state): State<Arc<UserState>>, req: Request) -> Response {
-    let path_and_query = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    state.proxy.forward(&state.shop, req, path_and_query).await
+    /// Serves one request from a client at `peer_ip` (its `x-forwarded-for` value).
+    pub async fn handle(&self, req: Request<Incoming>, peer_ip: &HeaderValue) -> Response {
+        let method = req.method().clone();
+        let matched = self.route(&method, req.uri().path());
+        let route = match &matched {
+            Matched::Proxy(template) => template,
+            Matched::Health => HEALTHZ,
+            Matched::MethodNotAllowed(path) => path.template,
+            Matched::NotFound => UNMATCHED_ROUTE,
+        };
+        let trace = RequestTrace::start(&method, route, req.headers());
+        self.metrics.observe_request(route, &method, trace, self.dispatch(matched, req, peer_ip)).await
+    }
+
+    fn route(&self, method: &Method, path: &str) -> Matched<'_> {
+        let Some(path) = self.router.at(path).ok().and_then(|m| self.paths.get(*m.value)) else {
+            return Matched::NotFound;
+        };
+        let serves = |m: &Method| m == method || (method == Method::HEAD && m == Method::GET);
+        match path.methods.iter().any(serves) {
+            true if path.template == HEALTHZ => Matched::Health,
+            true => Matched::Proxy(path.template),
+            false => Matched::MethodNotAllowed(path),
+        }
+    }
+
+    async fn dispatch(&self, matched: Matched<'_>, req: Request<Incoming>, peer_ip: &HeaderValue) -> Response {
+        match matched {
+            Matched::Proxy(template) => {
+                if let Some(fault) = (self.faults)(req.method(), template)
+                    && let Some(failed) = service_kit::faults::apply(&fault).await
+                {
+                    return failed;
+                }
+                let (parts, body) = req.into_parts();
+                // Forwarded unchanged: method, path, query, body.
+                let path_and_query =
+                    parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+                self.proxy.forward_parts(&self.shop, parts, Body::new(body), path_and_query, Some(peer_ip)).await
+            }
+            // hyper sends no body in answer to HEAD.
+            Matched::Health => healthz(axum::extract::State(GatewayRole::User)).await.into_response(),
+            Matched::MethodNotAllowed(path) => {
+                let mut resp = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{} is not allowed on {}", req.method(), req.uri().path()),
+                );
+                resp.headers_mut().insert(header::ALLOW, path.allow.clone());
+                resp
+            }
+            Matched::NotFound => {
+                ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path())).into_response()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::MethodFilter;
 
     #[test]
     fn every_user_route_parses_into_a_method_filter() {
