@@ -523,7 +523,9 @@ mod timer {
                 match fd.readable().await {
                     Ok(mut guard) => {
                         let _ = guard.try_io(|fd| fd.get_ref().0.wait().map_err(std::io::Error::from));
-                        self.last_wake.set(Instant::now());
+                        // The time asked for, not the time woken: wake-up latency must not push
+                        // every later wake-up back when arrivals are just over the interval apart.
+                        self.last_wake.set(wake_at);
                     }
                     Err(_) => {
                         tokio::time::sleep_until(deadline.into()).await;
