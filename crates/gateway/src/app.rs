@@ -289,7 +289,7 @@ fn shop_readiness(shop: &UpstreamUrl) -> ReadinessCheck {
             let conns = Arc::new(ConnPool::new(&shop));
             let path = format!("{}/healthz", shop.base_path());
             let req = http::Request::get(path).body(axum::body::Body::empty()).map_err(|e| e.to_string())?;
-            let (resp, _lease) = tokio::time::timeout(READINESS_TIMEOUT, conns.send(req))
+            let resp = tokio::time::timeout(READINESS_TIMEOUT, conns.send(req))
                 .await
                 .map_err(|_| format!("shop did not answer {shop}/healthz within {} s", READINESS_TIMEOUT.as_secs()))?
                 .map_err(|e| format!("shop unreachable at {shop}: {e}"))?;

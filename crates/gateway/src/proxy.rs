@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::pool::{Outcome, OutcomeCounters, Refusal, UpstreamPool};
 use crate::server::forwarded_for;
 use crate::settings::UpstreamUrl;
-use crate::upstream::{ConnPool, LeasedBody, SendError};
+use crate::upstream::{ConnPool, Guarded, SendError};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus `proxy-connection`
 /// which old clients still send.
@@ -131,11 +131,11 @@ impl Proxy {
         };
 
         match tokio::time::timeout_at(deadline, target.conns.send(upstream_req)).await {
-            Ok(Ok((resp, lease))) => {
+            Ok(Ok(resp)) => {
                 target.counters.record(Outcome::Ok);
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Body::new(LeasedBody::new(body, lease, slot)))
+                Response::from_parts(parts, Body::new(Guarded::new(body, slot)))
             }
             Ok(Err(err)) if is_body_too_large(&err) => {
                 ApiError::PayloadTooLarge { limit: self.body_limit }.into_response()

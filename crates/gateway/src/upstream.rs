@@ -1,22 +1,29 @@
-//! Keep-alive HTTP/1.1 connections to one upstream, owned by one worker thread.
+//! Keep-alive HTTP/1.1 connections to one upstream, owned by one worker thread, and the
+//! exchange of one request on them.
 //!
-//! Built on hyper's connection API rather than hyper-util's pooled client: the pool here is a
-//! thread-local stack of idle connections (no shared pool keyed by host, no background tasks),
-//! and it emits no per-request trace events, which the OpenTelemetry layer would otherwise turn
-//! into span events on every proxied request.
+//! A small HTTP/1.1 client of its own rather than hyper's: hyper runs every connection as a
+//! task fed through channels, so each proxied request paid two task hand-offs and a body
+//! channel. Here the request's own task writes the request and parses the response head
+//! (with httparse, hyper's parser), and the response body reads straight from the socket as
+//! the client connection sends it on; idle connections wait on a thread-local stack without
+//! any task. WebSocket handshakes, which hand the connection over, still go through hyper.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use http::header::{self, HeaderValue};
-use http::{Request, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::settings::UpstreamUrl;
@@ -29,17 +36,102 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// done. Busy connections are bounded by `upstream.pool_size`, not here.
 const MAX_IDLE: usize = 1024;
 
+/// Read buffer of a connection; it grows (to [`MAX_HEAD`]) only for a response head that does
+/// not fit.
+const READ_BUF: usize = 8 * 1024;
+
+/// Largest response head accepted (hyper's default read limit is of the same order).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Most response header fields accepted (hyper's default).
+const MAX_HEADERS: usize = 100;
+
+/// Request bodies up to this size are read before the request is written, so the request can
+/// be sent again when a reused connection turns out to have been closed by the upstream.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Longest chunk-size or trailer line of a chunked response.
+const MAX_LINE: usize = 4096;
+
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
+    Connect(#[source] io::Error),
+    #[error("io: {0}")]
+    Io(#[source] io::Error),
+    /// The connection was closed before any byte of a response arrived.
+    #[error("the upstream closed the connection before answering")]
+    Closed,
+    #[error("malformed response: {0}")]
+    Protocol(&'static str),
+    /// Reading the request body from the client failed (too large, client gone).
+    #[error("request body: {0}")]
+    Body(#[source] axum::Error),
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
 
+/// One connection and the bytes read from it that are not consumed yet (`buf[start..end]`).
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Self {
+        Self { stream, buf: vec![0; READ_BUF], start: 0, end: 0 }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes after those buffered; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < MAX_HEAD {
+                let grown = (self.buf.len() * 2).min(MAX_HEAD);
+                self.buf.resize(grown, 0);
+            } else {
+                return Poll::Ready(Err(io::Error::other("response head too large")));
+            }
+        }
+        let mut read = ReadBuf::new(&mut self.buf[self.end..]);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// An idle connection is usable if the upstream sent nothing since its last response: no
+    /// end of stream, no stray bytes. Reads the reactor's readiness, no system call.
+    fn is_quiet(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.start == self.end && self.stream.poll_read_ready(&mut cx).is_pending()
+    }
+}
+
 struct Idle {
-    sender: SendRequest<Body>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -57,6 +149,14 @@ impl std::fmt::Debug for ConnPool {
     }
 }
 
+/// How a request body is framed on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RequestFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
 impl ConnPool {
     pub fn new(url: &UpstreamUrl) -> Self {
         let authority = url.authority();
@@ -67,54 +167,84 @@ impl ConnPool {
         Self { host, port: authority.port_u16().unwrap_or(80), host_header, idle: Mutex::new(VecDeque::new()) }
     }
 
-    /// Sends `req` (origin-form URI) on an idle connection, or a new one. A pooled connection
-    /// the upstream closed before the request was written is skipped, and the request retried.
-    pub async fn send(self: &Arc<Self>, mut req: Request<Body>) -> Result<(Response<Incoming>, Lease), SendError> {
-        req.headers_mut().insert(header::HOST, self.host_header.clone());
+    /// Sends `req` (origin-form URI; its `Host` is replaced by the upstream's) on an idle
+    /// connection, or a new one, and returns the response once its head has arrived. A reused
+    /// connection the upstream had closed is replaced and the request sent again, when its
+    /// body was small enough to be kept.
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
+        let (parts, mut body) = req.into_parts();
+        let framing = request_framing(&parts.method, &parts.headers, &body)?;
+        let mut out = Vec::with_capacity(512);
+        encode_head(&parts, &self.host_header, framing, &mut out);
+        let mut sent_body = 0u64;
+        let mut body_done = framing == RequestFraming::Empty;
+        while !body_done && out.len() < REPLAY_LIMIT {
+            body_done = !append_frame(&mut body, framing, &mut out, &mut sent_body).await?;
+        }
+        let replayable = body_done;
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(sender) => (sender, true),
+            let (mut conn, reused) = match self.checkout() {
+                Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
-            // A connection whose previous response just ended becomes ready a moment later.
-            if let Err(err) = sender.ready().await {
-                if reused {
-                    continue;
-                }
-                return Err(SendError::Http(err));
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease { sender: Some(sender), pool: self.clone() })),
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Http(err.into_error())),
+            let exchanged = match conn.stream.write_all(&out).await {
+                // The upstream had closed this idle connection: the request did not go out.
+                Err(_) if reused && replayable => continue,
+                Err(err) => Err(SendError::Io(err)),
+                Ok(()) if body_done => read_head(&mut conn, &parts.method).await,
+                Ok(()) => match stream_body(&mut conn, &mut body, framing, sent_body).await {
+                    Ok(()) => read_head(&mut conn, &parts.method).await,
+                    Err(err) => Err(err),
                 },
+            };
+            match exchanged {
+                Ok(head) => return Ok(self.response(conn, head)),
+                // Closed without a byte of answer, most likely as the upstream dropped an idle
+                // connection: sent again only if repeating the request is harmless (as nginx).
+                Err(SendError::Closed) if reused && replayable && parts.method.is_idempotent() => {}
+                Err(err) => return Err(err),
             }
         }
     }
 
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    fn response(self: &Arc<Self>, conn: Conn, head: ResponseHead) -> Response<UpstreamBody> {
+        let mut body = UpstreamBody { conn: Some(conn), pool: self.clone(), framing: head.framing, reuse: head.reuse };
+        if body.framing.is_done() {
+            body.finish();
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = head.headers;
+        resp
+    }
+
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some(entry) = idle.pop_back() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
-                return Some(entry.sender);
+        while let Some(mut entry) = idle.pop_back() {
+            if entry.since.elapsed() < IDLE_TIMEOUT && entry.conn.is_quiet() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    fn put(&self, sender: SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(&self, conn: Conn) {
         let Ok(mut idle) = self.idle.lock() else { return };
         // Oldest first: expired connections are closed as the stack is used.
         while idle.front().is_some_and(|entry| entry.since.elapsed() >= IDLE_TIMEOUT) {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: Instant::now() });
+            idle.push_back(Idle { conn, since: Instant::now() });
         }
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(SendError::Connect)?;
+        // Small request/response exchanges: Nagle would add up to 40 ms per hop.
+        let _ = stream.set_nodelay(true);
+        Ok(Conn::new(stream))
     }
 
     /// Sends an upgrade request (WebSocket handshake) on a connection of its own, which is
@@ -131,68 +261,419 @@ impl ConnPool {
         });
         Ok(sender.send_request(req).await?)
     }
+}
 
-    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
-        let stream = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(SendError::Connect)?;
-        // Small request/response exchanges: Nagle would add up to 40 ms per hop.
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+/// RFC 9112 §6: a declared length is kept; a body of unknown length is sent chunked.
+fn request_framing(method: &Method, headers: &HeaderMap, body: &Body) -> Result<RequestFraming, SendError> {
+    if let Some(value) = headers.get(header::CONTENT_LENGTH) {
+        let len = value.to_str().ok().and_then(|v| v.trim().parse().ok());
+        return len.map(RequestFraming::Length).ok_or(SendError::Protocol("invalid request content-length"));
     }
+    if hyper::body::Body::is_end_stream(body) {
+        return Ok(if method_carries_body(method) { RequestFraming::Length(0) } else { RequestFraming::Empty });
+    }
+    Ok(match hyper::body::Body::size_hint(body).exact() {
+        Some(len) => RequestFraming::Length(len),
+        None => RequestFraming::Chunked,
+    })
 }
 
-/// The connection an upstream response arrived on; goes back to the pool once the response
-/// body has been read to its end, and is closed otherwise.
-pub struct Lease {
-    sender: Option<SendRequest<Body>>,
-    pool: Arc<ConnPool>,
+fn method_carries_body(method: &Method) -> bool {
+    *method == Method::POST || *method == Method::PUT || *method == Method::PATCH
 }
 
-impl Lease {
-    fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put(sender);
+fn encode_head(parts: &http::request::Parts, host: &HeaderValue, framing: RequestFraming, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::HOST || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Length(len) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(len.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        RequestFraming::Length(_) | RequestFraming::Empty => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the next body frame to `out` as the framing requires; `false` once the body ended.
+async fn append_frame(
+    body: &mut Body,
+    framing: RequestFraming,
+    out: &mut Vec<u8>,
+    sent: &mut u64,
+) -> Result<bool, SendError> {
+    let frame = match body.frame().await {
+        Some(frame) => frame.map_err(SendError::Body)?,
+        None => {
+            match framing {
+                RequestFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+                RequestFraming::Length(len) if *sent != len => {
+                    return Err(SendError::Protocol("request body shorter than its content-length"));
+                }
+                RequestFraming::Length(_) | RequestFraming::Empty => {}
+            }
+            return Ok(false);
+        }
+    };
+    // Trailers of a chunked request are not forwarded.
+    let Ok(data) = frame.into_data() else { return Ok(true) };
+    if data.is_empty() {
+        return Ok(true);
+    }
+    *sent += data.len() as u64;
+    match framing {
+        RequestFraming::Chunked => {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Length(len) if *sent > len => {
+            return Err(SendError::Protocol("request body longer than its content-length"));
+        }
+        RequestFraming::Length(_) | RequestFraming::Empty => out.extend_from_slice(&data),
+    }
+    Ok(true)
+}
+
+/// Writes the rest of a body too large to be kept for a retry, as it arrives.
+async fn stream_body(
+    conn: &mut Conn,
+    body: &mut Body,
+    framing: RequestFraming,
+    mut sent: u64,
+) -> Result<(), SendError> {
+    let mut out = Vec::new();
+    loop {
+        out.clear();
+        let more = append_frame(body, framing, &mut out, &mut sent).await?;
+        conn.stream.write_all(&out).await.map_err(SendError::Io)?;
+        if !more {
+            return Ok(());
         }
     }
 }
 
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Lease")
+struct ResponseHead {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    /// The connection may carry another request once the body has been read.
+    reuse: bool,
+}
+
+/// Reads the response head, skipping interim (1xx) responses.
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, SendError> {
+    let mut received = false;
+    loop {
+        if conn.start < conn.end {
+            match parse_head(conn.data(), method)? {
+                Parsed::Partial => {}
+                Parsed::Interim(len) => {
+                    conn.consume(len);
+                    continue;
+                }
+                Parsed::Complete(len, head) => {
+                    conn.consume(len);
+                    return Ok(head);
+                }
+            }
+        }
+        match conn.fill().await {
+            Ok(0) | Err(_) if !received => return Err(SendError::Closed),
+            Ok(0) => return Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => received = true,
+            Err(err) => return Err(SendError::Io(err)),
+        }
     }
 }
 
-/// An upstream response body that returns its connection to the pool at its end and carries
-/// `guard` (the upstream pool slot) until it is dropped.
-pub struct LeasedBody<G> {
-    inner: Incoming,
-    lease: Lease,
+enum Parsed {
+    Partial,
+    Interim(usize),
+    Complete(usize, ResponseHead),
+}
+
+fn parse_head(data: &[u8], method: &Method) -> Result<Parsed, SendError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let len = match parsed.parse(data) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(SendError::Protocol("too many header fields")),
+        Err(_) => return Err(SendError::Protocol("unparsable response head")),
+    };
+    let code = parsed.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| SendError::Protocol("invalid status code"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(SendError::Protocol("unexpected 101 Switching Protocols"));
+    }
+    if status.is_informational() {
+        return Ok(Parsed::Interim(len));
+    }
+    // Header values are slices of one copy of the head, not one allocation each.
+    let head = Bytes::copy_from_slice(&data[..len]);
+    let base = data.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| SendError::Protocol("invalid header name"))?;
+        let offset = field.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(head.slice(offset..offset + field.value.len()))
+            .map_err(|_| SendError::Protocol("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let framing = response_framing(method, status, &mut headers)?;
+    let http11 = parsed.version == Some(1);
+    let reuse = http11 && !matches!(framing, Framing::UntilClose) && !has_token(&headers, header::CONNECTION, "close");
+    Ok(Parsed::Complete(len, ResponseHead { status, headers, framing, reuse }))
+}
+
+/// RFC 9112 §6.3: how long the response body is.
+fn response_framing(method: &Method, status: StatusCode, headers: &mut HeaderMap) -> Result<Framing, SendError> {
+    if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Done);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length; passing both on invites smuggling.
+        headers.remove(header::CONTENT_LENGTH);
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last();
+        return Ok(match last.map(str::trim) {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
+            _ => Framing::UntilClose,
+        });
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else { return Ok(Framing::UntilClose) };
+    if lengths.any(|other| other != first) {
+        return Err(SendError::Protocol("conflicting content-length"));
+    }
+    let len =
+        first.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or(SendError::Protocol("invalid content-length"))?;
+    Ok(if len == 0 { Framing::Done } else { Framing::Length(len) })
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Where the reading of a response body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Done,
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// No length given: the body ends with the connection.
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Bytes of the current chunk still to come.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+impl Framing {
+    fn is_done(self) -> bool {
+        self == Self::Done
+    }
+}
+
+/// An upstream response body, read from the connection as it is polled. At its end the
+/// connection goes back to the idle stack (when the upstream keeps it alive); a body dropped
+/// before its end closes the connection.
+pub struct UpstreamBody {
+    conn: Option<Conn>,
+    pool: Arc<ConnPool>,
+    framing: Framing,
+    reuse: bool,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(conn) = self.conn.take()
+            && self.reuse
+            && conn.start == conn.end
+        {
+            self.pool.put(conn);
+        }
+    }
+
+    /// The next frame, or `None` at the end; `Ok(None)` from `step` means "state changed, go on".
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Option<Bytes>>, SendError>> {
+        let Some(conn) = self.conn.as_mut() else { return Poll::Ready(Ok(Some(None))) };
+        match self.framing {
+            Framing::Done => Poll::Ready(Ok(Some(None))),
+            Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                if conn.start == conn.end && ready!(conn.poll_fill(cx)).map_err(SendError::Io)? == 0 {
+                    return Poll::Ready(Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())));
+                }
+                let take = conn.data().len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let data = Bytes::copy_from_slice(&conn.data()[..take]);
+                conn.consume(take);
+                let left = left - take as u64;
+                self.framing = match self.framing {
+                    Framing::Length(_) => Framing::Length(left),
+                    _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
+                    _ => Framing::Chunked(Chunk::Data(left)),
+                };
+                if self.framing == Framing::Length(0) {
+                    self.finish();
+                }
+                Poll::Ready(Ok(Some(Some(data))))
+            }
+            Framing::UntilClose => {
+                if conn.start == conn.end && ready!(conn.poll_fill(cx)).map_err(SendError::Io)? == 0 {
+                    self.reuse = false;
+                    self.finish();
+                    return Poll::Ready(Ok(Some(None)));
+                }
+                let data = Bytes::copy_from_slice(conn.data());
+                conn.consume(data.len());
+                Poll::Ready(Ok(Some(Some(data))))
+            }
+            Framing::Chunked(Chunk::DataEnd) => {
+                if conn.data().len() < 2 {
+                    if ready!(conn.poll_fill(cx)).map_err(SendError::Io)? == 0 {
+                        return Poll::Ready(Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())));
+                    }
+                    return Poll::Ready(Ok(None));
+                }
+                if &conn.data()[..2] != b"\r\n" {
+                    return Poll::Ready(Err(SendError::Protocol("chunk not followed by CRLF")));
+                }
+                conn.consume(2);
+                self.framing = Framing::Chunked(Chunk::Size);
+                Poll::Ready(Ok(None))
+            }
+            Framing::Chunked(state @ (Chunk::Size | Chunk::Trailers)) => {
+                let Some(line_len) = conn.data().windows(2).position(|w| w == b"\r\n") else {
+                    if conn.data().len() > MAX_LINE {
+                        return Poll::Ready(Err(SendError::Protocol("chunk line too long")));
+                    }
+                    if ready!(conn.poll_fill(cx)).map_err(SendError::Io)? == 0 {
+                        return Poll::Ready(Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())));
+                    }
+                    return Poll::Ready(Ok(None));
+                };
+                if state == Chunk::Trailers {
+                    conn.consume(line_len + 2);
+                    if line_len == 0 {
+                        self.finish();
+                        return Poll::Ready(Ok(Some(None)));
+                    }
+                    return Poll::Ready(Ok(None));
+                }
+                let size = parse_chunk_size(&conn.data()[..line_len])?;
+                conn.consume(line_len + 2);
+                self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
+                Poll::Ready(Ok(None))
+            }
+        }
+    }
+}
+
+/// `1a3f` or `1a3f;name=value`, as in a chunk-size line.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, SendError> {
+    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(SendError::Protocol("invalid chunk size"));
+    }
+    digits.iter().try_fold(0u64, |size, digit| {
+        let nibble = char::from(*digit).to_digit(16).ok_or(SendError::Protocol("invalid chunk size"))?;
+        Ok(size << 4 | u64::from(nibble))
+    })
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = SendError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, SendError>>> {
+        loop {
+            match ready!(self.step(cx)) {
+                Ok(None) => {}
+                Ok(Some(Some(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Some(None)) => return Poll::Ready(None),
+                Err(err) => {
+                    // A connection in an unknown state is never reused.
+                    self.conn = None;
+                    self.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Chunked(_) | Framing::UntilClose => SizeHint::default(),
+        }
+    }
+}
+
+/// A body that carries `guard` (an upstream pool slot) until it is dropped.
+pub struct Guarded<B, G> {
+    inner: B,
     _guard: G,
 }
 
-impl<G> LeasedBody<G> {
-    pub fn new(inner: Incoming, lease: Lease, guard: G) -> Self {
-        Self { inner, lease, _guard: guard }
+impl<B, G> Guarded<B, G> {
+    pub fn new(inner: B, guard: G) -> Self {
+        Self { inner, _guard: guard }
     }
 }
 
-impl<G: Unpin> hyper::body::Body for LeasedBody<G> {
-    type Data = Bytes;
-    type Error = hyper::Error;
+impl<B: hyper::body::Body + Unpin, G: Unpin> hyper::body::Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.lease.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.lease.release(),
-            _ => {}
-        }
-        polled
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -204,11 +685,108 @@ impl<G: Unpin> hyper::body::Body for LeasedBody<G> {
     }
 }
 
-impl<G> Drop for LeasedBody<G> {
-    fn drop(&mut self) {
-        // Bodies known to be empty (204, HEAD, `content-length: 0`) are never polled.
-        if hyper::body::Body::is_end_stream(&self.inner) {
-            self.lease.release();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str, method: &Method) -> ResponseHead {
+        match parse_head(raw.as_bytes(), method) {
+            Ok(Parsed::Complete(len, head)) => {
+                assert_eq!(len, raw.find("\r\n\r\n").unwrap_or_default() + 4);
+                head
+            }
+            Ok(Parsed::Partial) => panic!("partial"),
+            Ok(Parsed::Interim(_)) => panic!("interim"),
+            Err(err) => panic!("{err}"),
         }
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let head = parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\nx-a: 2\r\n\r\nhello", &Method::GET);
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.reuse);
+        assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
+        let head = parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", &Method::HEAD);
+        assert_eq!(head.framing, Framing::Done);
+        let head = parse("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n", &Method::GET);
+        assert_eq!(head.framing, Framing::Chunked(Chunk::Size));
+        assert!(head.headers.get(header::CONTENT_LENGTH).is_none());
+        let head = parse("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n", &Method::GET);
+        assert!(!head.reuse);
+        let head = parse("HTTP/1.0 200 OK\r\n\r\n", &Method::GET);
+        assert_eq!(head.framing, Framing::UntilClose);
+        assert!(!head.reuse);
+        let head = parse("HTTP/1.1 204 No Content\r\n\r\n", &Method::GET);
+        assert_eq!(head.framing, Framing::Done);
+        assert!(matches!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", &Method::GET), Ok(Parsed::Interim(25))));
+        assert!(matches!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le", &Method::GET), Ok(Parsed::Partial)));
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", &Method::GET).is_err()
+        );
+        assert!(parse_head(b"SPDY/3 200\r\n\r\n", &Method::GET).is_err());
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_with_optional_extensions() {
+        assert_eq!(parse_chunk_size(b"1a").ok(), Some(26));
+        assert_eq!(parse_chunk_size(b"FF;name=value").ok(), Some(255));
+        assert_eq!(parse_chunk_size(b"0").ok(), Some(0));
+        assert!(parse_chunk_size(b"").is_err());
+        assert!(parse_chunk_size(b"xyz").is_err());
+        assert!(parse_chunk_size(b"10000000000000000").is_err());
+    }
+
+    #[test]
+    fn request_head_carries_the_upstream_host_and_the_body_framing() {
+        let req =
+            Request::post("/api/carts?x=1").header("host", "client").header("x-b", "2").body(()).unwrap_or_default();
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        encode_head(&parts, &HeaderValue::from_static("shop:8101"), RequestFraming::Chunked, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "POST /api/carts?x=1 HTTP/1.1\r\nhost: shop:8101\r\nx-b: 2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    /// Serves `responses` (raw bytes, one per accepted request in order) on one connection.
+    async fn raw_upstream(responses: Vec<&'static [u8]>) -> (UpstreamUrl, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+            let mut requests = Vec::new();
+            for response in responses {
+                let mut buf = vec![0u8; 4096];
+                let n = socket.read(&mut buf).await.unwrap_or_default();
+                requests.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                socket.write_all(response).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+            requests
+        });
+        (url.parse().unwrap_or_else(|e: String| panic!("{e}")), task)
+    }
+
+    #[tokio::test]
+    async fn chunked_and_fixed_length_bodies_are_read_and_the_connection_reused() {
+        let (url, upstream) = raw_upstream(vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+        ])
+        .await;
+        let pool = Arc::new(ConnPool::new(&url));
+        let resp = pool.send(Request::get("/a").body(Body::empty()).unwrap_or_default()).await;
+        let body = resp.unwrap_or_else(|e| panic!("{e}")).into_body().collect().await;
+        assert_eq!(body.map(|b| b.to_bytes()).ok(), Some(Bytes::from_static(b"hello world")));
+        let resp = pool.send(Request::post("/b").body(Body::from("{}")).unwrap_or_default()).await;
+        let resp = resp.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let body = resp.into_body().collect().await;
+        assert_eq!(body.map(|b| b.to_bytes()).ok(), Some(Bytes::from_static(b"ok")));
+        let requests = upstream.await.unwrap_or_default();
+        assert!(requests[0].starts_with("GET /a HTTP/1.1\r\nhost: 127.0.0.1:"), "{}", requests[0]);
+        assert!(requests[1].contains("content-length: 2\r\n\r\n{}"), "{}", requests[1]);
     }
 }
