@@ -470,6 +470,12 @@ mod timer {
     #[cfg(target_os = "linux")]
     pub const MIN_WAKE_INTERVAL: std::time::Duration = std::time::Duration::from_micros(500);
 
+    /// Sleeps at least this long end this much early, the rest spun.
+    #[cfg(target_os = "linux")]
+    const SPIN_AFTER_SLEEPS_OVER: std::time::Duration = std::time::Duration::from_millis(2);
+    #[cfg(target_os = "linux")]
+    const EARLY_WAKE: std::time::Duration = std::time::Duration::from_micros(150);
+
     #[cfg(target_os = "linux")]
     pub struct Timer {
         fd: Option<tokio::io::unix::AsyncFd<Fd>>,
@@ -509,13 +515,23 @@ mod timer {
                 tokio::time::sleep_until(deadline.into()).await;
                 return;
             };
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
             let wake_at = deadline.max(self.last_wake.get() + MIN_WAKE_INTERVAL);
+            // After a long sleep the thread wakes from idle, which takes a while: wake a little
+            // early and spin the rest, so the journey starts on time (spinning costs at most
+            // EARLY_WAKE per long sleep, i.e. only at low rates).
+            let long = wake_at - now >= SPIN_AFTER_SLEEPS_OVER;
+            let target = if long { wake_at - EARLY_WAKE } else { wake_at };
+            let exit_at = target.min(deadline);
             loop {
                 let now = Instant::now();
-                if now >= deadline {
-                    return;
+                if now >= exit_at {
+                    break;
                 }
-                let wait = TimeSpec::from(wake_at.saturating_duration_since(now));
+                let wait = TimeSpec::from(target - now);
                 if fd.get_ref().0.set(Expiration::OneShot(wait), TimerSetTimeFlags::empty()).is_err() {
                     tokio::time::sleep_until(deadline.into()).await;
                     return;
@@ -523,9 +539,6 @@ mod timer {
                 match fd.readable().await {
                     Ok(mut guard) => {
                         let _ = guard.try_io(|fd| fd.get_ref().0.wait().map_err(std::io::Error::from));
-                        // The time asked for, not the time woken: wake-up latency must not push
-                        // every later wake-up back when arrivals are just over the interval apart.
-                        self.last_wake.set(wake_at);
                     }
                     Err(_) => {
                         tokio::time::sleep_until(deadline.into()).await;
@@ -533,6 +546,14 @@ mod timer {
                     }
                 }
             }
+            if long {
+                while Instant::now() < deadline {
+                    std::hint::spin_loop();
+                }
+            }
+            // The time asked for, not the time woken: wake-up latency must not push every later
+            // wake-up back when arrivals are just over the interval apart.
+            self.last_wake.set(wake_at);
         }
     }
 
