@@ -409,12 +409,28 @@ enum Parsed {
 }
 
 fn parse_head(data: &[u8], method: &Method) -> Result<Parsed, SendError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
+    // Most heads have a handful of fields: a small array is cheaper to set up.
+    let mut fields = [httparse::EMPTY_HEADER; 16];
+    match parse_head_into(&mut fields, data, method) {
+        Err(SendError::Protocol(TOO_MANY_FIELDS)) => {
+            parse_head_into(&mut [httparse::EMPTY_HEADER; MAX_HEADERS], data, method)
+        }
+        parsed => parsed,
+    }
+}
+
+const TOO_MANY_FIELDS: &str = "too many header fields";
+
+fn parse_head_into<'b>(
+    fields: &mut [httparse::Header<'b>],
+    data: &'b [u8],
+    method: &Method,
+) -> Result<Parsed, SendError> {
+    let mut parsed = httparse::Response::new(fields);
     let len = match parsed.parse(data) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err(SendError::Protocol("too many header fields")),
+        Err(httparse::Error::TooManyHeaders) => return Err(SendError::Protocol(TOO_MANY_FIELDS)),
         Err(_) => return Err(SendError::Protocol("unparsable response head")),
     };
     let code = parsed.code.unwrap_or_default();
@@ -425,11 +441,20 @@ fn parse_head(data: &[u8], method: &Method) -> Result<Parsed, SendError> {
     if status.is_informational() {
         return Ok(Parsed::Interim(len));
     }
+    let framing = Framing::of_response(method, status, parsed.headers)?;
+    let close = parsed.headers.iter().any(|f| {
+        f.name.eq_ignore_ascii_case("connection") && tokens(f.value).any(|t| t.eq_ignore_ascii_case(b"close"))
+    });
+    let chunked = matches!(framing, Framing::Chunked(_));
     // Header values are slices of one copy of the head, not one allocation each.
     let head = Bytes::copy_from_slice(&data[..len]);
     let base = data.as_ptr() as usize;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
+        // Transfer-Encoding overrides Content-Length; passing both on invites smuggling.
+        if chunked && field.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| SendError::Protocol("invalid header name"))?;
         let offset = field.value.as_ptr() as usize - base;
@@ -437,48 +462,13 @@ fn parse_head(data: &[u8], method: &Method) -> Result<Parsed, SendError> {
             .map_err(|_| SendError::Protocol("invalid header value"))?;
         headers.append(name, value);
     }
-    let framing = response_framing(method, status, &mut headers)?;
-    let http11 = parsed.version == Some(1);
-    let reuse = http11 && !matches!(framing, Framing::UntilClose) && !has_token(&headers, header::CONNECTION, "close");
+    let reuse = parsed.version == Some(1) && framing != Framing::UntilClose && !close;
     Ok(Parsed::Complete(len, ResponseHead { status, headers, framing, reuse }))
 }
 
-/// RFC 9112 §6.3: how long the response body is.
-fn response_framing(method: &Method, status: StatusCode, headers: &mut HeaderMap) -> Result<Framing, SendError> {
-    if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Done);
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Transfer-Encoding overrides Content-Length; passing both on invites smuggling.
-        headers.remove(header::CONTENT_LENGTH);
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .last();
-        return Ok(match last.map(str::trim) {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
-            _ => Framing::UntilClose,
-        });
-    }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else { return Ok(Framing::UntilClose) };
-    if lengths.any(|other| other != first) {
-        return Err(SendError::Protocol("conflicting content-length"));
-    }
-    let len =
-        first.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or(SendError::Protocol("invalid content-length"))?;
-    Ok(if len == 0 { Framing::Done } else { Framing::Length(len) })
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+/// The comma-separated tokens of a header value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// Where the reading of a response body stands.
@@ -507,6 +497,39 @@ enum Chunk {
 impl Framing {
     fn is_done(self) -> bool {
         self == Self::Done
+    }
+
+    /// RFC 9112 §6.3: how long a response body is, from the raw header fields.
+    fn of_response(method: &Method, status: StatusCode, fields: &[httparse::Header<'_>]) -> Result<Self, SendError> {
+        if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(Self::Done);
+        }
+        let mut coding = None;
+        let mut length: Option<&[u8]> = None;
+        for field in fields {
+            if field.name.eq_ignore_ascii_case("transfer-encoding") {
+                coding = tokens(field.value).last().or(coding);
+            } else if field.name.eq_ignore_ascii_case("content-length") {
+                let value = field.value.trim_ascii();
+                if length.is_some_and(|seen| seen != value) {
+                    return Err(SendError::Protocol("conflicting content-length"));
+                }
+                length = Some(value);
+            }
+        }
+        if let Some(coding) = coding {
+            return Ok(if coding.eq_ignore_ascii_case(b"chunked") {
+                Self::Chunked(Chunk::Size)
+            } else {
+                Self::UntilClose
+            });
+        }
+        let Some(length) = length else { return Ok(Self::UntilClose) };
+        let length = std::str::from_utf8(length).ok().and_then(|v| v.parse().ok());
+        match length.ok_or(SendError::Protocol("invalid content-length"))? {
+            0 => Ok(Self::Done),
+            left => Ok(Self::Length(left)),
+        }
     }
 }
 
