@@ -4,15 +4,19 @@
 //! One `tokio::sync::Semaphore` is shared by all worker runtimes (it is runtime-agnostic and
 //! FIFO-fair). Shrinking below the slots in use cannot take permits back from requests, so the
 //! shortfall is recorded as debt and paid by forgetting permits as they come back.
+//!
+//! Each worker thread takes slots through its own [`PoolHandle`]: a slot holds that thread's
+//! `Arc`, and a slot found free at once is counted in a per-thread counter rather than in the
+//! shared wait histogram, so the common path writes no cache line the other threads write.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::UpstreamConfig;
@@ -30,7 +34,7 @@ pub enum Refusal {
 }
 
 pub struct UpstreamPool {
-    semaphore: Arc<Semaphore>,
+    semaphore: Semaphore,
     /// Logical capacity (`upstream.pool_size`).
     size: AtomicUsize,
     /// Permits to forget as they are released, because a shrink found them in use.
@@ -39,7 +43,11 @@ pub struct UpstreamPool {
     waiting: AtomicUsize,
     max_waiting: AtomicUsize,
     timeout_ms: AtomicU64,
+    /// Waits of requests that found no slot free at once.
     wait_seconds: Histogram,
+    /// Per worker thread: requests that found a slot free at once (zero waits, added to
+    /// `wait_seconds` when scraped).
+    free_at_once: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -63,15 +71,15 @@ impl UpstreamPool {
         )?;
         let size = to_usize(config.pool_size);
         let pool = Arc::new(Self {
-            semaphore: Arc::new(Semaphore::new(size)),
+            semaphore: Semaphore::new(size),
             size: AtomicUsize::new(size),
             debt: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             max_waiting: AtomicUsize::new(to_usize(config.max_waiting)),
             timeout_ms: AtomicU64::new(config.timeout_ms),
-            wait_seconds: wait_seconds.clone(),
+            wait_seconds,
+            free_at_once: Mutex::new(Vec::new()),
         });
-        metrics.register(wait_seconds);
         metrics.register(PoolGauges::new(pool.clone())?);
         Ok(pool)
     }
@@ -106,27 +114,27 @@ impl UpstreamPool {
         }
     }
 
-    /// Waits for a slot until `deadline`, unless too many requests are queued already.
-    pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Slot, Refusal> {
-        if let Ok(permit) = self.semaphore.clone().try_acquire_owned() {
-            self.wait_seconds.observe(0.0);
-            return Ok(Slot { permit: Some(permit), pool: self.clone() });
+    /// The wait histogram with the zero waits of every thread folded in.
+    fn wait_family(&self) -> Vec<MetricFamily> {
+        let zeros: u64 =
+            self.free_at_once.lock().map(|c| c.iter().map(|n| n.load(Ordering::Relaxed)).sum()).unwrap_or(0);
+        let mut families = self.wait_seconds.collect();
+        for metric in families.iter_mut().flat_map(|family| family.mut_metric().iter_mut()) {
+            let mut histogram = metric.get_histogram().clone();
+            histogram.set_sample_count(histogram.get_sample_count() + zeros);
+            let buckets = histogram
+                .get_bucket()
+                .iter()
+                .map(|bucket| {
+                    let mut bucket = bucket.clone();
+                    bucket.set_cumulative_count(bucket.cumulative_count() + zeros);
+                    bucket
+                })
+                .collect();
+            histogram.set_bucket(buckets);
+            metric.set_histogram(histogram);
         }
-        let max_waiting = self.max_waiting.load(Ordering::Relaxed);
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::QueueFull);
-        }
-        // Decrements `waiting` even when the caller gives up (client gone, future dropped).
-        let _queued = Queued(&self.waiting);
-        let started = Instant::now();
-        let outcome = tokio::time::timeout_at(deadline, self.semaphore.clone().acquire_owned()).await;
-        self.wait_seconds.observe(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(Ok(permit)) => Ok(Slot { permit: Some(permit), pool: self.clone() }),
-            // The semaphore is never closed; treat it like a timeout rather than panic.
-            Ok(Err(_)) | Err(_) => Err(Refusal::Timeout),
-        }
+        families
     }
 
     fn in_use(&self) -> usize {
@@ -147,10 +155,67 @@ impl Drop for Queued<'_> {
     }
 }
 
+/// A worker thread's access to the shared pool.
+pub struct PoolHandle {
+    pool: Arc<UpstreamPool>,
+    /// This thread's count of slots found free at once; written by this thread only.
+    free_at_once: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for PoolHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolHandle").field("pool", &self.pool).finish_non_exhaustive()
+    }
+}
+
+impl PoolHandle {
+    /// A handle for the calling worker thread.
+    pub fn new(pool: &Arc<UpstreamPool>) -> Arc<Self> {
+        let free_at_once = Arc::new(AtomicU64::new(0));
+        if let Ok(mut counters) = pool.free_at_once.lock() {
+            counters.push(free_at_once.clone());
+        }
+        Arc::new(Self { pool: pool.clone(), free_at_once })
+    }
+
+    pub fn pool(&self) -> &UpstreamPool {
+        &self.pool
+    }
+
+    /// Waits for a slot until `deadline`, unless too many requests are queued already.
+    pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Slot, Refusal> {
+        let pool = &self.pool;
+        if let Ok(permit) = pool.semaphore.try_acquire() {
+            // The slot travels with the response body; the permit comes back in `Slot::drop`.
+            permit.forget();
+            // Single writer: a plain load and store, no locked instruction.
+            self.free_at_once.store(self.free_at_once.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            return Ok(Slot { handle: self.clone() });
+        }
+        let max_waiting = pool.max_waiting.load(Ordering::Relaxed);
+        if pool.waiting.fetch_add(1, Ordering::AcqRel) >= max_waiting {
+            pool.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::QueueFull);
+        }
+        // Decrements `waiting` even when the caller gives up (client gone, future dropped).
+        let _queued = Queued(&pool.waiting);
+        let started = Instant::now();
+        let outcome = tokio::time::timeout_at(deadline, pool.semaphore.acquire()).await;
+        pool.wait_seconds.observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(Slot { handle: self.clone() })
+            }
+            // The semaphore is never closed; treat it like a timeout rather than panic.
+            Ok(Err(_)) | Err(_) => Err(Refusal::Timeout),
+        }
+    }
+}
+
 /// One pool slot; released (or forgotten, to pay shrink debt) when dropped.
 pub struct Slot {
-    permit: Option<OwnedSemaphorePermit>,
-    pool: Arc<UpstreamPool>,
+    handle: Arc<PoolHandle>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -161,15 +226,16 @@ impl std::fmt::Debug for Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Some(permit) = self.permit.take() else { return };
-        let paid = self.pool.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| debt.checked_sub(1)).is_ok();
-        if paid {
-            permit.forget();
+        let pool = &self.handle.pool;
+        let paid = pool.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| debt.checked_sub(1)).is_ok();
+        if !paid {
+            pool.semaphore.add_permits(1);
         }
     }
 }
 
-/// Pool gauges computed at scrape time, so the request path pays no extra shared atomics.
+/// Pool gauges and the wait histogram, computed at scrape time, so the request path pays no
+/// extra shared atomics.
 struct PoolGauges {
     pool: Arc<UpstreamPool>,
     size: IntGauge,
@@ -190,7 +256,7 @@ impl PoolGauges {
 
 impl Collector for PoolGauges {
     fn desc(&self) -> Vec<&Desc> {
-        [self.size.desc(), self.in_use.desc(), self.waiting.desc()].concat()
+        [self.size.desc(), self.in_use.desc(), self.waiting.desc(), self.pool.wait_seconds.desc()].concat()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -198,7 +264,7 @@ impl Collector for PoolGauges {
         self.size.set(gauge(self.pool.size.load(Ordering::Relaxed)));
         self.in_use.set(gauge(self.pool.in_use()));
         self.waiting.set(gauge(self.pool.waiting.load(Ordering::Relaxed)));
-        [self.size.collect(), self.in_use.collect(), self.waiting.collect()].concat()
+        [self.size.collect(), self.in_use.collect(), self.waiting.collect(), self.pool.wait_family()].concat()
     }
 }
 
@@ -266,8 +332,39 @@ mod tests {
         UpstreamPool::new(&config, &metrics).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Tests take slots through one handle, as one worker thread would.
+    trait Acquire {
+        async fn acquire(&self, deadline: Instant) -> Result<Slot, Refusal>;
+    }
+
+    impl Acquire for Arc<UpstreamPool> {
+        async fn acquire(&self, deadline: Instant) -> Result<Slot, Refusal> {
+            PoolHandle::new(self).acquire(deadline).await
+        }
+    }
+
     fn later(ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_found_free_at_once_count_as_zero_waits_of_every_thread() {
+        let pool = pool(2, 10);
+        let (first, second) = (PoolHandle::new(&pool), PoolHandle::new(&pool));
+        let a = first.acquire(later(100)).await.unwrap_or_else(|e| panic!("{e:?}"));
+        let _b = second.acquire(later(100)).await.unwrap_or_else(|e| panic!("{e:?}"));
+        let waiter = tokio::spawn({
+            let first = first.clone();
+            async move { first.acquire(later(100)).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(a);
+        assert_eq!(waiter.await.ok(), Some(Ok(())));
+        let families = pool.wait_family();
+        let histogram = families[0].get_metric()[0].get_histogram();
+        assert_eq!(histogram.get_sample_count(), 3);
+        assert_eq!(histogram.get_bucket()[0].cumulative_count(), 2, "two zero waits in the first bucket");
+        assert!(histogram.get_sample_sum() > 0.004);
     }
 
     #[tokio::test(start_paused = true)]

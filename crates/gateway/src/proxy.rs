@@ -19,7 +19,7 @@ use service_kit::ApiError;
 use service_kit::error::{ErrorBody, ErrorDetail};
 use tokio::time::Instant;
 
-use crate::pool::{Outcome, OutcomeCounters, Refusal, UpstreamPool};
+use crate::pool::{Outcome, OutcomeCounters, PoolHandle, Refusal, UpstreamPool};
 use crate::server::forwarded_for;
 use crate::settings::UpstreamUrl;
 use crate::upstream::{ConnPool, Guarded, SendError};
@@ -72,13 +72,14 @@ impl Target {
 /// The forwarding machinery shared by a worker thread's routes.
 #[derive(Clone)]
 pub struct Proxy {
-    pool: Arc<UpstreamPool>,
+    pool: Arc<PoolHandle>,
     body_limit: usize,
 }
 
 impl Proxy {
-    pub fn new(pool: Arc<UpstreamPool>, body_limit: usize) -> Self {
-        Self { pool, body_limit }
+    /// Forwarding for the calling worker thread, with its own handle on the shared `pool`.
+    pub fn new(pool: &Arc<UpstreamPool>, body_limit: usize) -> Self {
+        Self { pool: PoolHandle::new(pool), body_limit }
     }
 
     /// Sends `req` to `target` at `path_and_query` and streams the answer back.
@@ -98,7 +99,7 @@ impl Proxy {
         path_and_query: PathAndQuery,
         peer_ip: Option<&HeaderValue>,
     ) -> Response {
-        let deadline = Instant::now() + self.pool.timeout();
+        let deadline = Instant::now() + self.pool.pool().timeout();
 
         let declared_length = content_length(&parts.headers);
         if declared_length.is_some_and(|len| len > self.body_limit) {
@@ -151,7 +152,7 @@ impl Proxy {
                 ApiError::Timeout(format!(
                     "upstream `{}` did not answer within {} ms",
                     target.name,
-                    self.pool.timeout().as_millis()
+                    self.pool.pool().timeout().as_millis()
                 ))
                 .into_response()
             }
@@ -190,7 +191,7 @@ impl Proxy {
         parts.extensions = http::Extensions::new();
         let upstream_req = Request::from_parts(parts, Body::empty());
 
-        let deadline = Instant::now() + self.pool.timeout();
+        let deadline = Instant::now() + self.pool.pool().timeout();
         let mut resp = match tokio::time::timeout_at(deadline, target.conns.send_upgrade(upstream_req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(err)) => {
@@ -243,7 +244,7 @@ impl Proxy {
                 format!(
                     "no connection to upstream `{}` became free within {} ms",
                     target.name,
-                    self.pool.timeout().as_millis()
+                    self.pool.pool().timeout().as_millis()
                 ),
             ),
         };

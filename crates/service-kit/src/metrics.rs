@@ -135,10 +135,41 @@ impl RequestTrace {
     }
 }
 
+impl RequestTrace {
+    /// Runs `inner` (the handling of one request) inside this trace; returns the response and
+    /// how long it took.
+    pub async fn run<B, F>(self, inner: F) -> (http::Response<B>, std::time::Duration)
+    where
+        F: Future<Output = http::Response<B>>,
+    {
+        let start = Instant::now();
+        let resp = match &self {
+            Self::Span(span) => inner.instrument(span.clone()).await,
+            Self::Context(context) => context.scope(inner).await,
+        };
+        let elapsed = start.elapsed();
+        let status = resp.status();
+        let failed = status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::SERVICE_UNAVAILABLE;
+        match &self {
+            Self::Span(span) => {
+                span.record("http.response.status_code", status.as_u16());
+                if failed {
+                    span.in_scope(|| tracing::debug!(status = status.as_u16(), "request failed"));
+                }
+            }
+            Self::Context(context) if failed => {
+                context.in_scope(|| tracing::debug!(status = status.as_u16(), "request failed"));
+            }
+            Self::Context(_) => {}
+        }
+        (resp, elapsed)
+    }
+}
+
 impl Metrics {
     /// Runs `inner` (the handling of one request) inside `trace` and records its duration in
-    /// `http_server_request_duration_seconds{http_route=route, ...}`. For callers that route
-    /// without axum's `MatchedPath` (the user gateway); [`observe`] is the axum middleware.
+    /// `http_server_request_duration_seconds{http_route=route, ...}`. [`observe`] is the axum
+    /// middleware built on it.
     pub async fn observe_request<B, F>(
         &self,
         route: &str,
@@ -149,28 +180,10 @@ impl Metrics {
     where
         F: Future<Output = http::Response<B>>,
     {
-        let start = Instant::now();
-        let resp = match &trace {
-            RequestTrace::Span(span) => inner.instrument(span.clone()).await,
-            RequestTrace::Context(context) => context.scope(inner).await,
-        };
-        let status = resp.status();
-        let failed = status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::SERVICE_UNAVAILABLE;
-        match &trace {
-            RequestTrace::Span(span) => {
-                span.record("http.response.status_code", status.as_u16());
-                if failed {
-                    span.in_scope(|| tracing::debug!(status = status.as_u16(), "request failed"));
-                }
-            }
-            RequestTrace::Context(context) if failed => {
-                context.in_scope(|| tracing::debug!(status = status.as_u16(), "request failed"));
-            }
-            RequestTrace::Context(_) => {}
-        }
+        let (resp, elapsed) = trace.run(inner).await;
         self.http_duration
-            .with_label_values(&[route, method.as_str(), status.as_str()])
-            .observe(start.elapsed().as_secs_f64());
+            .with_label_values(&[route, method.as_str(), resp.status().as_str()])
+            .observe(elapsed.as_secs_f64());
         resp
     }
 }

@@ -109,7 +109,7 @@ impl RouteDeps {
     /// What one worker thread serves publicly. Call it on that thread: the upstream
     /// connections it opens are tasks of the calling runtime.
     pub fn public_front(&self) -> anyhow::Result<Front> {
-        let proxy = Proxy::new(self.pool.clone(), self.body_limit);
+        let proxy = Proxy::new(&self.pool, self.body_limit);
         let router = match self.role {
             GatewayRole::User => {
                 let shop = self.target("shop", &self.shop_url);

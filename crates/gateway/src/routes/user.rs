@@ -4,7 +4,7 @@
 //! forwarding itself. Answers are the ones the axum roles give: the route label, fault keys,
 //! JSON 404/405 (with `Allow`), `HEAD` served by `GET` routes, `/healthz`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +12,7 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
+use prometheus::Histogram;
 use service_kit::metrics::{RequestTrace, UNMATCHED_ROUTE};
 use service_kit::{ApiError, Metrics};
 
@@ -39,7 +40,12 @@ pub struct UserFront {
     paths: Vec<PathRoutes>,
     /// Path → index into `paths`.
     router: matchit::Router<usize>,
+    /// Duration series already resolved by this thread (see [`UserFront::duration`]).
+    durations: Mutex<Vec<(&'static str, Method, StatusCode, Histogram)>>,
 }
+
+/// Most duration series a worker thread keeps resolved.
+const MAX_CACHED_SERIES: usize = 256;
 
 /// Where a request goes.
 enum Matched<'a> {
@@ -73,7 +79,7 @@ impl UserFront {
             path.allow = HeaderValue::from_str(&allow.join(","))?;
             router.insert(path.template, index)?;
         }
-        Ok(Self { proxy, shop, metrics, faults, paths, router })
+        Ok(Self { proxy, shop, metrics, faults, paths, router, durations: Mutex::new(Vec::new()) })
     }
 
     /// Serves one request from a client at `peer_ip` (its `x-forwarded-for` value).
@@ -87,7 +93,27 @@ impl UserFront {
             Matched::NotFound => UNMATCHED_ROUTE,
         };
         let trace = RequestTrace::start(&method, route, req.headers());
-        self.metrics.observe_request(route, &method, trace, self.dispatch(matched, req, peer_ip)).await
+        let (resp, elapsed) = trace.run(self.dispatch(matched, req, peer_ip)).await;
+        self.duration(route, &method, resp.status()).observe(elapsed.as_secs_f64());
+        resp
+    }
+
+    /// The `http_server_request_duration_seconds` series of one route, method and status,
+    /// resolved once per worker thread: the registry's lookup takes a lock all threads share.
+    fn duration(&self, route: &'static str, method: &Method, status: StatusCode) -> Histogram {
+        let Ok(mut cache) = self.durations.lock() else {
+            return self.metrics.http_duration.with_label_values(&[route, method.as_str(), status.as_str()]);
+        };
+        let cached = cache.iter().find(|(r, m, s, _)| *s == status && m == method && *r == route);
+        if let Some((_, _, _, histogram)) = cached {
+            return histogram.clone();
+        }
+        let histogram = self.metrics.http_duration.with_label_values(&[route, method.as_str(), status.as_str()]);
+        // Methods are few and statuses come from a small set; the bound is only a backstop.
+        if cache.len() < MAX_CACHED_SERIES {
+            cache.push((route, method.clone(), status, histogram.clone()));
+        }
+        histogram
     }
 
     fn route(&self, method: &Method, path: &str) -> Matched<'_> {
