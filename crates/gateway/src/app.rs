@@ -28,7 +28,7 @@ use crate::pool::{self, UpstreamPool};
 use crate::routes::{FaultLayer, FaultLookup, Faults, Front, RouteDeps};
 use crate::server;
 use crate::settings::{GatewayRole, Settings, UpstreamUrl};
-use crate::upstream::ConnPool;
+use crate::upstream::{ConnPool, Extra};
 
 /// How long the user role's readiness probe waits for the shop's `/healthz`.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -289,7 +289,7 @@ fn shop_readiness(shop: &UpstreamUrl) -> ReadinessCheck {
             let conns = Arc::new(ConnPool::new(&shop));
             let path = format!("{}/healthz", shop.base_path());
             let req = http::Request::get(path).body(axum::body::Body::empty()).map_err(|e| e.to_string())?;
-            let resp = tokio::time::timeout(READINESS_TIMEOUT, conns.send(req))
+            let resp = tokio::time::timeout(READINESS_TIMEOUT, conns.send(req, Extra::default()))
                 .await
                 .map_err(|_| format!("shop did not answer {shop}/healthz within {} s", READINESS_TIMEOUT.as_secs()))?
                 .map_err(|e| format!("shop unreachable at {shop}: {e}"))?;

@@ -4,6 +4,7 @@
 //! Each worker thread owns its [`Target`]s (each with its own keep-alive connections); the
 //! [`UpstreamPool`] slots are shared by all threads.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,12 +18,13 @@ use http::{StatusCode, Uri, Version};
 use http_body_util::{LengthLimitError, Limited};
 use service_kit::ApiError;
 use service_kit::error::{ErrorBody, ErrorDetail};
+use service_kit::telemetry::TraceContext;
 use tokio::time::Instant;
 
 use crate::pool::{Outcome, OutcomeCounters, PoolHandle, Refusal, UpstreamPool};
 use crate::server::forwarded_for;
 use crate::settings::UpstreamUrl;
-use crate::upstream::{ConnPool, Guarded, SendError};
+use crate::upstream::{ConnPool, Extra, Guarded, SendError};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus `proxy-connection`
 /// which old clients still send.
@@ -118,8 +120,18 @@ impl Proxy {
                 return ApiError::Internal(anyhow::anyhow!("upstream URI for {}: {err}", target.name)).into_response();
             }
         };
-        prepare_request_headers(&mut parts.headers, peer_ip);
-        service_kit::telemetry::inject_current(&mut parts.headers);
+        // Hop-by-hop fields go; `Host`, `Upgrade`, `x-forwarded-for` and `traceparent` are
+        // replaced as the request is written (no map updates on the way).
+        strip_hop_by_hop(&mut parts.headers);
+        let forwarded_for = peer_ip.map(|ip| forwarded_chain(&parts.headers, ip));
+        let traceparent = if service_kit::telemetry::exporting() {
+            service_kit::telemetry::inject_current(&mut parts.headers);
+            None
+        } else {
+            TraceContext::current().map(|trace| trace.traceparent_bytes())
+        };
+        let extra =
+            Extra { forwarded_for: forwarded_for.as_deref(), traceparent: traceparent.as_ref().map(|t| &t[..]) };
         parts.uri = uri;
         // Keep-alive to the upstream whatever the client spoke.
         parts.version = Version::HTTP_11;
@@ -131,7 +143,7 @@ impl Proxy {
             Err(refusal) => return self.refuse(target, refusal),
         };
 
-        match tokio::time::timeout_at(deadline, target.conns.send(upstream_req)).await {
+        match tokio::time::timeout_at(deadline, target.conns.send(upstream_req, extra)).await {
             Ok(Ok(resp)) => {
                 target.counters.record(Outcome::Ok);
                 let (mut parts, body) = resp.into_parts();
@@ -290,6 +302,14 @@ fn prepare_request_headers(headers: &mut HeaderMap, peer_ip: Option<&HeaderValue
     };
     if let Some(value) = chained {
         headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// The `x-forwarded-for` value that records `ip` after the chain the request carries.
+fn forwarded_chain<'a>(headers: &HeaderMap, ip: &'a HeaderValue) -> Cow<'a, [u8]> {
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => Cow::Owned([prior.as_bytes(), b", ", ip.as_bytes()].concat()),
+        _ => Cow::Borrowed(ip.as_bytes()),
     }
 }
 

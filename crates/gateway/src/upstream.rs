@@ -149,6 +149,19 @@ impl std::fmt::Debug for ConnPool {
     }
 }
 
+/// Header fields the gateway sets on a forwarded request, written in place of any field of
+/// the same name the request carries.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extra<'a> {
+    /// `x-forwarded-for`: the client's address, after the chain it sent.
+    pub forwarded_for: Option<&'a [u8]>,
+    /// W3C `traceparent` of the request being served.
+    pub traceparent: Option<&'a [u8]>,
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// How a request body is framed on the wire.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RequestFraming {
@@ -171,11 +184,15 @@ impl ConnPool {
     /// connection, or a new one, and returns the response once its head has arrived. A reused
     /// connection the upstream had closed is replaced and the request sent again, when its
     /// body was small enough to be kept.
-    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        extra: Extra<'_>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, mut body) = req.into_parts();
         let framing = request_framing(&parts.method, &parts.headers, &body)?;
         let mut out = Vec::with_capacity(512);
-        encode_head(&parts, &self.host_header, framing, &mut out);
+        encode_head(&parts, &self.host_header, framing, extra, &mut out);
         let mut sent_body = 0u64;
         let mut body_done = framing == RequestFraming::Empty;
         while !body_done && out.len() < REPLAY_LIMIT {
@@ -282,21 +299,40 @@ fn method_carries_body(method: &Method) -> bool {
     *method == Method::POST || *method == Method::PUT || *method == Method::PATCH
 }
 
-fn encode_head(parts: &http::request::Parts, host: &HeaderValue, framing: RequestFraming, out: &mut Vec<u8>) {
+/// Writes the request line and header fields: the request's own, less `Host` (the
+/// upstream's is written), `Upgrade` and `Transfer-Encoding` (framing is this hop's), and the
+/// fields `extra` replaces.
+fn encode_head(
+    parts: &http::request::Parts,
+    host: &HeaderValue,
+    framing: RequestFraming,
+    extra: Extra<'_>,
+    out: &mut Vec<u8>,
+) {
+    fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    field(out, b"host", host.as_bytes());
     for (name, value) in &parts.headers {
-        if name == header::HOST || name == header::TRANSFER_ENCODING {
+        let replaced = (extra.forwarded_for.is_some() && name == X_FORWARDED_FOR)
+            || (extra.traceparent.is_some() && name == TRACEPARENT);
+        if replaced || name == header::HOST || name == header::TRANSFER_ENCODING || name == header::UPGRADE {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if let Some(value) = extra.forwarded_for {
+        field(out, X_FORWARDED_FOR.as_str().as_bytes(), value);
+    }
+    if let Some(value) = extra.traceparent {
+        field(out, TRACEPARENT.as_str().as_bytes(), value);
     }
     match framing {
         RequestFraming::Length(len) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
@@ -525,7 +561,9 @@ impl Framing {
             });
         }
         let Some(length) = length else { return Ok(Self::UntilClose) };
-        let length = std::str::from_utf8(length).ok().and_then(|v| v.parse().ok());
+        // Digits only: `str::parse` would also take a sign.
+        let digits = !length.is_empty() && length.iter().all(u8::is_ascii_digit);
+        let length = std::str::from_utf8(length).ok().filter(|_| digits).and_then(|v| v.parse().ok());
         match length.ok_or(SendError::Protocol("invalid content-length"))? {
             0 => Ok(Self::Done),
             left => Ok(Self::Length(left)),
@@ -748,6 +786,10 @@ mod tests {
             parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", &Method::GET).is_err()
         );
         assert!(parse_head(b"SPDY/3 200\r\n\r\n", &Method::GET).is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n", &Method::GET).is_err());
+        let many: String = (0..40).map(|i| format!("x-h{i}: {i}\r\n")).collect();
+        let head = parse(&format!("HTTP/1.1 200 OK\r\n{many}content-length: 0\r\n\r\n"), &Method::GET);
+        assert_eq!((head.headers.len(), head.framing), (41, Framing::Done));
     }
 
     #[test]
@@ -766,10 +808,30 @@ mod tests {
             Request::post("/api/carts?x=1").header("host", "client").header("x-b", "2").body(()).unwrap_or_default();
         let (parts, ()) = req.into_parts();
         let mut out = Vec::new();
-        encode_head(&parts, &HeaderValue::from_static("shop:8101"), RequestFraming::Chunked, &mut out);
+        encode_head(
+            &parts,
+            &HeaderValue::from_static("shop:8101"),
+            RequestFraming::Chunked,
+            Extra::default(),
+            &mut out,
+        );
         assert_eq!(
             String::from_utf8_lossy(&out),
             "POST /api/carts?x=1 HTTP/1.1\r\nhost: shop:8101\r\nx-b: 2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let req = Request::get("/")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("traceparent", "00-1-2-01")
+            .header("upgrade", "h2c")
+            .body(())
+            .unwrap_or_default();
+        let (parts, ()) = req.into_parts();
+        out.clear();
+        let extra = Extra { forwarded_for: Some(b"203.0.113.9, 127.0.0.1"), traceparent: Some(b"00-3-4-01") };
+        encode_head(&parts, &HeaderValue::from_static("shop"), RequestFraming::Empty, extra, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET / HTTP/1.1\r\nhost: shop\r\nx-forwarded-for: 203.0.113.9, 127.0.0.1\r\ntraceparent: 00-3-4-01\r\n\r\n"
         );
     }
 
@@ -800,10 +862,10 @@ mod tests {
         ])
         .await;
         let pool = Arc::new(ConnPool::new(&url));
-        let resp = pool.send(Request::get("/a").body(Body::empty()).unwrap_or_default()).await;
+        let resp = pool.send(Request::get("/a").body(Body::empty()).unwrap_or_default(), Extra::default()).await;
         let body = resp.unwrap_or_else(|e| panic!("{e}")).into_body().collect().await;
         assert_eq!(body.map(|b| b.to_bytes()).ok(), Some(Bytes::from_static(b"hello world")));
-        let resp = pool.send(Request::post("/b").body(Body::from("{}")).unwrap_or_default()).await;
+        let resp = pool.send(Request::post("/b").body(Body::from("{}")).unwrap_or_default(), Extra::default()).await;
         let resp = resp.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), StatusCode::CREATED);
         let body = resp.into_body().collect().await;

@@ -177,6 +177,12 @@ impl TraceContext {
 
     /// `00-<trace id>-<span id>-<flags>`, the header that makes this span the callee's parent.
     pub fn traceparent(&self) -> http::HeaderValue {
+        http::HeaderValue::from_bytes(&self.traceparent_bytes()).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    }
+
+    /// [`TraceContext::traceparent`] as bytes, for writers that encode header fields
+    /// themselves (no allocation).
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
         let mut buf = [0u8; 55];
         buf[..3].copy_from_slice(b"00-");
         write_hex(&mut buf[3..35], &self.trace_id.to_be_bytes());
@@ -184,7 +190,7 @@ impl TraceContext {
         write_hex(&mut buf[36..52], &self.span_id.to_be_bytes());
         buf[52] = b'-';
         write_hex(&mut buf[53..55], &[self.flags]);
-        http::HeaderValue::from_bytes(&buf).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+        buf
     }
 
     fn trace_id_hex(&self) -> String {
