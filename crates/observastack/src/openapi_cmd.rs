@@ -26,11 +26,14 @@ pub fn documents() -> anyhow::Result<Vec<(String, String)>> {
     // the gateways serve them on their admin listeners, described once in `internal.json`.
     let mut shop = shop::openapi();
     shop.merge(service_kit::openapi::internal_api());
+    let mut runner = runner::openapi();
+    runner.merge(service_kit::openapi::internal_api());
     let mut internal = service_kit::openapi::internal_api();
     internal.info.title = "ObservaStack internal routes (every service; gateways: admin listener)".to_owned();
     let mut docs = vec![
         ("shop.json".to_owned(), shop),
         ("orchestrator.json".to_owned(), orchestrator::openapi()),
+        ("runner.json".to_owned(), runner),
         ("internal.json".to_owned(), internal),
     ];
     for role in [GatewayRole::User, GatewayRole::Control, GatewayRole::Observability] {

@@ -240,3 +240,25 @@ fn describe(err: &ApiError) -> String {
         other => other.to_string(),
     }
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "ObservaStack runner", description = "User-side SLIs of the load the runner generates."),
+    paths(routes::slis),
+    components(schemas(
+        scenario::sli::SliSnapshot,
+        scenario::sli::JourneySlis,
+        scenario::sli::Journey,
+        service_kit::error::ErrorBody,
+        service_kit::error::ErrorDetail,
+        service_kit::FieldError,
+    )),
+    tags((name = "runner", description = "Read by the orchestrator and consoles; load is steered through `/config`")),
+)]
+struct RunnerApi;
+
+/// OpenAPI description of the runner's own routes. `/config`, `/healthz`, `/readyz` and
+/// `/metrics` are documented centrally by service-kit.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <RunnerApi as utoipa::OpenApi>::openapi()
+}

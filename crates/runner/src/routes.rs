@@ -30,7 +30,14 @@ pub fn router(state: SliState) -> Router {
 
 /// SLIs per journey and for all journeys over the last `window_secs` (default: `slis.window_secs`
 /// of `/config`).
-async fn slis(
+#[utoipa::path(get, path = "/slis", tag = "runner",
+    params(("window_secs" = Option<u32>, Query, minimum = 1, maximum = 300,
+        description = "Trailing window in seconds (default: `slis.window_secs` of `/config`)")),
+    responses(
+        (status = 200, body = SliSnapshot),
+        (status = 400, body = service_kit::error::ErrorBody, description = "Unknown query parameter, or `window_secs` not a whole number in range"),
+    ))]
+pub async fn slis(
     State(state): State<SliState>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<SliSnapshot>, ApiError> {

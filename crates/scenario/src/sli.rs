@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// A user journey through the user gateway. `Ping` is a single cheap request, used for
 /// benchmarks and smoke load, never mixed into scenarios' business load by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Journey {
     /// List a page of products.
@@ -120,7 +120,7 @@ impl fmt::Display for Subject {
 }
 
 /// SLIs of one journey (or of all) over one window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JourneySlis {
     /// Journeys that finished (succeeded or failed) in the window.
     pub completed: u64,
@@ -151,7 +151,7 @@ impl JourneySlis {
 
 /// The runner's view of the last `window_secs`, as served on its `GET /slis` and pushed to
 /// consoles by the orchestrator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SliSnapshot {
     pub at: DateTime<Utc>,
     pub window_secs: f64,
