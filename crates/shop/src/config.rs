@@ -119,8 +119,8 @@ impl Default for DbConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
-    /// `indexed` matches name prefixes through an index; `full_scan` matches substrings of name
-    /// and description, which no index can serve.
+    /// `indexed` matches name prefixes through an index; `full_scan` matches words anywhere in
+    /// name and description through a text-search vector computed per row, which no index serves.
     pub strategy: SearchStrategy,
 }
 
@@ -130,7 +130,7 @@ pub enum SearchStrategy {
     // Case-insensitive name prefix match on the `lower(name) text_pattern_ops` index.
     #[default]
     Indexed,
-    // Case-insensitive substring match over name and description: a sequential scan.
+    // Full-text match over name and description, tokenised per row: a sequential scan.
     FullScan,
 }
 

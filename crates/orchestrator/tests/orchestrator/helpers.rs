@@ -389,7 +389,7 @@ impl Ws {
         }
     }
 
-    async fn read(&mut self) -> Option<Value> {
+    pub async fn read(&mut self) -> Option<Value> {
         loop {
             match self.stream.next().await {
                 Some(Ok(Message::Text(text))) => {

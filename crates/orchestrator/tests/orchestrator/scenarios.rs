@@ -76,9 +76,26 @@ struct Seen {
 async fn follow(ws: &mut Ws, run_id: &str, sc: &Scenario, seen: &mut Seen, what: &str, done: impl Fn(&Seen) -> bool) {
     let deadline = tokio::time::Instant::now() + PHASE;
     while !done(seen) {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "{}: timed out waiting for {what}; seen: {:#?}", sc.id, ws.types());
-        let msg = ws.next(left).await.expect("the websocket stays open");
+        let msg = match tokio::time::timeout_at(deadline, ws.read()).await {
+            Ok(msg) => msg.expect("the websocket stays open"),
+            Err(_) => {
+                // The SLIs tell why a phase never came: show the run's last few.
+                let recent: Vec<String> = ws
+                    .seen
+                    .iter()
+                    .filter(|m| m["type"] == "slis" && m["run_id"] == run_id)
+                    .rev()
+                    .take(8)
+                    .map(|m| format!("{} {}", seen.state, describe(&snapshot(m), &sc.conditions)))
+                    .collect();
+                panic!(
+                    "{}: timed out waiting for {what}; seen: {:#?}\nlast SLIs, newest first:\n{}",
+                    sc.id,
+                    ws.types(),
+                    recent.join("\n")
+                );
+            }
+        };
         match msg["type"].as_str().unwrap() {
             "state" if msg["run"]["id"] == run_id => {
                 seen.state = msg["state"].as_str().unwrap().to_owned();

@@ -111,18 +111,31 @@ pub struct SearchQuery {
 pub const SEARCH_INDEXED_SQL: &str = "SELECT id, sku, name, category, base_price_cents AS list_price_cents, stock \
      FROM products WHERE lower(name) LIKE $1 ORDER BY lower(name), id LIMIT $2";
 
-/// Case-insensitive substring match over name and description; `$1` is `%…%`. No index can
-/// serve it, so every search reads the whole table.
+/// Full-text match of word prefixes anywhere in name and description; `$1` is a `tsquery`
+/// such as `wire:* & speak:*`. The text-search vector is computed per row at query time (there
+/// is no stored vector and no GIN index), the classic mistake this strategy teaches: every
+/// search reads and tokenises the whole table, around a hundred milliseconds for 10k products.
 pub const SEARCH_FULL_SCAN_SQL: &str = "SELECT id, sku, name, category, base_price_cents AS list_price_cents, stock \
-     FROM products WHERE (name || ' ' || description) ILIKE $1 ORDER BY lower(name), id LIMIT $2";
+     FROM products WHERE to_tsvector('english', name || ' ' || description) @@ to_tsquery('english', $1) \
+     ORDER BY lower(name), id LIMIT $2";
 
-/// The statement and its `$1` pattern for searching `q` with `strategy`.
+/// The statement and its `$1` pattern for searching `q` with `strategy`. The full-text
+/// pattern is empty when `q` has no word characters: nothing can match then.
 pub fn search_statement(strategy: SearchStrategy, q: &str) -> (&'static str, String) {
-    let escaped = escape_like(q);
     match strategy {
-        SearchStrategy::Indexed => (SEARCH_INDEXED_SQL, format!("{}%", escaped.to_lowercase())),
-        SearchStrategy::FullScan => (SEARCH_FULL_SCAN_SQL, format!("%{escaped}%")),
+        SearchStrategy::Indexed => (SEARCH_INDEXED_SQL, format!("{}%", escape_like(q).to_lowercase())),
+        SearchStrategy::FullScan => (SEARCH_FULL_SCAN_SQL, prefix_tsquery(q)),
     }
+}
+
+/// Every run of letters and digits in `q` as a prefix term, all required. Only alphanumeric
+/// characters reach the `tsquery`, so no input can form query syntax.
+fn prefix_tsquery(q: &str) -> String {
+    q.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(|word| format!("{}:*", word.to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(" & ")
 }
 
 /// Escapes LIKE wildcards (backslash is PostgreSQL's default LIKE escape) so `q` matches literally.
@@ -229,6 +242,14 @@ pub async fn search_products(
     let config = app.config();
     let strategy = config.search.strategy;
     let (sql, pattern) = search_statement(strategy, q);
+    if pattern.is_empty() {
+        return Ok(Json(SearchResults {
+            query: q.to_owned(),
+            items: Vec::new(),
+            limit,
+            currency: CURRENCY.to_owned(),
+        }));
+    }
     let mut conn = app.conn(&config).await?;
     app.metrics.search_queries.with_label_values(&[strategy.as_str()]).inc();
     // Not prepared: each search is planned with its pattern, so a prefix becomes an index range.
@@ -239,7 +260,7 @@ pub async fn search_products(
         .fetch_all(&mut *conn)
         .instrument(match strategy {
             SearchStrategy::Indexed => query_span("SELECT products name prefix"),
-            SearchStrategy::FullScan => query_span("SELECT products substring scan"),
+            SearchStrategy::FullScan => query_span("SELECT products full-text scan"),
         })
         .await
         .map_err(db_error)?;
@@ -298,6 +319,8 @@ mod tests {
     #[test]
     fn search_patterns_escape_wildcards() {
         assert_eq!(search_statement(SearchStrategy::Indexed, "Wire_less%").1, "wire\\_less\\%%");
-        assert_eq!(search_statement(SearchStrategy::FullScan, "a\\b").1, "%a\\\\b%");
+        assert_eq!(search_statement(SearchStrategy::FullScan, "Wire_less%").1, "wire:* & less:*");
+        assert_eq!(search_statement(SearchStrategy::FullScan, "a'b:*|!(c)").1, "a:* & b:* & c:*");
+        assert_eq!(search_statement(SearchStrategy::FullScan, "%&*").1, "");
     }
 }
