@@ -139,16 +139,19 @@ impl JwtKeys {
             Ok(data) => Ok(Caller { subject: data.claims.sub, role: data.claims.role }),
             Err(err) => {
                 let why = match err.kind() {
-                    ErrorKind::ExpiredSignature => "token expired",
-                    ErrorKind::ImmatureSignature => "token not yet valid",
-                    ErrorKind::InvalidAudience => "token audience is not `observastack`",
-                    ErrorKind::InvalidIssuer => "token issuer is not `observastack`",
-                    ErrorKind::InvalidSignature => "token signature is invalid",
-                    ErrorKind::InvalidAlgorithm => "token algorithm must be HS256",
-                    ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
-                    _ => "token is malformed",
+                    ErrorKind::ExpiredSignature => "token expired".to_owned(),
+                    ErrorKind::ImmatureSignature => "token not yet valid".to_owned(),
+                    ErrorKind::InvalidAudience => "token audience is not `observastack`".to_owned(),
+                    ErrorKind::InvalidIssuer => "token issuer is not `observastack`".to_owned(),
+                    ErrorKind::InvalidSignature => "token signature is invalid".to_owned(),
+                    ErrorKind::InvalidAlgorithm => "token algorithm must be HS256".to_owned(),
+                    ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the required claim `{claim}`"),
+                    // A header or claims set not of the stack's shape (`alg: none`, a missing
+                    // or unknown field); serde names which.
+                    ErrorKind::Json(json) => format!("token is malformed: {json}"),
+                    _ => "token is malformed".to_owned(),
                 };
-                Err(ApiError::Unauthorized(why.to_owned()))
+                Err(ApiError::Unauthorized(why))
             }
         }
     }
