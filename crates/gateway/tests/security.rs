@@ -32,6 +32,11 @@ fn signed(alg: Algorithm, claims: &Value) -> String {
     jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(SECRET)).unwrap()
 }
 
+fn foreign_signed(claims: &Value) -> String {
+    let key = EncodingKey::from_secret(b"not-the-stack-secret-not-the-stack-secret");
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).unwrap()
+}
+
 fn with(field: &str, value: Value) -> Value {
     let mut c = claims();
     c[field] = value;
@@ -91,19 +96,7 @@ async fn every_forged_or_misused_token_is_refused_with_401_and_reaches_nothing()
             raw(&json!({"alg": "ES256", "typ": "JWT"}), &claims(), "c2ln"),
             "algorithm",
         ),
-        (
-            "wrong secret",
-            {
-                let other = jsonwebtoken::encode(
-                    &Header::new(Algorithm::HS256),
-                    &claims(),
-                    &EncodingKey::from_secret(b"not-the-stack-secret-not-the-stack-secret"),
-                )
-                .unwrap();
-                other
-            },
-            "signature",
-        ),
+        ("wrong secret", foreign_signed(&claims()), "signature"),
         ("tampered payload (learner → instructor)", tampered(), "signature"),
         ("wrong audience", signed(Algorithm::HS256, &with("aud", json!("grafana"))), "audience"),
         ("wrong issuer", signed(Algorithm::HS256, &with("iss", json!("someone-else"))), "issuer"),
