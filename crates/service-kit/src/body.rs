@@ -50,6 +50,15 @@ pub async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
 /// Parses JSON with the path of the first offending field in the error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = parse_value(de)?;
+    // Without this, `{"a":1}garbage` would be accepted as `{"a":1}`.
+    de.end().map_err(|err| ApiError::Validation(vec![FieldError::new("(body)", "json_syntax", err.to_string())]))?;
+    Ok(value)
+}
+
+fn parse_value<'de, T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
@@ -126,5 +135,8 @@ mod tests {
         );
         assert_eq!(field_and_rule("1"), ("(body)".into(), "type".into()));
         assert_eq!(field_and_rule("{\"items\": ["), ("(body)".into(), "json_syntax".into()));
+        // Found by the fuzzer: a valid document followed by anything is not a valid body.
+        assert_eq!(field_and_rule("{\"items\":[]}\u{ff}"), ("(body)".into(), "json_syntax".into()));
+        assert_eq!(field_and_rule("{\"items\":[]} {}"), ("(body)".into(), "json_syntax".into()));
     }
 }
