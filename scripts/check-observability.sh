@@ -101,6 +101,23 @@ patch() {
 }
 patch runner '{"enabled": true, "load": {"pattern": "constant", "rate": 15, "think_time_ms": 20}}'
 
+# docker-compose.yml points the orchestrator at the user gateway's /config through the control
+# gateway (`gateway=http://gateway-control:8081/api/services/gateway-user`), so the orchestrator
+# shares no network with the user gateway. Make the calls the orchestrator makes on that base URL.
+instructor=$(OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh token instructor 1)
+base="$control/api/services/gateway-user"
+orchestrator_call() {
+  local method=$1 path=$2 code
+  local args=(-s -o "$work/call.out" -w '%{http_code}' -X "$method" -H "Authorization: Bearer $instructor")
+  [ "$method" = PATCH ] && args+=(-H 'Content-Type: application/json' -d '{}')
+  code=$(curl "${args[@]}" "$base$path")
+  [ "$code" = 200 ] || { echo "FAIL: orchestrator-style $method $base$path -> $code $(cat "$work/call.out")" >&2; exit 1; }
+}
+orchestrator_call GET /config
+orchestrator_call GET "/config/history?limit=5"
+orchestrator_call PATCH /config
+echo "  the orchestrator's compose route to the user gateway's /config (through the control gateway) answers" >&2
+
 services=$(curl -s "http://$observability/api/services" | "$py" -c 'import json,sys; print(",".join(s["name"] for s in json.load(sys.stdin)["services"]))')
 mkdir -p "$work/prom/data"
 cp -r prometheus/rules "$work/prom/rules"
