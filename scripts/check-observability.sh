@@ -56,11 +56,20 @@ up_pid="" prom_pid=""
 cleanup() {
   # Only what this script started, by pid: Prometheus, then `observastack up` (which stops its
   # children on SIGTERM).
-  [ -n "$prom_pid" ] && kill "$prom_pid" 2>/dev/null && wait "$prom_pid" 2>/dev/null || true
+  if [ -n "$prom_pid" ] && kill "$prom_pid" 2>/dev/null; then
+    wait "$prom_pid" 2>/dev/null || true
+  fi
   if [ -n "$up_pid" ] && kill -0 "$up_pid" 2>/dev/null; then
     kill -TERM "$up_pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$up_pid" 2>/dev/null || break; sleep 0.5; done
+    # It stops its services on SIGTERM; a finished child stays a zombie until reaped, so look
+    # at its state rather than at `kill -0`.
+    for _ in $(seq 1 40); do
+      state=$(ps -o stat= -p "$up_pid" 2>/dev/null || true)
+      case "$state" in ''|Z*) break ;; esac
+      sleep 0.5
+    done
     kill -KILL "$up_pid" 2>/dev/null || true
+    wait "$up_pid" 2>/dev/null || true
   fi
   psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -137,5 +146,12 @@ done
 # Calm traffic first (orders succeed), then the bad release so 5xx series exist too.
 sleep 25
 patch shop '{"release": {"version": "2.4.1"}}'
+min_targets=$(($(tr ',' '\n' <<<"$services" | wc -l) + 1))
 "$py" deploy/checks/observability.py live --prometheus "http://$prom_addr" --logs "$work/state/logs" \
-  --min-targets "$(($(tr ',' '\n' <<<"$services" | wc -l) + 1))" --timeout 150
+  --min-targets "$min_targets" --timeout 150
+# The live check must be able to fail: a panel reading a metric nobody exports has to fail it.
+if "$py" deploy/checks/observability.py live --prometheus "http://$prom_addr" --logs "$work/state/logs" \
+  --min-targets "$min_targets" --timeout 0 --extra-expr 'rate(shop_requests_that_do_not_exist_total[1m])' >/dev/null 2>&1; then
+  echo "FAIL: the live check accepted an expression over a metric that does not exist" >&2; exit 1
+fi
+echo "  an expression over a missing metric fails the live check, as it should" >&2
