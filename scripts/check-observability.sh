@@ -42,6 +42,8 @@ echo "  a weakened RouteErrorRatioHigh threshold fails the rule tests, as it sho
 echo "== grafana dashboards" >&2
 "$py" grafana/generate.py --check
 "$py" deploy/checks/observability.py static
+bash deploy/checks/node.sh
+node deploy/checks/logql.cjs grafana/dashboards/*.json
 
 echo "== live: native stack + real Prometheus" >&2
 target="${CARGO_TARGET_DIR:-target}/debug"

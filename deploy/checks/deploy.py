@@ -49,8 +49,8 @@ class Checks:
         return 1 if self.failures else 0
 
 
-def ports_table():
-    """Rows of the first table in docs/ports.md whose header starts with `| service |`."""
+def ports_table(first="service"):
+    """Rows of the first table in docs/ports.md whose header starts with `| {first} |`."""
     rows, header = [], None
     for line in (ROOT / "docs/ports.md").read_text().splitlines():
         if not line.startswith("|"):
@@ -59,7 +59,7 @@ def ports_table():
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if header is None:
-            if cells and cells[0] == "service":
+            if cells and cells[0] == first:
                 header = cells
             continue
         if set(line.replace("|", "").strip()) <= set("-: "):
@@ -193,6 +193,26 @@ def ports_checks(c, resolved):
     c.check(set(documented) == set(services), f"docs/ports.md documents every service (missing {sorted(set(services) - set(documented))})")
 
 
+def network_table_checks(c, resolved, members):
+    """docs/ports.md's "What each network connects" table is what compose builds."""
+    rows = ports_table("network")
+    documented = {}
+    for row in rows:
+        m = re.match(r"`([^`]+)`(\s*\(internal\))?", row["network"])
+        c.check(m is not None, f"docs/ports.md: network cell `{row['network']}` names a network")
+        if not m:
+            continue
+        name, internal = m.group(1), bool(m.group(2))
+        documented[name] = row
+        c.check(name in resolved.get("networks", {}), f"docs/ports.md: network {name} exists in compose")
+        c.check(split_list(row["members"]) == members.get(name, set()),
+                f"network {name}: members {sorted(members.get(name, set()))} match docs/ports.md {sorted(split_list(row['members']))}")
+        c.check(bool(resolved["networks"].get(name, {}).get("internal")) == internal,
+                f"network {name}: internal={internal} as docs/ports.md says")
+    c.check(set(documented) == set(resolved.get("networks", {})),
+            f"docs/ports.md documents every network (missing {sorted(set(resolved.get('networks', {})) - set(documented))})")
+
+
 def dockerfile_checks(c):
     text = (ROOT / "deploy/Dockerfile").read_text()
     # Join continuation lines, drop comments.
@@ -259,6 +279,7 @@ def main():
     members = compose_checks(c, resolved, raw)
     network_checks(c, resolved, members)
     ports_checks(c, resolved)
+    network_table_checks(c, resolved, members)
     dockerfile_checks(c)
     c.figures.update({"compose services": len(resolved["services"]), "networks": len(resolved.get("networks", {})),
                       "named volumes": len(resolved.get("volumes", {})), "docs/ports.md rows": len(ports_table())})
