@@ -13,3 +13,7 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --locked --no-fail-fast
+echo "== deploy checks (compose, Dockerfile, workflows, Gitpod, terraform)" >&2
+bash scripts/check-deploy.sh
+echo "== observability checks (promtool, dashboards, real Prometheus on the native stack)" >&2
+bash scripts/check-observability.sh

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Checks prometheus/ and grafana/ against the real thing:
+#   1. promtool check config / check rules; promtool test rules (and that the tests can fail);
+#   2. dashboards and datasource provisioning (valid, uids, log panels, trace↔log links);
+#   3. live: starts the native stack (`observastack up`, own port offset and database), puts
+#      load on it (runner journeys, then the bad release so 5xx exist), starts a real Prometheus
+#      on loopback with prometheus/prometheus.yml rewritten to loopback targets, and asserts that
+#      every target is up, every rule evaluates, and every recording rule and dashboard query
+#      returns data. Everything it started is stopped on exit.
+# Env: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/debug), OBSERVASTACK_CHECK_PORT_OFFSET
+# (default 500), DATABASE_URL (admin URL of the PostgreSQL to create the throwaway database in).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bash scripts/ensure-prometheus.sh
+venv=$(bash deploy/checks/venv.sh)
+py="$venv/bin/python"
+
+echo "== promtool check rules / config" >&2
+promtool check rules prometheus/rules/*.yml
+work=$(mktemp -d /tmp/observastack-obs-check.XXXXXX)
+# The compose config names its rules by their path inside the container; check it with ours.
+sed "s#/etc/prometheus/rules/#$root/prometheus/rules/#" prometheus/prometheus.yml >"$work/compose-prometheus.yml"
+promtool check config "$work/compose-prometheus.yml"
+
+echo "== promtool test rules" >&2
+promtool test rules prometheus/tests/*.test.yml
+# The tests must be able to fail: a weakened error-ratio threshold has to break them.
+mkdir -p "$work/mutant/rules" "$work/mutant/tests"
+sed 's/http_server_error_ratio:rate1m > 0.05/http_server_error_ratio:rate1m > 0.5/' prometheus/rules/alerts.yml >"$work/mutant/rules/alerts.yml"
+cp prometheus/rules/recording.yml "$work/mutant/rules/"
+cp prometheus/tests/*.test.yml "$work/mutant/tests/"
+if cmp -s prometheus/rules/alerts.yml "$work/mutant/rules/alerts.yml"; then
+  echo "FAIL: the mutation found nothing to change in alerts.yml" >&2; exit 1
+fi
+if promtool test rules "$work/mutant/tests/"*.test.yml >/dev/null 2>&1; then
+  echo "FAIL: promtool test rules passed with a broken alert threshold; the tests cannot fail" >&2; exit 1
+fi
+echo "  a weakened RouteErrorRatioHigh threshold fails the rule tests, as it should" >&2
+
+echo "== grafana dashboards" >&2
+"$py" grafana/generate.py --check
+"$py" deploy/checks/observability.py static
+bash deploy/checks/node.sh
+node deploy/checks/logql.cjs grafana/dashboards/*.json
+
+echo "== live: native stack + real Prometheus" >&2
+target="${CARGO_TARGET_DIR:-target}/debug"
+offset="${OBSERVASTACK_CHECK_PORT_OFFSET:-500}"
+admin_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+db="observastack_obs_check"
+stack_url="${admin_url%/*}/$db"
+cargo build --workspace --bins --locked -q
+bash scripts/ensure-postgres.sh
+
+up_pid="" prom_pid=""
+cleanup() {
+  # Only what this script started, by pid: Prometheus, then `observastack up` (which stops its
+  # children on SIGTERM).
+  if [ -n "$prom_pid" ] && kill "$prom_pid" 2>/dev/null; then
+    wait "$prom_pid" 2>/dev/null || true
+  fi
+  if [ -n "$up_pid" ] && kill -0 "$up_pid" 2>/dev/null; then
+    kill -TERM "$up_pid" 2>/dev/null || true
+    # It stops its services on SIGTERM; a finished child stays a zombie until reaped, so look
+    # at its state rather than at `kill -0`.
+    for _ in $(seq 1 40); do
+      state=$(ps -o stat= -p "$up_pid" 2>/dev/null || true)
+      case "$state" in ''|Z*) break ;; esac
+      sleep 0.5
+    done
+    kill -KILL "$up_pid" 2>/dev/null || true
+    wait "$up_pid" 2>/dev/null || true
+  fi
+  psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+
+port() { echo $(($1 + offset)); }
+OBSERVASTACK_STATE_DIR="$work/state" "$target/observastack" up --bin-dir "$target" --port-offset "$offset" \
+  --database-url "$stack_url" --seed-products 500 --seed-orders 500 --scenarios scenarios >"$work/up.log" 2>&1 &
+up_pid=$!
+for _ in $(seq 1 240); do
+  grep -q "ObservaStack is up." "$work/up.log" && break
+  kill -0 "$up_pid" 2>/dev/null || { cat "$work/up.log" >&2; echo "FAIL: observastack up exited" >&2; exit 1; }
+  sleep 0.5
+done
+grep -q "ObservaStack is up." "$work/up.log" || { cat "$work/up.log" >&2; echo "FAIL: the stack did not come up" >&2; exit 1; }
+
+control="http://127.0.0.1:$(port 8081)"
+observability="127.0.0.1:$(port 8082)"
+# Tokens come from scripts/compose-env.sh's minting (the one compose users get), signed with the
+# native stack's secret: this also proves that minting right.
+printf 'OBSERVASTACK_JWT_SECRET=%s\n' "$(cat "$work/state/jwt-secret")" >"$work/env"
+chmod 600 "$work/env"
+token=$(OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh token learner 1)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$control/api/services/shop/config")
+[ "$code" = 200 ] || { echo "FAIL: a token minted by scripts/compose-env.sh got $code from the control gateway" >&2; exit 1; }
+bad=$(printf 'OBSERVASTACK_JWT_SECRET=%s\n' "$(printf 'x%.0s' $(seq 1 64))" >"$work/env-bad"; OBSERVASTACK_ENV_FILE="$work/env-bad" bash scripts/compose-env.sh token learner 1)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $bad" "$control/api/services/shop/config")
+[ "$code" = 401 ] || { echo "FAIL: a token signed with another secret got $code, not 401" >&2; exit 1; }
+echo "  scripts/compose-env.sh tokens: accepted (200) with the stack's secret, refused (401) with another" >&2
+
+patch() {
+  local service=$1 body=$2 code
+  code=$(curl -s -o "$work/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' -d "$body" "$control/api/services/$service/config")
+  [ "$code" = 200 ] || { echo "FAIL: PATCH $service $body -> $code $(cat "$work/patch.out")" >&2; exit 1; }
+}
+patch runner '{"enabled": true, "load": {"pattern": "constant", "rate": 15, "think_time_ms": 20}}'
+
+# docker-compose.yml points the orchestrator at the user gateway's /config through the control
+# gateway (`gateway=http://gateway-control:8081/api/services/gateway-user`), so the orchestrator
+# shares no network with the user gateway. Make the calls the orchestrator makes on that base URL.
+instructor=$(OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh token instructor 1)
+base="$control/api/services/gateway-user"
+orchestrator_call() {
+  local method=$1 path=$2 code
+  local args=(-s -o "$work/call.out" -w '%{http_code}' -X "$method" -H "Authorization: Bearer $instructor")
+  [ "$method" = PATCH ] && args+=(-H 'Content-Type: application/json' -d '{}')
+  code=$(curl "${args[@]}" "$base$path")
+  [ "$code" = 200 ] || { echo "FAIL: orchestrator-style $method $base$path -> $code $(cat "$work/call.out")" >&2; exit 1; }
+}
+orchestrator_call GET /config
+orchestrator_call GET "/config/history?limit=5"
+orchestrator_call PATCH /config
+echo "  the orchestrator's compose route to the user gateway's /config (through the control gateway) answers" >&2
+
+services=$(curl -s "http://$observability/api/services" | "$py" -c 'import json,sys; print(",".join(s["name"] for s in json.load(sys.stdin)["services"]))')
+mkdir -p "$work/prom/data"
+cp -r prometheus/rules "$work/prom/rules"
+prom_addr="127.0.0.1:$(port 9090)"
+"$py" deploy/checks/native-prometheus.py --gateway "$observability" --self "$prom_addr" --rules "$work/prom/rules" \
+  --services "$services" >"$work/prom/prometheus.yml"
+promtool check config "$work/prom/prometheus.yml" >/dev/null
+prometheus --config.file="$work/prom/prometheus.yml" --storage.tsdb.path="$work/prom/data" \
+  --web.listen-address="$prom_addr" --storage.tsdb.retention.time=1h --log.level=warn >"$work/prom.log" 2>&1 &
+prom_pid=$!
+for _ in $(seq 1 60); do
+  curl -sf "http://$prom_addr/-/ready" >/dev/null 2>&1 && break
+  kill -0 "$prom_pid" 2>/dev/null || { cat "$work/prom.log" >&2; echo "FAIL: prometheus exited" >&2; exit 1; }
+  sleep 0.5
+done
+
+# Calm traffic first (orders succeed), then the bad release so 5xx series exist too.
+sleep 25
+patch shop '{"release": {"version": "2.4.1"}}'
+min_targets=$(($(tr ',' '\n' <<<"$services" | wc -l) + 1))
+"$py" deploy/checks/observability.py live --prometheus "http://$prom_addr" --logs "$work/state/logs" \
+  --min-targets "$min_targets" --timeout 150
+# The live check must be able to fail: a panel reading a metric nobody exports has to fail it.
+if "$py" deploy/checks/observability.py live --prometheus "http://$prom_addr" --logs "$work/state/logs" \
+  --min-targets "$min_targets" --timeout 0 --extra-expr 'rate(shop_requests_that_do_not_exist_total[1m])' >/dev/null 2>&1; then
+  echo "FAIL: the live check accepted an expression over a metric that does not exist" >&2; exit 1
+fi
+echo "  an expression over a missing metric fails the live check, as it should" >&2

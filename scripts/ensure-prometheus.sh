@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Makes sure `prometheus` and `promtool` are on PATH for the observability checks: installs
+# Debian's `prometheus` package (non-interactively, without recommends) only when one is absent.
+# The package's own service is not started: the checks run their own Prometheus on loopback.
+set -euo pipefail
+
+if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "prometheus/promtool are missing; install them (Debian: apt-get install prometheus)" >&2
+  exit 1
+fi
+echo "installing Prometheus (Debian package)…" >&2
+apt-get update -qq
+# policy-rc.d keeps the package's init script from starting a Prometheus on :9090.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod +x "$policy"
+  created_policy=1
+fi
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+[ "$created_policy" = 1 ] && rm -f "$policy"
+command -v promtool >/dev/null 2>&1 || { echo "promtool still missing after installing prometheus" >&2; exit 1; }

@@ -1,0 +1,199 @@
+# ObservaStack on one GCP VM running the Docker Compose stack from the published images, with
+# the three paths kept apart by firewall rules: user traffic public, control restricted to
+# allowed addresses, observability not public (IAP tunnel or allowed addresses only).
+
+locals {
+  tag = var.name
+  apis = [
+    "compute.googleapis.com",
+    "secretmanager.googleapis.com",
+    "iap.googleapis.com",
+  ]
+  # Google's IAP TCP-forwarding range: SSH (and tunnels to Grafana) only through IAP.
+  iap_range = "35.235.240.0/20"
+}
+
+resource "google_project_service" "apis" {
+  for_each           = toset(local.apis)
+  service            = each.value
+  disable_on_destroy = false
+}
+
+# --- Network ---------------------------------------------------------------------------------
+
+resource "google_compute_network" "vpc" {
+  name                    = "${var.name}-vpc"
+  auto_create_subnetworks = false
+  depends_on              = [google_project_service.apis]
+}
+
+resource "google_compute_subnetwork" "subnet" {
+  name                     = "${var.name}-subnet"
+  network                  = google_compute_network.vpc.id
+  region                   = var.region
+  ip_cidr_range            = var.subnet_cidr
+  private_ip_google_access = true
+}
+
+resource "google_compute_firewall" "user" {
+  name          = "${var.name}-user-path"
+  description   = "User path: the user gateway (business routes only)."
+  network       = google_compute_network.vpc.id
+  direction     = "INGRESS"
+  source_ranges = var.user_allowed_cidrs
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["8080"]
+  }
+}
+
+resource "google_compute_firewall" "control" {
+  name          = "${var.name}-control-path"
+  description   = "Control path: the control gateway (console, orchestrator API, /config; JWT)."
+  network       = google_compute_network.vpc.id
+  direction     = "INGRESS"
+  source_ranges = var.control_allowed_cidrs
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["8081"]
+  }
+}
+
+resource "google_compute_firewall" "observability" {
+  count         = length(var.observability_allowed_cidrs) > 0 ? 1 : 0
+  name          = "${var.name}-observability-path"
+  description   = "Observability path: Grafana, Prometheus and the observability gateway (read-only)."
+  network       = google_compute_network.vpc.id
+  direction     = "INGRESS"
+  source_ranges = var.observability_allowed_cidrs
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["3000", "8082", "9090"]
+  }
+}
+
+resource "google_compute_firewall" "iap" {
+  name          = "${var.name}-iap"
+  description   = "SSH and port tunnels through Identity-Aware Proxy only."
+  network       = google_compute_network.vpc.id
+  direction     = "INGRESS"
+  source_ranges = [local.iap_range]
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22", "3000", "8082", "9090"]
+  }
+}
+
+# --- Secrets (generated here, kept in Secret Manager; never defaults) ------------------------
+
+resource "random_id" "jwt_secret" {
+  byte_length = 32
+}
+
+resource "random_password" "grafana_admin" {
+  length  = 32
+  special = false
+}
+
+resource "random_password" "postgres" {
+  length  = 32
+  special = false
+}
+
+locals {
+  secrets = {
+    jwt-secret    = random_id.jwt_secret.hex
+    grafana-admin = random_password.grafana_admin.result
+    postgres      = random_password.postgres.result
+  }
+}
+
+resource "google_secret_manager_secret" "stack" {
+  for_each  = local.secrets
+  secret_id = "${var.name}-${each.key}"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "stack" {
+  for_each    = local.secrets
+  secret      = google_secret_manager_secret.stack[each.key].id
+  secret_data = each.value
+}
+
+# --- VM ----------------------------------------------------------------------------------------
+
+resource "google_service_account" "vm" {
+  account_id   = "${var.name}-vm"
+  display_name = "ObservaStack VM"
+}
+
+resource "google_secret_manager_secret_iam_member" "vm" {
+  for_each  = local.secrets
+  secret_id = google_secret_manager_secret.stack[each.key].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.vm.email}"
+}
+
+resource "google_project_iam_member" "vm_logging" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.vm.email}"
+}
+
+resource "google_compute_instance" "stack" {
+  name         = "${var.name}-vm"
+  machine_type = var.machine_type
+  zone         = var.zone
+  tags         = [local.tag]
+
+  boot_disk {
+    initialize_params {
+      image = "ubuntu-os-cloud/ubuntu-2404-lts-amd64"
+      size  = var.disk_size_gb
+      type  = "pd-balanced"
+    }
+  }
+
+  network_interface {
+    subnetwork = google_compute_subnetwork.subnet.id
+    access_config {}
+  }
+
+  service_account {
+    email  = google_service_account.vm.email
+    scopes = ["cloud-platform"]
+  }
+
+  shielded_instance_config {
+    enable_secure_boot          = true
+    enable_vtpm                 = true
+    enable_integrity_monitoring = true
+  }
+
+  metadata = {
+    enable-oslogin = "TRUE"
+    startup-script = templatefile("${path.module}/startup.sh.tftpl", {
+      repository_url = var.repository_url
+      version        = var.observastack_version
+      secret_prefix  = var.name
+    })
+  }
+
+  depends_on = [
+    google_secret_manager_secret_version.stack,
+    google_secret_manager_secret_iam_member.vm,
+  ]
+}
