@@ -8,4 +8,5 @@ mod checkout;
 mod config;
 mod helpers;
 mod knobs;
+mod pg_restart;
 mod startup;
