@@ -268,7 +268,7 @@ def live(args):
             if kind == "variable":
                 exprs.append((where, variable_query(sub), True))
             else:
-                # Config-change annotations are empty unless a change happened in the last minute.
+                # Annotations are empty unless a config change or a run happened in the last minute.
                 exprs.append((where, sub, kind == "panel"))
 
     deadline = time.monotonic() + args.timeout
@@ -330,7 +330,7 @@ def live(args):
         "expressions checked (parse + run)": len(exprs),
         "alerts raised by the injected bad release": ", ".join(f"{n} {l}={v}" for n, l, v in expected_alerts) or "none asked",
         "of which must return data (recording rules, dashboard panels, variables)": n_data,
-        "parse-only (alert expressions, config-change annotations)": n_parse_only,
+        "parse-only (alert expressions, annotations)": n_parse_only,
         "distinct metric names read, all present": len(names - recorded),
         "log lines with trace_id matched by the derived field": f"{len(matched)}/{len(lines)}",
     })
