@@ -76,6 +76,22 @@ CONFIG_ANNOTATIONS = [
 ]
 
 
+RUN_ANNOTATIONS = [
+    {
+        "name": "Scenario runs",
+        "datasource": PROM,
+        "enable": True,
+        "iconColor": "purple",
+        "expr": 'sum by (outcome) (changes(orchestrator_runs_total[1m])) > 0',
+        "step": "15s",
+        "titleFormat": "run {{outcome}}",
+        "textFormat": "a scenario run was {{outcome}}",
+        "tagKeys": "outcome",
+        "useValueForTime": False,
+    },
+]
+
+
 class Dashboard:
     def __init__(self, uid, title, description, tags, variables, annotations=()):
         self.uid, self.title, self.description, self.tags = uid, title, description, tags
@@ -166,7 +182,7 @@ class Dashboard:
 def service_overview():
     d = Dashboard("observastack-service-overview", "Service Overview",
                   "RED per service and route (traffic, errors, latency). Orange marks are config changes.",
-                  ["red"], [SERVICE_VAR, ROUTE_VAR], CONFIG_ANNOTATIONS)
+                  ["red"], [SERVICE_VAR, ROUTE_VAR], CONFIG_ANNOTATIONS + RUN_ANNOTATIONS)
     d.row("Per service")
     d.metric("Requests per second", [('service:http_server_requests:rate1m{service=~"$service"}', "{{service}}")],
              unit="reqps")
@@ -263,7 +279,8 @@ def database():
 def scenario():
     d = Dashboard("observastack-scenario", "Scenario",
                   "The current run as users feel it: the scenario runner's journeys (coordinated omission "
-                  "corrected), orders, and the orchestrator's run state.", ["scenario"], [], CONFIG_ANNOTATIONS)
+                  "corrected), orders, and the orchestrator's run state.", ["scenario"], [],
+                  CONFIG_ANNOTATIONS + RUN_ANNOTATIONS)
     d.metric("Run active", [("orchestrator_active_run", "active")], kind="stat", w=6, h=5)
     d.metric("Journey success", [("runner:journey_success:ratio1m", "success")], unit="percentunit", kind="stat",
              w=6, h=5)

@@ -150,7 +150,7 @@ sleep 25
 patch shop '{"release": {"version": "2.4.1"}}'
 min_targets=$(($(tr ',' '\n' <<<"$services" | wc -l) + 1))
 "$py" deploy/checks/observability.py live --prometheus "http://$prom_addr" --logs "$work/state/logs" \
-  --min-targets "$min_targets" --timeout 150
+  --min-targets "$min_targets" --timeout 150 --expect-alert 'RouteErrorRatioHigh:http_route=/api/checkout'
 # The live check must be able to fail: a panel reading a metric nobody exports has to fail it.
 if "$py" deploy/checks/observability.py live --prometheus "http://$prom_addr" --logs "$work/state/logs" \
   --min-targets "$min_targets" --timeout 0 --extra-expr 'rate(shop_requests_that_do_not_exist_total[1m])' >/dev/null 2>&1; then

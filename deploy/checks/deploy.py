@@ -268,6 +268,33 @@ def dockerfile_checks(c):
     c.check("target/" in ignore and ".env" in ignore and ".git/" in ignore, ".dockerignore keeps target/, .git/ and .env out of the context")
 
 
+def telemetry_config_checks(c):
+    """The collector, Loki and Tempo configs parse, and the collector's pipelines only name
+    components it declares (what the collector itself refuses at start-up)."""
+    col = yaml.safe_load((ROOT / "deploy/otel-collector.yaml").read_text())
+    service = col.get("service", {})
+    for ext in service.get("extensions", []):
+        c.check(ext in col.get("extensions", {}), f"otel-collector: extension {ext} is declared")
+    pipelines = service.get("pipelines", {})
+    c.check(set(pipelines) == {"traces", "logs", "metrics"}, f"otel-collector: traces, logs and metrics pipelines ({sorted(pipelines)})")
+    for name, pipeline in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                c.check(component in (col.get(kind) or {}), f"otel-collector: {name} pipeline's {kind[:-1]} {component} is declared")
+    exporters = col.get("exporters", {})
+    c.check(exporters.get("otlp/tempo", {}).get("endpoint") == "tempo:4317", "otel-collector: traces go to tempo:4317")
+    c.check(exporters.get("otlphttp/loki", {}).get("endpoint") == "http://loki:3100/otlp", "otel-collector: logs go to Loki's OTLP endpoint")
+    c.check(exporters.get("prometheusremotewrite", {}).get("endpoint") == "http://prometheus:9090/api/v1/write",
+            "otel-collector: metrics go to Prometheus' remote-write receiver")
+    loki = yaml.safe_load((ROOT / "deploy/loki.yaml").read_text())
+    c.check(loki.get("server", {}).get("http_listen_port") == 3100 and loki.get("auth_enabled") is False, "loki: single tenant on 3100")
+    c.check(loki.get("limits_config", {}).get("allow_structured_metadata") is True, "loki: structured metadata on (OTLP ingestion)")
+    tempo = yaml.safe_load((ROOT / "deploy/tempo.yaml").read_text())
+    c.check(tempo.get("server", {}).get("http_listen_port") == 3200, "tempo: HTTP API on 3200")
+    protocols = tempo.get("distributor", {}).get("receivers", {}).get("otlp", {}).get("protocols", {})
+    c.check(protocols.get("grpc", {}).get("endpoint") == "0.0.0.0:4317", "tempo: OTLP gRPC on 0.0.0.0:4317")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--resolved", required=True)
@@ -281,6 +308,7 @@ def main():
     ports_checks(c, resolved)
     network_table_checks(c, resolved, members)
     dockerfile_checks(c)
+    telemetry_config_checks(c)
     c.figures.update({"compose services": len(resolved["services"]), "networks": len(resolved.get("networks", {})),
                       "named volumes": len(resolved.get("volumes", {})), "docs/ports.md rows": len(ports_table())})
     return c.finish()

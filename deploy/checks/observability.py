@@ -248,6 +248,13 @@ def recording_rules():
 def live(args):
     prom = args.prometheus.rstrip("/")
     exprs = [(f"--extra-expr {e}", e, True) for e in args.extra_expr]  # (where, expr, must_have_data)
+    # Alerts that the injected symptom must raise (pending or firing), on the given label only.
+    expected_alerts = []
+    for spec in args.expect_alert:
+        name, _, matcher = spec.partition(":")
+        label, _, value = matcher.partition("=")
+        expected_alerts.append((name, label, value))
+        exprs.append((f"alert {name} raised for {label}={value}", f'ALERTS{{alertname="{name}", {label}="{value}"}}', True))
     for file, rule in recording_rules():
         if "record" in rule:
             exprs.append((f"{file} record {rule['record']}", rule["record"], True))
@@ -261,7 +268,7 @@ def live(args):
             if kind == "variable":
                 exprs.append((where, variable_query(sub), True))
             else:
-                # Config-change annotations are empty unless a change happened in the last minute.
+                # Annotations are empty unless a config change or a run happened in the last minute.
                 exprs.append((where, sub, kind == "panel"))
 
     deadline = time.monotonic() + args.timeout
@@ -299,6 +306,9 @@ def live(args):
             c.check(bool(result), f"{where}: returns data: {expr}")
         else:
             n_parse_only += 1
+    for name, label, value in expected_alerts:
+        _, _, others = query(prom, f'ALERTS{{alertname="{name}", {label}!="{value}"}}')
+        c.check(not others, f"alert {name} is raised for {label}={value} only (also: {[o['metric'].get(label) for o in others]})")
     recorded = {rule["record"] for _, rule in recording_rules() if "record" in rule}
     for name in sorted(names - recorded):
         ok, _, result = query(prom, f'count({{__name__="{name}"}})')
@@ -318,8 +328,9 @@ def live(args):
         "scrape targets up": f"{sum(t['health'] == 'up' for t in targets)}/{len(targets)}",
         "rules evaluating ok": f"{sum(r.get('health') == 'ok' for r in rules)}/{len(rules)}",
         "expressions checked (parse + run)": len(exprs),
+        "alerts raised by the injected bad release": ", ".join(f"{n} {l}={v}" for n, l, v in expected_alerts) or "none asked",
         "of which must return data (recording rules, dashboard panels, variables)": n_data,
-        "parse-only (alert expressions, config-change annotations)": n_parse_only,
+        "parse-only (alert expressions, annotations)": n_parse_only,
         "distinct metric names read, all present": len(names - recorded),
         "log lines with trace_id matched by the derived field": f"{len(matched)}/{len(lines)}",
     })
@@ -338,6 +349,8 @@ def main():
     lp.add_argument("--timeout", type=float, default=150)
     lp.add_argument("--min-targets", type=int, default=7)
     lp.add_argument("--out")
+    lp.add_argument("--expect-alert", action="append", default=[], metavar="NAME:LABEL=VALUE",
+                    help="an alert that must be pending or firing for LABEL=VALUE, and for no other value")
     lp.add_argument("--extra-expr", action="append", default=[],
                     help="an expression that must return data too (the script's self-test passes one that cannot)")
     args = parser.parse_args()
