@@ -11,6 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let log = cli.log.clone();
     let settings = cli.into_settings(std::env::var(service_kit::ENV_JWT_SECRET).ok())?;
     let _telemetry = service_kit::telemetry::init(settings.role.service_name(), otlp_endpoint.as_deref(), &log)?;
+    service_kit::server::follow_supervisor()?;
     // The admin listener and config follower share this runtime; the public listener gets
     // its own worker threads.
     let gateway = Gateway::build(settings)?;

@@ -315,6 +315,7 @@ fn spawn(bins: &Path, logs: &Path, spec: &ServiceSpec) -> anyhow::Result<Child> 
     let mut cmd = Command::new(bins.join(spec.binary));
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env(service_kit::server::ENV_SUPERVISOR_PID, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -205,3 +205,150 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
     }
     drop_database(&db).await;
 }
+
+/// The pid of `parent`'s child process named `name` (its `comm`), from /proc.
+fn child_pid(parent: u32, name: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        // `pid (comm) state ppid …`; comm may hold spaces, so split at the last ')'.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let (pid, comm) = head.split_once(" (")?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent && comm == name).then(|| pid.parse().ok())?
+    })
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn console(stack: &Stack) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://127.0.0.1:{}/api/ws", 8081 + stack.offset);
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert("authorization", format!("Bearer {}", stack.token).parse().unwrap());
+    Ok(tokio_tungstenite::connect_async(req).await?.0)
+}
+
+/// The next JSON message, `None` once the connection is gone.
+async fn next_json(ws: &mut Ws) -> Option<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_orchestrator_killed_mid_run_comes_back_resumes_the_run_and_consoles_catch_up() {
+    let state = tempfile::tempdir().unwrap();
+    let db = format!("observastack_kill_{}", std::process::id());
+    drop_database(&db).await;
+    let stack = start_stack(state.path(), &db);
+    let http = reqwest::Client::new();
+    let control = |path: &str| stack.url(8081, path);
+
+    let resp = http
+        .post(control("/api/runs"))
+        .bearer_auth(&stack.token)
+        .json(&json!({"scenario": "bad-release-checkout", "time_scale": 0.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let run: Value = resp.json().await.unwrap();
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let current: Value = http
+            .get(control("/api/runs/current"))
+            .bearer_auth(&stack.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if current["state"] == "incident" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never reached its incident: {current}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut ws = console(&stack).await.expect("the console connects");
+    let first = tokio::time::timeout(Duration::from_secs(5), next_json(&mut ws)).await.unwrap().unwrap();
+    assert_eq!(first["run"]["id"], run_id.as_str(), "{first}");
+
+    let orchestrator = child_pid(stack.child.id(), "orchestrator").expect("up runs an orchestrator");
+    kill(Pid::from_raw(orchestrator), Signal::SIGKILL).unwrap();
+
+    // The console notices: its connection ends (no close frame from a killed process).
+    let ended =
+        tokio::time::timeout(Duration::from_secs(15), async { while next_json(&mut ws).await.is_some() {} }).await;
+    assert!(ended.is_ok(), "the console's connection ended");
+
+    // `up` restarts the orchestrator; a reconnecting console gets the same run's state first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut ws, state) = loop {
+        if let Ok(mut ws) = console(&stack).await
+            && let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), next_json(&mut ws)).await
+            && msg["type"] == "state"
+            && msg["run"]["id"] == run_id.as_str()
+        {
+            break (ws, msg);
+        }
+        assert!(Instant::now() < deadline, "no console could reconnect to the run within 60 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(matches!(state["state"].as_str(), Some("incident" | "recovering")), "{state}");
+    assert_ne!(child_pid(stack.child.id(), "orchestrator"), Some(orchestrator), "a new process");
+    let run: Value = http
+        .get(control(&format!("/api/runs/{run_id}")))
+        .bearer_auth(&stack.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resumed = run["events"].as_array().unwrap().iter().filter(|e| e["milestone"] == "resumed").count();
+    assert_eq!(resumed, 1, "{run}");
+
+    // The learner rolls the release back; the resumed run completes on the new console.
+    let fix = http
+        .patch(control("/api/services/shop/config"))
+        .bearer_auth(&stack.token)
+        .json(&json!({"release": {"version": "2.4.0"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fix.status(), 200, "{}", fix.text().await.unwrap());
+    let completed = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match next_json(&mut ws).await {
+                Some(msg) if msg["type"] == "completed" => return Some(msg),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("completed within 120 s")
+    .expect("the console stayed connected");
+    assert_eq!(completed["run_id"], run_id.as_str());
+
+    // `up` itself killed with SIGKILL: its services follow it (PR_SET_PDEATHSIG) and free
+    // every port, instead of living on as orphans.
+    let offset = stack.offset;
+    drop(stack);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in PORTS {
+        while TcpListener::bind(("127.0.0.1", port + offset)).is_err() {
+            assert!(Instant::now() < deadline, "port {} still bound after up was killed", port + offset);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    drop_database(&db).await;
+}

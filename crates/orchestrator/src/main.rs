@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let _telemetry = service_kit::telemetry::init(orchestrator::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
+    service_kit::server::follow_supervisor()?;
     let mut services = orchestrator::default_services();
     services.extend(cli.services);
     let settings = Settings {

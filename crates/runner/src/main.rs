@@ -68,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let _telemetry = service_kit::telemetry::init(runner::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
+    service_kit::server::follow_supervisor()?;
     let settings = Settings {
         listen: cli.listen,
         target: cli.target,

@@ -17,6 +17,29 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// How long in-flight requests may run on after shutdown was asked for.
+/// Env key `observastack up` sets to its own pid on every service it starts.
+pub const ENV_SUPERVISOR_PID: &str = "OBSERVASTACK_SUPERVISOR_PID";
+
+/// Under a supervisor (`observastack up`), asks the kernel for SIGTERM when the supervisor dies,
+/// even by SIGKILL, so no service outlives it holding its ports; SIGTERM then drains as usual.
+/// Fails when the supervisor is already gone. Without the env key, or off Linux, does nothing.
+pub fn follow_supervisor() -> anyhow::Result<()> {
+    let Ok(pid) = std::env::var(ENV_SUPERVISOR_PID) else { return Ok(()) };
+    let supervisor: i32 =
+        pid.parse().map_err(|_| anyhow::anyhow!("{ENV_SUPERVISOR_PID} must be a process id, got `{pid}`"))?;
+    #[cfg(target_os = "linux")]
+    {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+        // The supervisor may have died between our fork and the call above.
+        if nix::unistd::getppid().as_raw() != supervisor {
+            anyhow::bail!("the supervisor (pid {supervisor}) is gone");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = supervisor;
+    Ok(())
+}
+
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 /// Binds `addr`, naming the address in the error (a port in use is the usual cause).

@@ -78,6 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let _telemetry = service_kit::telemetry::init(shop::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
+    service_kit::server::follow_supervisor()?;
     let settings = Settings {
         listen: cli.listen,
         database_url: cli.database_url,
