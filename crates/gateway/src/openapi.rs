@@ -27,7 +27,7 @@ struct UserApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ObservaStack control gateway", description = "Token-guarded operations on the stack's services."),
-    paths(routes::healthz, control::list_services, control::service_config, control::service_config_sub),
+    paths(routes::healthz, control::list_services, control::service_config, control::service_config_sub, control::service_metrics),
     components(schemas(
         routes::Health,
         routes::ServiceList,
