@@ -51,7 +51,9 @@ function renderNav(): void {
       label, id === 'debrief' && store.completed ? h('span', { class: 'dot', 'aria-label': ' (ready)' }) : null)))));
 }
 
-function route(): void {
+/** On a section change (not the first load, so Tab starts at the skip link) focus moves to
+ * the new content, which screen readers then announce. */
+function route(ev?: Event): void {
   if (signedOut) return;
   const name = tabName();
   renderNav();
@@ -61,7 +63,7 @@ function route(): void {
   current = { name, view };
   view.mount(main);
   document.title = `${TABS.find(([t]) => t === name)?.[1]} · ObservaStack`;
-  main.focus({ preventScroll: true });
+  if (ev) main.focus({ preventScroll: true });
 }
 
 function renderConn(): void {
