@@ -69,7 +69,7 @@ fi
 cp "$work/up.out" "$artifacts/up.out"
 
 export CONSOLE_LOGIN_URL="$login" CONSOLE_ARTIFACTS="$artifacts" CONSOLE_DIST="$root/console/dist"
-export CONSOLE_UP_PID="$up_pid"
+export CONSOLE_UP_PID="$up_pid" CONSOLE_SESSION_FILE="$work/session.json"
 cd console
 if [ "${CONSOLE_ONLY_REPORT:-0}" != 1 ]; then
   echo "== console e2e: headless Chromium" >&2

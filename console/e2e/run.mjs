@@ -1,6 +1,7 @@
 // End-to-end: a learner's whole journey through the console against the real stack.
 // Each step saves a screenshot in $CONSOLE_ARTIFACTS; a failing step saves `FAILED-<step>.png`.
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
 import { ARTIFACTS, LOGIN_URL, ORIGIN, launch, shot } from './lib.mjs';
 
 const browser = await launch();
@@ -173,6 +174,14 @@ try {
     await page.locator('[data-next]').waitFor();
   });
 
+  await step('11b-next-scenario-link', async () => {
+    const next = await page.locator('[data-next]').getAttribute('data-next');
+    await page.locator('[data-next]').click();
+    await page.locator(`.card.highlight[data-scenario="${next}"]`).waitFor();
+    await page.locator('nav [data-tab="debrief"]').click();
+    await page.getByRole('heading', { name: 'Debrief', level: 1 }).waitFor();
+  });
+
   await step('12-user-chart-with-fix', async () => {
     await page.getByRole('link', { name: 'User' }).click();
     await page.locator('.uplot canvas').first().waitFor();
@@ -205,7 +214,24 @@ try {
     assert.ok(overflow <= 1, `no sideways scrolling at 1280 px (${overflow}px too wide)`);
   });
 
+  await step('16-websocket-reconnects', async () => {
+    // Stop the orchestrator this test's `observastack up` started (by pid); `up` restarts it.
+    const up = process.env.CONSOLE_UP_PID;
+    assert.ok(up, 'CONSOLE_UP_PID is set');
+    const children = readdirSync(`/proc/${up}/task`).flatMap((tid) =>
+      readFileSync(`/proc/${up}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean));
+    const orchestrator = children.find((pid) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'orchestrator');
+    assert.ok(orchestrator, 'the orchestrator is a child of observastack up');
+    await page.locator('#conn.online').waitFor();
+    process.kill(Number(orchestrator), 'SIGTERM');
+    await page.locator('#conn.offline', { hasText: 'disconnected' }).waitFor({ timeout: 20_000 });
+    await shot(page, '16a-disconnected');
+    await page.locator('#conn.online').waitFor({ timeout: 60_000 });
+  });
+
   assert.deepEqual(consoleErrors, [], 'no uncaught script errors');
+  // The login code is spent: hand the session to the report script that may run next.
+  if (process.env.CONSOLE_SESSION_FILE) await context.storageState({ path: process.env.CONSOLE_SESSION_FILE });
 } finally {
   await browser.close();
 }

@@ -169,6 +169,8 @@ export class ConfigView_ {
       kind = 'json';
       input = h('textarea', { ...common, rows: 3, spellcheck: 'false' });
       input.value = JSON.stringify(value ?? null, null, 1);
+      // Fault fields belong to the scenario: a learner repairs around them, never clears them.
+      if (/instructor/i.test(s.description ?? '')) (input as HTMLTextAreaElement).readOnly = true;
     }
     const range = [s.minimum !== undefined ? `min ${s.minimum}` : '', s.maximum !== undefined ? `max ${s.maximum}` : ''].filter(Boolean).join(', ');
     const help = h('p', { class: 'muted small', id: `${id}-help` }, [s.description ?? '', range ? ` (${range})` : ''].join(''));

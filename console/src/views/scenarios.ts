@@ -110,6 +110,14 @@ export class ScenariosView {
         h('button', { type: 'button', onclick: () => void this.act('Reset', () => api('POST', '/api/reset')) }, 'Reset everything')),
       h('div', { class: 'grid' }, cards),
     );
+    // The debrief's "next scenario" link lands here with ?highlight=<id>.
+    const wanted = /[?&]highlight=([^&]+)/.exec(location.hash)?.[1];
+    const card = wanted ? this.catalogEl.querySelector<HTMLElement>(`[data-scenario="${CSS.escape(decodeURIComponent(wanted))}"]`) : null;
+    if (card) {
+      card.classList.add('highlight');
+      card.scrollIntoView({ block: 'center' });
+      card.querySelector<HTMLButtonElement>('button')?.focus({ preventScroll: true });
+    }
   }
 
   private tick(): void {

@@ -64,7 +64,17 @@ export class UserView {
         width: this.width(),
         height: 260,
         plugins: [markerPlugin],
-        scales: { x: { time: true }, pct: { range: [0, 100] }, ms: { range: (_u, _min, max) => [0, Math.max(50, max ?? 0) * 1.1] } },
+        scales: {
+          // The span of the data, stretched to the latest marker: the `resolved` moment comes
+          // after the last snapshot, when the load has already stopped.
+          x: {
+            time: true,
+            range: (_u, min, max) => {
+              const last = Math.max(max ?? 0, ...markers().map((m) => m.t + 1));
+              const first = Math.min(min ?? last, ...markers().map((m) => m.t - 1));
+              return [Math.max(first, last - HISTORY_SECS), last];
+            },
+          }, pct: { range: [0, 100] }, ms: { range: (_u, _min, max) => [0, Math.max(50, max ?? 0) * 1.1] } },
         axes: [
           {},
           { scale: 'pct', values: (_u, vals) => vals.map((v) => `${v}%`), label: 'success' },
