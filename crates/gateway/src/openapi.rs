@@ -8,7 +8,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Required, ResponseBuilder};
 
-use crate::routes::{self, ORCHESTRATOR_ROUTES, USER_ROUTES, control, observability};
+use crate::routes::{self, CONSOLE_ROUTES, ORCHESTRATOR_ROUTES, USER_ROUTES, control, observability};
 use crate::settings::GatewayRole;
 
 #[derive(OpenApi)]
@@ -91,6 +91,16 @@ fn add_orchestrator_routes(doc: &mut utoipa::openapi::OpenApi) {
         "Needs a token (Bearer header or the `observastack_token` cookie). Forwarded unchanged to the \
          orchestrator, whose answer is passed back (see docs/orchestrator.md and orchestrator.json); \
          `GET /api/ws` is a WebSocket tunnelled once the orchestrator accepts the handshake.",
+    );
+    add_forwarded_routes(
+        doc,
+        CONSOLE_ROUTES,
+        "orchestrator",
+        "The web console (docs/console.md), forwarded to the orchestrator without a token: its built \
+         assets, `GET /console/login?code=…` (the one-time login URL `observastack up` prints; sets the \
+         HttpOnly, SameSite=Strict `observastack_token` cookie and redirects to `/console/`), \
+         `GET /console/settings.json` and `POST /console/logout`. Requests authenticated by the cookie \
+         must come from this origin, and state-changing ones must carry `x-observastack-csrf: 1`.",
     );
 }
 

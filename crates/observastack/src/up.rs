@@ -133,8 +133,9 @@ fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
         format!("runner={runner_url}"),
     ];
     orchestrator_args.push("--console-dir".to_owned());
-    orchestrator_args
-        .push(std::path::absolute(&args.console_dir).unwrap_or_else(|_| args.console_dir.clone()).display().to_string());
+    orchestrator_args.push(
+        std::path::absolute(&args.console_dir).unwrap_or_else(|_| args.console_dir.clone()).display().to_string(),
+    );
     for dir in &args.scenarios {
         orchestrator_args.push("--scenarios".to_owned());
         // Absolute, so the orchestrator's log and `ps` say which folder it reads.

@@ -152,7 +152,9 @@ async fn login(State(state): State<Arc<ConsoleState>>, headers: HeaderMap, Query
         Ok(done) if done.rows_affected() == 1 => {}
         // Reloading the used link in a browser that is already signed in just opens the console.
         Ok(_) if already_in => return Redirect::to("/console/").into_response(),
-        Ok(_) => return login_failed(StatusCode::UNAUTHORIZED, "This login link was already used; each link works once."),
+        Ok(_) => {
+            return login_failed(StatusCode::UNAUTHORIZED, "This login link was already used; each link works once.");
+        }
         Err(err) => {
             tracing::error!(error = %err, "cannot record a console login");
             return login_failed(StatusCode::SERVICE_UNAVAILABLE, "The login could not be recorded; try again.");
@@ -166,10 +168,8 @@ async fn login(State(state): State<Arc<ConsoleState>>, headers: HeaderMap, Query
         }
     };
     tracing::info!(subject = %claims.sub, "console login");
-    let cookie = format!(
-        "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
-    );
+    let cookie =
+        format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs());
     let mut resp = Redirect::to("/console/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, value);
@@ -227,7 +227,11 @@ async fn settings_json(State(state): State<Arc<ConsoleState>>) -> Response {
             .collect(),
         None => Vec::new(),
     };
-    let body = PublicSettings { grafana_url: grafana, grafana_dashboards, service_health_url: s.service_health_url.as_deref() };
+    let body = PublicSettings {
+        grafana_url: grafana,
+        grafana_dashboards,
+        service_health_url: s.service_health_url.as_deref(),
+    };
     let mut resp = axum::Json(body).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp

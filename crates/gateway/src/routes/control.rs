@@ -266,7 +266,10 @@ mod tests {
         let cookie = ("cookie", "observastack_token=abc");
         let host = ("host", "127.0.0.1:8081");
         let refused = csrf_check(&http::Method::PATCH, &headers(&[cookie, host]));
-        assert!(matches!(refused, Err(ApiError::Forbidden { ref message, .. }) if message.contains(CSRF_HEADER)), "{refused:?}");
+        assert!(
+            matches!(refused, Err(ApiError::Forbidden { ref message, .. }) if message.contains(CSRF_HEADER)),
+            "{refused:?}"
+        );
         assert!(csrf_check(&http::Method::PATCH, &headers(&[cookie, host, (CSRF_HEADER, "1")])).is_ok());
         assert!(csrf_check(&http::Method::GET, &headers(&[cookie, host])).is_ok());
     }

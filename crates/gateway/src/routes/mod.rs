@@ -60,6 +60,19 @@ pub const CONTROL_ROUTES: &[&str] = &[
     "GET /api/ws",
 ];
 
+/// The console's pages on the control gateway, forwarded to the orchestrator without a token
+/// (see `control::is_console_path`). For the OpenAPI document only: the router matches
+/// `/console/{*rest}`, and route faults do not apply to these pages.
+pub const CONSOLE_ROUTES: &[&str] = &[
+    "GET /",
+    "GET /console",
+    "GET /console/",
+    "GET /console/login",
+    "GET /console/settings.json",
+    "POST /console/logout",
+    "GET /console/{path}",
+];
+
 /// The control routes forwarded unchanged to the service named `orchestrator`; `GET /api/ws`
 /// is a WebSocket tunnel.
 pub const ORCHESTRATOR_ROUTES: &[&str] = CONTROL_ROUTES.split_at(CONTROL_ROUTES.len() - 9).1;

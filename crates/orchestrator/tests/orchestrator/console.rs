@@ -159,7 +159,8 @@ async fn built_assets_are_served_under_console_and_settings_name_the_tools() {
     let escape = browser().get(stack.url("/console/..%2f..%2fCargo.toml")).send().await.unwrap();
     assert_eq!(escape.status(), StatusCode::NOT_FOUND, "no way out of the assets folder");
 
-    let settings: Value = browser().get(stack.url("/console/settings.json")).send().await.unwrap().json().await.unwrap();
+    let settings: Value =
+        browser().get(stack.url("/console/settings.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(settings["grafana_url"], "http://127.0.0.1:3000");
     assert_eq!(settings["grafana_dashboards"][0]["url"], "http://127.0.0.1:3000/d/shop");
     assert_eq!(settings["service_health_url"], "http://127.0.0.1:8082/facts/");
@@ -173,7 +174,8 @@ async fn an_unbuilt_console_says_how_to_build_it() {
     let resp = browser().get(stack.url("/console/")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.text().await.unwrap().contains("scripts/ensure-console.sh"));
-    let settings: Value = browser().get(stack.url("/console/settings.json")).send().await.unwrap().json().await.unwrap();
+    let settings: Value =
+        browser().get(stack.url("/console/settings.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(settings["grafana_url"], Value::Null);
     stack.stop().await;
 }
