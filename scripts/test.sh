@@ -13,3 +13,5 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --locked --no-fail-fast
+echo "== console e2e (headless Chromium against the real stack)" >&2
+bash scripts/test-console.sh

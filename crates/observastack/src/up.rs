@@ -473,3 +473,32 @@ fn log_tail(logs: &Path, name: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_login_url_is_on_the_control_gateway_with_the_port_offset() {
+        assert_eq!(console_login_url(0, "abc"), "http://127.0.0.1:8081/console/login?code=abc");
+        assert_eq!(console_login_url(400, "abc"), "http://127.0.0.1:8481/console/login?code=abc");
+    }
+
+    #[test]
+    fn the_orchestrator_is_pointed_at_the_console_assets() {
+        let args = UpArgs {
+            database_url: "postgres://postgres@127.0.0.1:5432/observastack".to_owned(),
+            port_offset: 0,
+            bin_dir: None,
+            otlp_endpoint: None,
+            seed_products: 1,
+            seed_orders: 1,
+            scenarios: vec![PathBuf::from("/scenarios")],
+            console_dir: PathBuf::from("/srv/console/dist"),
+            ready_timeout_secs: 1,
+        };
+        let specs = plan(&args, "secret");
+        let orchestrator = specs.iter().find(|s| s.name == "orchestrator").map(|s| s.args.join(" "));
+        assert!(orchestrator.is_some_and(|a| a.contains("--console-dir /srv/console/dist")));
+    }
+}
