@@ -2,8 +2,10 @@
 // Each step saves a screenshot in $CONSOLE_ARTIFACTS; a failing step saves `FAILED-<step>.png`.
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { ARTIFACTS, LOGIN_URL, ORIGIN, launch, shot } from './lib.mjs';
 
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const browser = await launch();
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 const page = await context.newPage();
@@ -193,6 +195,27 @@ try {
     await page.getByRole('link', { name: 'Observability' }).click();
     await page.getByRole('heading', { name: 'shop', level: 2 }).waitFor();
     await page.locator('dt', { hasText: 'requests served' }).first().waitFor();
+  });
+
+  await step('13b-accessibility-audit', async () => {
+    // axe-core on every section: no serious or critical violations (contrast, labels, roles…).
+    // The console's CSP refuses injected scripts (as it should); the audit's own context lets axe in.
+    const audit = await browser.newContext({ viewport: { width: 1280, height: 800 }, bypassCSP: true });
+    await audit.addCookies(await context.cookies());
+    const ap = await audit.newPage();
+    const found = [];
+    for (const tab of ['scenarios', 'user', 'observability', 'config', 'debrief']) {
+      await ap.goto(`${ORIGIN}/console/#/${tab}`);
+      await ap.locator('h1').first().waitFor();
+      await ap.waitForTimeout(500);
+      await ap.addScriptTag({ path: AXE });
+      const violations = await ap.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`));
+      for (const v of violations) found.push(`${tab}: ${v}`);
+    }
+    await audit.close();
+    assert.deepEqual(found, []);
   });
 
   for (const tab of ['scenarios', 'user', 'config', 'debrief', 'observability']) {

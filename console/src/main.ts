@@ -48,7 +48,7 @@ function renderNav(): void {
   const active = tabName();
   clear(nav, h('ul', {}, TABS.map(([id, label]) =>
     h('li', {}, h('a', { href: `#/${id}`, 'aria-current': id === active ? 'page' : null, 'data-tab': id },
-      label, id === 'debrief' && store.completed ? h('span', { class: 'dot', 'aria-label': ' (ready)' }) : null)))));
+      label, id === 'debrief' && store.completed ? [h('span', { class: 'dot', 'aria-hidden': 'true' }), h('span', { class: 'sr-only' }, ' (ready)')] : null)))));
 }
 
 /** On a section change (not the first load, so Tab starts at the skip link) focus moves to

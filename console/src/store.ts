@@ -72,10 +72,36 @@ async function loadTimeline(runId: string): Promise<void> {
   }
 }
 
+async function loadLastRun(): Promise<void> {
+  try {
+    const [last] = await api<Run[]>('GET', '/api/runs?limit=1');
+    if (!last) {
+      if (store.run) {
+        store.run = null;
+        resetFor(null);
+        notify();
+      }
+      return;
+    }
+    if (last.id !== store.run?.id) resetFor(last);
+    store.run = last;
+    if (last.result) store.completed = last.result;
+    notify();
+    void loadTimeline(last.id);
+  } catch {
+    // Without history the console simply shows no run.
+  }
+}
+
 function handle(msg: Record<string, unknown>): void {
   switch (msg.type) {
     case 'state': {
       const run = (msg.run as Run | null) ?? null;
+      if (!run) {
+        // A restarted orchestrator forgets the last run; history still has it (and its debrief).
+        void loadLastRun();
+        break;
+      }
       if (run?.id !== store.run?.id) resetFor(run);
       store.run = run;
       if (run?.result) store.completed = run.result;

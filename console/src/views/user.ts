@@ -134,7 +134,11 @@ export class UserView {
       h('thead', {}, h('tr', {}, ['journey', 'success', 'p50', 'p95', 'p99', 'journeys/s'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, rows),
     );
-    clear(this.markersList, markers().map((m) => h('li', {}, h('span', { class: 'swatch', style: `background:${m.color}` }), `${m.label} at ${new Date(m.t * 1000).toLocaleTimeString()}`)));
+    clear(this.markersList, markers().map((m) => {
+      const swatch = h('span', { class: 'swatch', 'aria-hidden': 'true' });
+      swatch.style.background = m.color;
+      return h('li', {}, swatch, `${m.label} at ${new Date(m.t * 1000).toLocaleTimeString()}`);
+    }));
     if (this.chart) {
       const now = Date.now() / 1000;
       const pts = store.history.filter((p) => p.t >= now - HISTORY_SECS);
