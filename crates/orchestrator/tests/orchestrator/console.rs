@@ -149,6 +149,12 @@ async fn built_assets_are_served_under_console_and_settings_name_the_tools() {
     assert_eq!(index.status(), StatusCode::OK);
     assert!(index.headers().get(CONTENT_TYPE).unwrap().to_str().unwrap().starts_with("text/html"));
     assert_eq!(index.headers().get(CACHE_CONTROL).unwrap(), "no-cache");
+    let csp = index.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
+    for directive in
+        ["script-src 'self'", "connect-src 'self'", "frame-src 'self' http://127.0.0.1:3000;", "frame-ancestors 'none'"]
+    {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
 
     let js = browser().get(stack.url("/console/assets/index-abc.js")).send().await.unwrap();
     assert_eq!(js.status(), StatusCode::OK);
