@@ -93,6 +93,7 @@ export interface TimelineEvent {
   milestone?: string;
   service?: string;
   field?: string;
+  revision?: number;
   old?: unknown;
   new?: unknown;
   actor?: string;

@@ -3,6 +3,7 @@
 // form never disagrees with the server. Changes are shown as a diff and sent as one merge patch.
 import { api, ApiError, type FieldError } from '../api';
 import { clear, fmtTime, fmtValue, h } from '../dom';
+import { store } from '../store';
 
 type Schema = Record<string, unknown> & {
   type?: string | string[];
@@ -72,8 +73,24 @@ export class ConfigView_ {
     void this.loadServices();
   }
 
+  private service = '';
+  private revision = 0;
+  private seenEvents = store.events.length;
+
   unmount(): void {}
-  update(): void {}
+
+  /** A change made elsewhere (the scenario's fault, the CLI) shows up in the history at once;
+   * the form keeps the learner's edits and says that it is behind. */
+  update(): void {
+    const fresh = store.events.slice(this.seenEvents);
+    this.seenEvents = store.events.length;
+    // Changes up to the revision the form shows (the learner's own Apply included) are not news.
+    const mine = fresh.filter((e) => e.kind === 'config_change' && e.service === this.service && (e.revision ?? 0) > this.revision);
+    if (!mine.length || !this.service) return;
+    void this.loadHistory(this.service);
+    const fields = [...new Set(mine.map((e) => e.field))].join(', ');
+    this.status.textContent = `${this.service} changed elsewhere (${fields}); press “Discard edits” to load the current values.`;
+  }
 
   private wanted(): string | null {
     const m = /^#\/config\/([^/?]+)/.exec(location.hash);
@@ -96,9 +113,12 @@ export class ConfigView_ {
   }
 
   private async load(service: string): Promise<void> {
+    this.service = service;
+    this.status.textContent = '';
     const base = `/api/services/${encodeURIComponent(service)}/config`;
     const [view, schema] = await Promise.all([api<ConfigView>('GET', base), api<Schema>('GET', `${base}/schema`)]);
     this.root$ = ((schema.$defs ?? schema.definitions ?? {}) as Record<string, Schema>);
+    this.revision = view.revision;
     this.fields = [];
     const form = h('form', { novalidate: true, 'aria-labelledby': 'form-h' });
     const body = this.object(schema, [], view.values, 2);

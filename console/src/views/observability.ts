@@ -24,7 +24,9 @@ function summarize(metrics: string): { label: string; value: string }[] {
     } else if (name === 'http_server_request_duration_seconds_sum') {
       seconds += v;
     } else if (/(_in_flight|_queued|_in_use|_revision|pool_size)$/.test(name) || name.endsWith('_pool_connections')) {
-      gauges.push({ label: `${name}${labels}`, value: raw });
+      // Every series of a service carries its `service` label: leave it out, keep the rest.
+      const rest = labels.replace(/^\{|\}$/g, '').split(',').filter((l) => l && !l.startsWith('service=')).join(', ');
+      gauges.push({ label: rest ? `${name} (${rest})` : name, value: raw });
     }
   }
   return [

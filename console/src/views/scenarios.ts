@@ -171,7 +171,7 @@ export class ScenariosView {
     const feed = h('ol', { class: 'feed', 'aria-label': 'Hints and events', 'aria-live': 'polite' });
     const items: { at: string; node: HTMLElement }[] = [];
     for (const hint of store.hints) {
-      items.push({ at: hint.at, node: h('li', { class: 'hint' }, h('strong', {}, `Hint ${hint.index}`), ' ', h('span', { class: 'muted' }, fmtTime(hint.at)), h('p', {}, hint.text)) });
+      items.push({ at: hint.at, node: h('li', { class: 'hint' }, h('strong', {}, `Hint ${hint.index + 1}`), ' ', h('span', { class: 'muted' }, fmtTime(hint.at)), h('p', {}, hint.text)) });
     }
     for (const e of store.events) {
       if (e.kind === 'config_change') {
