@@ -110,6 +110,14 @@ try {
     await page.locator('[data-run-state="baseline"], [data-run-state="incident"]').first().waitFor({ timeout: 30_000 });
   });
 
+  await step('05b-config-notices-the-fault', async () => {
+    // Open during the baseline: the scenario's release change lands in the history by itself.
+    await page.locator('nav [data-tab="config"]').click();
+    await page.getByLabel('version').waitFor();
+    await page.getByRole('status').filter({ hasText: 'shop changed elsewhere (release.version)' }).waitFor({ timeout: 60_000 });
+    await page.locator('table.history tbody', { hasText: 'orchestrator (instructor)' }).waitFor();
+  });
+
   await step('06-user-tab-checkout-falls', async () => {
     await page.getByRole('link', { name: 'User' }).click();
     await page.getByRole('heading', { name: 'User', level: 1 }).waitFor();
@@ -150,6 +158,10 @@ try {
 
   await step('09-fix-diff-before-apply', async () => {
     await page.getByRole('button', { name: 'Discard edits' }).click();
+    // The reloaded form shows the live values: the bad release and the untouched pool.
+    await page.waitForFunction(() =>
+      document.querySelector('[data-field="release.version"]')?.value === '2.4.1'
+      && document.querySelector('[data-field="workers.max_concurrent"]')?.value === '64');
     await page.getByLabel('version').selectOption('2.4.0');
     await page.getByRole('button', { name: 'Review changes' }).click();
     const diff = page.locator('.diff-table tbody tr');
@@ -161,6 +173,9 @@ try {
   await step('10-fix-applied', async () => {
     await page.getByRole('button', { name: /^Apply 1 change/ }).click();
     await page.getByRole('status').filter({ hasText: /Applied: shop is at revision/ }).waitFor();
+    // The learner's own change, echoed back over the WebSocket, is not reported as news.
+    await page.waitForTimeout(1500);
+    assert.doesNotMatch(await page.locator('.view > p.message[role="status"]').textContent(), /changed elsewhere/);
     const history = await page.locator('table.history tbody').textContent();
     assert.match(history, /learner \(learner\).*release\.version.*2\.4\.1 → 2\.4\.0/s);
   });
@@ -195,6 +210,42 @@ try {
     await page.getByRole('link', { name: 'Observability' }).click();
     await page.getByRole('heading', { name: 'shop', level: 2 }).waitFor();
     await page.locator('dt', { hasText: 'requests served' }).first().waitFor();
+  });
+
+  await step('13a-observability-with-grafana', async () => {
+    // No Grafana runs here: the console's settings and two "dashboards" are answered by the
+    // browser itself (same origin, so the console's CSP lets them into the frame).
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await ctx.addCookies(await context.cookies());
+    const base = `${ORIGIN}/console/fake-grafana`;
+    await ctx.route(`${ORIGIN}/console/settings.json`, (route) => route.fulfill({
+      json: {
+        grafana_url: base,
+        grafana_dashboards: [{ title: 'Shop RED', url: `${base}/d/shop` }, { title: 'Gateway pool', url: `${base}/d/gateway` }],
+        service_health_url: `${ORIGIN}/facts/`,
+      },
+    }));
+    await ctx.route(`${base}/**`, (route) => route.fulfill({
+      contentType: 'text/html',
+      body: `<!doctype html><title>dash</title><h1>${new URL(route.request().url()).pathname.split('/').pop()} dashboard</h1>`,
+    }));
+    const gp = await ctx.newPage();
+    await gp.goto(`${ORIGIN}/console/#/observability`);
+    const frame = gp.frameLocator('iframe.grafana');
+    try {
+      await frame.getByRole('heading', { name: 'shop dashboard' }).waitFor({ timeout: 10_000 });
+      // A page opened after the run resolved stays on the tab it asked for.
+      assert.equal(new URL(gp.url()).hash, '#/observability');
+    } catch (err) {
+      await gp.screenshot({ path: `${ARTIFACTS}/FAILED-13a-grafana-page.png` });
+      throw err;
+    }
+    await gp.getByLabel('Dashboard').selectOption({ label: 'Gateway pool' });
+    await frame.getByRole('heading', { name: 'gateway dashboard' }).waitFor();
+    assert.equal(await gp.locator('iframe.grafana').getAttribute('title'), 'Grafana: Gateway pool');
+    assert.equal(await gp.getByRole('link', { name: 'open Service Health' }).getAttribute('href'), `${ORIGIN}/facts/`);
+    await gp.screenshot({ path: `${ARTIFACTS}/13a-observability-with-grafana.png` });
+    await ctx.close();
   });
 
   await step('13b-accessibility-audit', async () => {

@@ -44,7 +44,9 @@ function notify(): void {
   for (const f of listeners) f();
 }
 
-let completedListeners: ((c: Completed) => void)[] = [];
+const completedListeners: ((c: Completed) => void)[] = [];
+/** Runs this page saw while they were still active. */
+const watchedActive = new Set<string>();
 export function onCompleted(f: (c: Completed) => void): void {
   completedListeners.push(f);
 }
@@ -102,10 +104,11 @@ function handle(msg: Record<string, unknown>): void {
         void loadLastRun();
         break;
       }
-      if (run?.id !== store.run?.id) resetFor(run);
+      if (run.id !== store.run?.id) resetFor(run);
       store.run = run;
-      if (run?.result) store.completed = run.result;
-      if (run) void loadTimeline(run.id);
+      if (!run.ended_at) watchedActive.add(run.id);
+      if (run.result) store.completed = run.result;
+      void loadTimeline(run.id);
       break;
     }
     case 'hint': {
@@ -139,7 +142,9 @@ function handle(msg: Record<string, unknown>): void {
     case 'completed': {
       const c = msg as unknown as Completed;
       store.completed = c;
-      for (const f of completedListeners) f(c);
+      // Only news for a page that watched the run: a late joiner (or a reload) gets the
+      // stored result too, and must not be pulled away from the tab it opened.
+      if (watchedActive.has(c.run_id)) for (const f of completedListeners) f(c);
       break;
     }
     default:
@@ -184,6 +189,7 @@ export async function refreshRun(): Promise<void> {
     const run = await api<Run>('GET', '/api/runs/current');
     if (run.id !== store.run?.id) resetFor(run);
     store.run = run;
+    if (!run.ended_at) watchedActive.add(run.id);
   } catch {
     // 404: no active run; the last state message stays.
   }

@@ -306,7 +306,7 @@ export class ConfigView_ {
         h('th', { scope: 'row' }, c.field), h('td', {}, fmtValue(c.old), ' → ', fmtValue(c.new)))));
     clear(this.historyBox, h('h2', { id: 'history-h' }, 'Change history'),
       rows.length
-        ? h('div', { class: 'scroll' }, h('table', { class: 'history' },
+        ? h('div', { class: 'scroll', tabindex: 0, role: 'region', 'aria-label': 'Change history table' }, h('table', { class: 'history' },
             h('thead', {}, h('tr', {}, ['when', 'who', 'change', 'field', 'old → new'].map((c) => h('th', { scope: 'col' }, c)))),
             h('tbody', {}, rows)))
         : h('p', { class: 'muted' }, 'No changes since the service started.'));

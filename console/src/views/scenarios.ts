@@ -168,7 +168,8 @@ export class ScenariosView {
       this.conditions = ((d?.success as { conditions?: string[] } | undefined)?.conditions) ?? [];
       this.renderCriteria();
     });
-    const feed = h('ol', { class: 'feed', 'aria-label': 'Hints and events', 'aria-live': 'polite' });
+    // Scrollable, so reachable by keyboard too.
+    const feed = h('ol', { class: 'feed', 'aria-label': 'Hints and events', 'aria-live': 'polite', tabindex: 0 });
     const items: { at: string; node: HTMLElement }[] = [];
     for (const hint of store.hints) {
       items.push({ at: hint.at, node: h('li', { class: 'hint' }, h('strong', {}, `Hint ${hint.index + 1}`), ' ', h('span', { class: 'muted' }, fmtTime(hint.at)), h('p', {}, hint.text)) });

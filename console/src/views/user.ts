@@ -56,7 +56,7 @@ export class UserView {
       h('p', { class: 'muted' }, 'What shoppers feel, measured by the load runner on their side of the user gateway.'),
       this.cards,
       h('section', { 'aria-labelledby': 'chart-h' }, h('h2', { id: 'chart-h' }, 'Last 15 minutes'), this.chartBox, this.markersList),
-      h('section', { 'aria-labelledby': 'journeys-h' }, h('h2', { id: 'journeys-h' }, 'Journeys'), h('div', { class: 'scroll' }, this.table)),
+      h('section', { 'aria-labelledby': 'journeys-h' }, h('h2', { id: 'journeys-h' }, 'Journeys'), h('div', { class: 'scroll', tabindex: 0, role: 'region', 'aria-label': 'Journeys table' }, this.table)),
     );
     clear(main, this.root);
     this.chart = new uPlot(
