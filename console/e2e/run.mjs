@@ -244,7 +244,7 @@ try {
     await frame.getByRole('heading', { name: 'gateway dashboard' }).waitFor();
     assert.equal(await gp.locator('iframe.grafana').getAttribute('title'), 'Grafana: Gateway pool');
     assert.equal(await gp.getByRole('link', { name: 'open Service Health' }).getAttribute('href'), `${ORIGIN}/facts/`);
-    await gp.screenshot({ path: `${ARTIFACTS}/13a-observability-with-grafana.png` });
+    await gp.screenshot({ path: `${ARTIFACTS}/13a-grafana-switch.png` });
     await ctx.close();
   });
 
