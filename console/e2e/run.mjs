@@ -303,9 +303,18 @@ try {
     await page.locator('#conn.online').waitFor({ timeout: 60_000 });
   });
 
-  assert.deepEqual(consoleErrors, [], 'no uncaught script errors');
   // The login code is spent: hand the session to the report script that may run next.
   if (process.env.CONSOLE_SESSION_FILE) await context.storageState({ path: process.env.CONSOLE_SESSION_FILE });
+
+  await step('17-sign-out', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in', level: 1 }).waitFor();
+    assert.equal((await context.cookies()).find((c) => c.name === 'observastack_token'), undefined);
+    const resp = await apiInPage('GET', '/api/scenarios');
+    assert.equal(resp.status, 401, 'the API is closed to this browser again');
+  });
+
+  assert.deepEqual(consoleErrors, [], 'no uncaught script errors');
 } finally {
   await browser.close();
 }

@@ -107,7 +107,11 @@ export class ScenariosView {
       this.catalogEl,
       h('h2', { id: 'catalog-h' }, 'Catalog'),
       h('p', { class: 'row' }, h('label', { for: 'time-scale' }, 'Pace of a run '), scale,
-        h('button', { type: 'button', onclick: () => void this.act('Reset', () => api('POST', '/api/reset')) }, 'Reset everything')),
+        h('button', { type: 'button', onclick: () => {
+          // Resetting abandons an active run: ask first, only then.
+          if (isActive(store.run) && !window.confirm('Reset everything? The active run is abandoned and every service goes back to its defaults.')) return;
+          void this.act('Reset', () => api('POST', '/api/reset'));
+        } }, 'Reset everything')),
       h('div', { class: 'grid' }, cards),
     );
     // The debrief's "next scenario" link lands here with ?highlight=<id>.
