@@ -181,6 +181,16 @@ mod tests {
     }
 
     #[test]
+    fn control_document_has_the_console_and_metrics_routes() {
+        let doc = openapi(GatewayRole::Control);
+        for route in CONSOLE_ROUTES {
+            let (_, path) = routes::split_route(route).unwrap_or_else(|| panic!("{route}"));
+            assert!(doc.paths.paths.contains_key(path), "{route} missing");
+        }
+        assert!(doc.paths.paths.contains_key("/api/services/{service}/metrics"));
+    }
+
+    #[test]
     fn observability_document_has_metrics_route() {
         let doc = openapi(GatewayRole::Observability);
         assert!(doc.paths.paths.contains_key("/api/services/{service}/metrics"));
