@@ -17,3 +17,5 @@ echo "== deploy checks (compose, Dockerfile, workflows, Gitpod, terraform)" >&2
 bash scripts/check-deploy.sh
 echo "== observability checks (promtool, dashboards, real Prometheus on the native stack)" >&2
 bash scripts/check-observability.sh
+echo "== console e2e (headless Chromium against the real stack)" >&2
+bash scripts/test-console.sh

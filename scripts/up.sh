@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds the whole stack in release mode and starts it natively (no Docker).
+# Builds the whole stack in release mode (and the console's web assets when their sources
+# changed) and starts it natively (no Docker).
 # Arguments are passed to `observastack up` (see `observastack up --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
+bash scripts/ensure-console.sh
 echo "building (release; the first build takes a few minutes)…" >&2
 cargo build --release --workspace --bins
 exec "${CARGO_TARGET_DIR:-target}/release/observastack" up "$@"

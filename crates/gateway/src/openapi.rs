@@ -8,7 +8,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Required, ResponseBuilder};
 
-use crate::routes::{self, ORCHESTRATOR_ROUTES, USER_ROUTES, control, observability};
+use crate::routes::{self, CONSOLE_ROUTES, ORCHESTRATOR_ROUTES, USER_ROUTES, control, observability};
 use crate::settings::GatewayRole;
 
 #[derive(OpenApi)]
@@ -27,7 +27,7 @@ struct UserApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ObservaStack control gateway", description = "Token-guarded operations on the stack's services."),
-    paths(routes::healthz, control::list_services, control::service_config, control::service_config_sub),
+    paths(routes::healthz, control::list_services, control::service_config, control::service_config_sub, control::service_metrics),
     components(schemas(
         routes::Health,
         routes::ServiceList,
@@ -91,6 +91,16 @@ fn add_orchestrator_routes(doc: &mut utoipa::openapi::OpenApi) {
         "Needs a token (Bearer header or the `observastack_token` cookie). Forwarded unchanged to the \
          orchestrator, whose answer is passed back (see docs/orchestrator.md and orchestrator.json); \
          `GET /api/ws` is a WebSocket tunnelled once the orchestrator accepts the handshake.",
+    );
+    add_forwarded_routes(
+        doc,
+        CONSOLE_ROUTES,
+        "orchestrator",
+        "The web console (docs/console.md), forwarded to the orchestrator without a token: its built \
+         assets, `GET /console/login?code=…` (the one-time login URL `observastack up` prints; sets the \
+         HttpOnly, SameSite=Strict `observastack_token` cookie and redirects to `/console/`), \
+         `GET /console/settings.json` and `POST /console/logout`. Requests authenticated by the cookie \
+         must come from this origin, and state-changing ones must carry `x-observastack-csrf: 1`.",
     );
 }
 
@@ -168,6 +178,16 @@ mod tests {
             assert!(doc.paths.paths.contains_key(path), "{route} missing");
         }
         assert!(doc.components.as_ref().is_some_and(|c| c.security_schemes.contains_key("bearer")));
+    }
+
+    #[test]
+    fn control_document_has_the_console_and_metrics_routes() {
+        let doc = openapi(GatewayRole::Control);
+        for route in CONSOLE_ROUTES {
+            let (_, path) = routes::split_route(route).unwrap_or_else(|| panic!("{route}"));
+            assert!(doc.paths.paths.contains_key(path), "{route} missing");
+        }
+        assert!(doc.paths.paths.contains_key("/api/services/{service}/metrics"));
     }
 
     #[test]

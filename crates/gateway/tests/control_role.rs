@@ -148,3 +148,85 @@ async fn control_gateway_does_not_forward_business_routes() {
     assert_eq!(resp.status(), 404);
     assert!(upstream.seen().is_empty());
 }
+
+async fn control_gateway_with_orchestrator(upstream: &Upstream) -> TestGateway {
+    let url = upstream.url();
+    let services = [("shop", url.as_str()), ("orchestrator", url.as_str())];
+    TestGateway::start(with_services(settings(GatewayRole::Control, "http://127.0.0.1:1"), &services))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_forwards_the_console_pages_without_a_token() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway_with_orchestrator(&upstream).await;
+    for path in ["/", "/console", "/console/", "/console/login?code=abc", "/console/assets/index-1.js"] {
+        let resp = http().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    let paths: Vec<String> = upstream.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/", "/console", "/console/", "/console/login", "/console/assets/index-1.js"]);
+    assert_eq!(upstream.seen()[3].query.as_deref(), Some("code=abc"));
+    // The orchestrator's API next door still needs a token.
+    assert_eq!(http().get(gw.url("/api/runs")).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_refuses_cookie_writes_without_the_csrf_header() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway_with_orchestrator(&upstream).await;
+    let cookie = format!("observastack_token={}", token(Role::Learner));
+    let patch = json!({"db": {"pool_size": 4}});
+
+    let resp =
+        http().patch(gw.url("/api/services/shop/config")).header("cookie", &cookie).json(&patch).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["details"][0]["field"], "x-observastack-csrf");
+    let resp = http().post(gw.url("/api/reset")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(upstream.seen().is_empty(), "nothing reached a service");
+
+    // From another site, even a read (and so the WebSocket handshake) is refused.
+    let resp = http()
+        .get(gw.url("/api/runs/current"))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(upstream.seen().is_empty());
+
+    // The console's own requests pass: same origin, the header set.
+    let origin = gw.url("");
+    let resp = http()
+        .patch(gw.url("/api/services/shop/config"))
+        .header("cookie", &cookie)
+        .header("origin", origin.trim_end_matches('/'))
+        .header("x-observastack-csrf", "1")
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A bearer token is no ambient credential: CLI and curl need no header.
+    let resp = http()
+        .patch(gw.url("/api/services/shop/config"))
+        .bearer_auth(token(Role::Learner))
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.seen().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_serves_a_services_metrics_with_a_token() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway_with_orchestrator(&upstream).await;
+    assert_eq!(http().get(gw.url("/api/services/shop/metrics")).send().await.unwrap().status(), 401);
+    let resp = http().get(gw.url("/api/services/shop/metrics")).bearer_auth(token(Role::Learner)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.seen()[0].path, "/metrics");
+}

@@ -43,6 +43,9 @@ pub struct UpArgs {
     /// A folder of scenario files for the orchestrator; repeat for extra packs.
     #[arg(long = "scenarios", value_name = "DIR", default_value = "scenarios")]
     pub scenarios: Vec<PathBuf>,
+    /// The console's built assets, served by the orchestrator (`scripts/up.sh` builds them).
+    #[arg(long, env = "OBSERVASTACK_CONSOLE_DIR", default_value = "console/dist")]
+    pub console_dir: PathBuf,
     /// Seconds to wait for each service to become ready.
     #[arg(long, default_value_t = 180)]
     pub ready_timeout_secs: u64,
@@ -129,6 +132,10 @@ fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
         "--service".to_owned(),
         format!("runner={runner_url}"),
     ];
+    orchestrator_args.push("--console-dir".to_owned());
+    orchestrator_args.push(
+        std::path::absolute(&args.console_dir).unwrap_or_else(|_| args.console_dir.clone()).display().to_string(),
+    );
     for dir in &args.scenarios {
         orchestrator_args.push("--scenarios".to_owned());
         // Absolute, so the orchestrator's log and `ps` say which folder it reads.
@@ -296,7 +303,8 @@ pub async fn run(state_dir: &Path, args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let token = keys.mint("learner", Role::Learner, Duration::from_secs(12 * 3600))?;
-    print_summary(&args, &token, &logs);
+    let login_code = orchestrator::console::mint_login_code(&keys, "learner", orchestrator::console::LOGIN_CODE_TTL)?;
+    print_summary(&args, &token, &login_code, &logs);
 
     let outcome = supervise(&bins, &logs, &mut running, &exit_tx, &mut exit_rx).await;
     ui::step("stopping");
@@ -359,7 +367,12 @@ async fn wait_ready(
     }
 }
 
-fn print_summary(args: &UpArgs, token: &str, logs: &Path) {
+/// The console's one-time login address on the control gateway.
+pub fn console_login_url(port_offset: u16, code: &str) -> String {
+    format!("http://{}{}?code={code}", addr(ports::CONTROL, port_offset), orchestrator::console::LOGIN_PATH)
+}
+
+fn print_summary(args: &UpArgs, token: &str, login_code: &str, logs: &Path) {
     let o = args.port_offset;
     let user = format!("http://{}", addr(ports::USER, o));
     let control = format!("http://{}", addr(ports::CONTROL, o));
@@ -367,6 +380,10 @@ fn print_summary(args: &UpArgs, token: &str, logs: &Path) {
     let lines = [
         String::new(),
         "ObservaStack is up.".to_owned(),
+        String::new(),
+        "  console (one-time login link; it works once, then the browser keeps a cookie):".to_owned(),
+        format!("  {}", console_login_url(o, login_code)),
+        String::new(),
         format!("  user gateway           {user}            try: curl {user}/api/products"),
         format!("  control gateway        {control}            JWT required (token below)"),
         format!("  observability gateway  {observability}            e.g. {observability}/api/services/shop/metrics"),
@@ -456,4 +473,33 @@ fn log_tail(logs: &Path, name: &str) -> String {
     let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_login_url_is_on_the_control_gateway_with_the_port_offset() {
+        assert_eq!(console_login_url(0, "abc"), "http://127.0.0.1:8081/console/login?code=abc");
+        assert_eq!(console_login_url(400, "abc"), "http://127.0.0.1:8481/console/login?code=abc");
+    }
+
+    #[test]
+    fn the_orchestrator_is_pointed_at_the_console_assets() {
+        let args = UpArgs {
+            database_url: "postgres://postgres@127.0.0.1:5432/observastack".to_owned(),
+            port_offset: 0,
+            bin_dir: None,
+            otlp_endpoint: None,
+            seed_products: 1,
+            seed_orders: 1,
+            scenarios: vec![PathBuf::from("/scenarios")],
+            console_dir: PathBuf::from("/srv/console/dist"),
+            ready_timeout_secs: 1,
+        };
+        let specs = plan(&args, "secret");
+        let orchestrator = specs.iter().find(|s| s.name == "orchestrator").map(|s| s.args.join(" "));
+        assert!(orchestrator.is_some_and(|a| a.contains("--console-dir /srv/console/dist")));
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod console;
 pub mod engine;
 pub mod hub;
 pub mod lifecycle;
@@ -77,6 +78,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// How long in-flight requests may run on after shutdown was asked for.
     pub drain: Duration,
+    /// The web console: built assets and the optional tools it links to.
+    pub console: console::ConsoleSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -107,6 +110,7 @@ impl Default for Settings {
             service_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(30),
             drain: service_kit::server::DEFAULT_DRAIN,
+            console: console::ConsoleSettings::default(),
         }
     }
 }
@@ -152,11 +156,15 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let orchestrator = Arc::new(Orchestrator::new(shared, catalog, shutdown_rx));
 
+        let keys = Arc::new(keys);
+        let console =
+            console::router(settings.console.clone(), settings.jwt_secret.as_bytes(), keys.clone(), db.clone());
         let ready: ReadinessCheck = Arc::new(move || {
             let db = db.clone();
             Box::pin(async move { store::ready(&db).await })
         });
-        let app = api::router(orchestrator.clone(), Arc::new(keys))
+        let app = api::router(orchestrator.clone(), keys)
+            .merge(console)
             .merge(health_router(SERVICE, ready))
             .route("/metrics", get(service_kit::metrics::metrics_handler).with_state(metrics.clone()))
             .fallback(not_found);

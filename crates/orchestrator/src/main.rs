@@ -44,6 +44,20 @@ struct Cli {
     /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); none disables export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// The console's built assets (`npm run build` in `console/`, or `scripts/ensure-console.sh`).
+    #[arg(long, env = "OBSERVASTACK_CONSOLE_DIR", default_value = "console/dist")]
+    console_dir: PathBuf,
+    /// Grafana's address as the browser reaches it; the console's Observability tab embeds it.
+    #[arg(long, env = "OBSERVASTACK_GRAFANA_URL")]
+    grafana_url: Option<String>,
+    /// A Grafana dashboard for the console's switch, as TITLE=PATH below the Grafana URL
+    /// (e.g. "Shop=d/shop/shop?kiosk"); repeatable.
+    #[arg(long = "grafana-dashboard", value_name = "TITLE=PATH", value_parser = parse_dashboard)]
+    grafana_dashboards: Vec<(String, String)>,
+    /// The Service Health view of the `facts` service as the browser reaches it; the console
+    /// links to it.
+    #[arg(long, env = "OBSERVASTACK_SERVICE_HEALTH_URL")]
+    service_health_url: Option<String>,
     /// Log filter directives.
     #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn")]
     log: String,
@@ -58,6 +72,13 @@ fn parse_service(s: &str) -> Result<(String, String), String> {
         return Err(format!("`{url}`: a service URL starts with http:// or https://"));
     }
     Ok((name.to_owned(), url.to_owned()))
+}
+
+fn parse_dashboard(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((title, path)) if !title.trim().is_empty() => Ok((title.trim().to_owned(), path.trim().to_owned())),
+        _ => Err(format!("`{s}`: expected TITLE=PATH")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -100,6 +121,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         scenario_dirs: cli.scenarios,
         services,
         tick: Duration::from_millis(cli.tick_ms),
+        console: orchestrator::console::ConsoleSettings {
+            assets: Some(cli.console_dir),
+            grafana_url: cli.grafana_url.filter(|u| !u.is_empty()),
+            grafana_dashboards: cli.grafana_dashboards,
+            service_health_url: cli.service_health_url.filter(|u| !u.is_empty()),
+        },
         ..Settings::default()
     };
     let app = Application::build(settings).await.context("the orchestrator could not start")?;

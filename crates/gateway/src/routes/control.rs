@@ -27,6 +27,7 @@ pub fn router(state: Arc<ServicesState>) -> Router {
             "/api/services/{service}/config/{*rest}",
             get(service_config_sub).patch(service_config_sub).put(service_config_sub).delete(service_config_sub),
         )
+        .route("/api/services/{service}/metrics", get(service_metrics))
         .route("/api/scenarios", get(orchestrator))
         .route("/api/scenarios/{id}", get(orchestrator))
         .route("/api/runs", get(orchestrator).post(orchestrator))
@@ -35,6 +36,12 @@ pub fn router(state: Arc<ServicesState>) -> Router {
         .route("/api/runs/{id}", get(orchestrator))
         .route("/api/reset", post(orchestrator))
         .route("/api/ws", get(orchestrator_ws))
+        // The console (served by the orchestrator): public assets and the login route, which
+        // is how a browser gets its cookie; see `is_console_path`.
+        .route("/", get(orchestrator))
+        .route("/console", get(orchestrator))
+        .route("/console/", get(orchestrator))
+        .route("/console/{*rest}", get(orchestrator).post(orchestrator))
         .with_state(state)
 }
 
@@ -112,6 +119,70 @@ pub async fn service_config(
     forward_config(&state, path, req).await
 }
 
+/// A service's own Prometheus metrics, for the console's Observability tab (the
+/// observability gateway serves the same without a token on its own port).
+#[utoipa::path(
+    get,
+    path = "/api/services/{service}/metrics",
+    tag = "control",
+    security(("bearer" = [])),
+    params(("service" = String, Path, description = "Service name, see `GET /api/services`")),
+    responses(
+        (status = 200, description = "Prometheus text exposition, passed through", content_type = "text/plain"),
+        (status = 401, body = service_kit::error::ErrorBody),
+        (status = 404, body = service_kit::error::ErrorBody, description = "Unknown service"),
+        (status = 502, body = service_kit::error::ErrorBody, description = "The service is unreachable"),
+    ),
+)]
+pub async fn service_metrics(
+    State(state): State<Arc<ServicesState>>,
+    path: Result<Path<ServicePath>, PathRejection>,
+    req: Request,
+) -> Response {
+    forward_config(&state, path, req).await
+}
+
+/// Paths of the console, served without a token: the assets hold no secrets, and the login
+/// route is how a browser gets its cookie.
+pub fn is_console_path(path: &str) -> bool {
+    path == "/" || path == "/console" || path.starts_with("/console/")
+}
+
+/// Header the console sends with every state-changing request. A cross-site form cannot set
+/// it, and a cross-site script cannot send it without a CORS preflight this gateway never
+/// grants.
+pub const CSRF_HEADER: &str = "x-observastack-csrf";
+
+/// Cross-site request forgery guard for cookie-authenticated browsers. Requests with an
+/// `Authorization` header (CLI, curl) carry no ambient credential and pass. A request that
+/// relies on the cookie must, when it changes state, carry [`CSRF_HEADER`]; and any request
+/// (the WebSocket handshake included) that says where it comes from (`Origin`) must come from
+/// this gateway's own origin.
+pub fn csrf_check(method: &http::Method, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    use http::header;
+    if headers.contains_key(header::AUTHORIZATION) || service_kit::auth::token_from_headers(headers).is_none() {
+        return Ok(());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        if origin_host != Some(host) {
+            return Err(ApiError::Forbidden {
+                message: format!("cross-origin request refused: Origin `{origin}` is not this gateway (`{host}`)"),
+                fields: vec![service_kit::FieldError::new("Origin", "same_origin", "must be this gateway's origin")],
+            });
+        }
+    }
+    let safe = matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+    if !safe && headers.get(CSRF_HEADER).is_none_or(|v| v.is_empty()) {
+        return Err(ApiError::Forbidden {
+            message: format!("a {method} authenticated by the console cookie must carry the `{CSRF_HEADER}` header"),
+            fields: vec![service_kit::FieldError::new(CSRF_HEADER, "required", "set it to 1")],
+        });
+    }
+    Ok(())
+}
+
 /// Sub-resources of a service's `/config`: `schema`, `history`.
 #[utoipa::path(
     method(get, patch, put, delete),
@@ -178,5 +249,46 @@ mod tests {
         assert_eq!(config_path(&uri).map(|p| p.to_string()), Some("/config/history?limit=5".to_owned()));
         let uri: Uri = "/api/services/shop/config".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config_path(&uri).map(|p| p.to_string()), Some("/config".to_owned()));
+        let uri: Uri = "/api/services/shop/metrics".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config_path(&uri).map(|p| p.to_string()), Some("/metrics".to_owned()));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, http::HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}")));
+        }
+        map
+    }
+
+    #[test]
+    fn cookie_writes_need_the_csrf_header() {
+        let cookie = ("cookie", "observastack_token=abc");
+        let host = ("host", "127.0.0.1:8081");
+        let refused = csrf_check(&http::Method::PATCH, &headers(&[cookie, host]));
+        assert!(
+            matches!(refused, Err(ApiError::Forbidden { ref message, .. }) if message.contains(CSRF_HEADER)),
+            "{refused:?}"
+        );
+        assert!(csrf_check(&http::Method::PATCH, &headers(&[cookie, host, (CSRF_HEADER, "1")])).is_ok());
+        assert!(csrf_check(&http::Method::GET, &headers(&[cookie, host])).is_ok());
+    }
+
+    #[test]
+    fn cookie_requests_from_another_origin_are_refused() {
+        let cookie = ("cookie", "observastack_token=abc");
+        let host = ("host", "127.0.0.1:8081");
+        let evil = ("origin", "http://evil.example");
+        assert!(csrf_check(&http::Method::GET, &headers(&[cookie, host, evil])).is_err(), "WebSocket hijacking");
+        assert!(csrf_check(&http::Method::POST, &headers(&[cookie, host, evil, (CSRF_HEADER, "1")])).is_err());
+        let same = ("origin", "http://127.0.0.1:8081");
+        assert!(csrf_check(&http::Method::POST, &headers(&[cookie, host, same, (CSRF_HEADER, "1")])).is_ok());
+    }
+
+    #[test]
+    fn bearer_callers_and_anonymous_requests_pass() {
+        let bearer = ("authorization", "Bearer abc");
+        assert!(csrf_check(&http::Method::POST, &headers(&[bearer, ("origin", "http://evil.example")])).is_ok());
+        assert!(csrf_check(&http::Method::POST, &headers(&[])).is_ok());
     }
 }

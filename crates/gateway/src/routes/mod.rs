@@ -40,6 +40,7 @@ pub const USER_ROUTES: &[&str] = &[
 pub const CONTROL_ROUTES: &[&str] = &[
     "GET /api/services",
     "GET /api/services/{service}/config",
+    "GET /api/services/{service}/metrics",
     "PATCH /api/services/{service}/config",
     "PUT /api/services/{service}/config",
     "DELETE /api/services/{service}/config",
@@ -57,6 +58,19 @@ pub const CONTROL_ROUTES: &[&str] = &[
     "GET /api/runs/{id}",
     "POST /api/reset",
     "GET /api/ws",
+];
+
+/// The console's pages on the control gateway, forwarded to the orchestrator without a token
+/// (see `control::is_console_path`). For the OpenAPI document only: the router matches
+/// `/console/{*rest}`, and route faults do not apply to these pages.
+pub const CONSOLE_ROUTES: &[&str] = &[
+    "GET /",
+    "GET /console",
+    "GET /console/",
+    "GET /console/login",
+    "GET /console/settings.json",
+    "POST /console/logout",
+    "GET /console/{path}",
 ];
 
 /// The control routes forwarded unchanged to the service named `orchestrator`; `GET /api/ws`
@@ -210,9 +224,15 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
     )
 }
 
-/// Control gateway: every route needs a valid token, except the liveness probe.
+/// Control gateway: every route needs a valid token, except the liveness probe and the
+/// console's pages; requests authenticated by the console's cookie pass the CSRF guard.
 async fn require_token_except_health(State(keys): State<Arc<JwtKeys>>, req: Request, next: Next) -> Response {
-    if req.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str() == "/healthz") {
+    if let Err(err) = control::csrf_check(req.method(), req.headers()) {
+        return err.into_response();
+    }
+    if req.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str() == "/healthz")
+        || control::is_console_path(req.uri().path())
+    {
         return next.run(req).await;
     }
     match service_kit::auth::require_token(State(keys), req, next).await {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod console;
 mod helpers;
 mod hub;
 mod lifecycle;

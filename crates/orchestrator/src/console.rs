@@ -1,0 +1,308 @@
+//! The console's server side: serves the built web UI (`console/dist`) under `/console/`,
+//! exchanges the one-time login URL that `observastack up` prints for an HttpOnly,
+//! `SameSite=Strict` session cookie, and tells the UI which optional tools (Grafana, the
+//! Service Health view of the `facts` service) are configured.
+//!
+//! A login code is a short-lived HS256 token signed with the stack's secret under its own
+//! audience, so it is never accepted as an API token; its `jti` is recorded in
+//! `console_logins` on first use, which makes it single-use across restarts too.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use service_kit::auth::{ISSUER, TOKEN_COOKIE, token_from_headers};
+use service_kit::{JwtKeys, Role};
+use sqlx::PgPool;
+use tower::ServiceExt as _;
+use tower_http::services::ServeDir;
+use uuid::Uuid;
+
+/// Audience of login codes: distinct from API tokens' (`observastack`), so neither passes for
+/// the other.
+pub const LOGIN_AUDIENCE: &str = "observastack-console-login";
+/// How long a printed login URL stays usable.
+pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Lifetime of the session cookie (and the token in it).
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Path of the login route; `observastack up` prints `{control gateway}{LOGIN_PATH}?code=…`.
+pub const LOGIN_PATH: &str = "/console/login";
+
+/// What the console serves and links to.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSettings {
+    /// The built UI (`console/dist`); `None` or a folder without `index.html` serves a page
+    /// saying how to build it.
+    pub assets: Option<PathBuf>,
+    /// Grafana's address as the browser reaches it; the Observability tab embeds it.
+    pub grafana_url: Option<String>,
+    /// Dashboards offered by the Observability tab's switch: (title, path below Grafana's URL).
+    pub grafana_dashboards: Vec<(String, String)>,
+    /// The `facts` service's Service Health view as the browser reaches it.
+    pub service_health_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LoginClaims {
+    sub: String,
+    aud: String,
+    iss: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    jti: Uuid,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Mints a one-time login code for `subject` (a learner), valid for `ttl`.
+pub fn mint_login_code(keys: &JwtKeys, subject: &str, ttl: Duration) -> anyhow::Result<String> {
+    let now = now_secs();
+    let claims = LoginClaims {
+        sub: subject.to_owned(),
+        aud: LOGIN_AUDIENCE.to_owned(),
+        iss: ISSUER.to_owned(),
+        iat: now,
+        nbf: now,
+        exp: now + ttl.as_secs(),
+        jti: Uuid::now_v7(),
+    };
+    Ok(keys.sign_claims(&claims)?)
+}
+
+struct ConsoleState {
+    settings: ConsoleSettings,
+    /// `Content-Security-Policy` of the console's pages: its own scripts, styles and API only,
+    /// plus Grafana in a frame when configured.
+    csp: HeaderValue,
+    keys: Arc<JwtKeys>,
+    login_key: DecodingKey,
+    login_validation: Validation,
+    db: PgPool,
+}
+
+/// Routes under `/console` plus `/` → `/console/`. None needs a token: the assets hold no
+/// secrets, and the login route is how a browser gets one.
+pub fn router(settings: ConsoleSettings, secret: &[u8], keys: Arc<JwtKeys>, db: PgPool) -> Router {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[LOGIN_AUDIENCE]);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+    validation.leeway = 5;
+    let frames = settings.grafana_url.as_deref().and_then(origin_of).map(|o| format!(" {o}")).unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+         connect-src 'self'; frame-src 'self'{frames}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    );
+    let csp = HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
+    let state = Arc::new(ConsoleState {
+        settings,
+        csp,
+        keys,
+        login_key: DecodingKey::from_secret(secret),
+        login_validation: validation,
+        db,
+    });
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/console/") }))
+        .route("/console", get(|| async { Redirect::to("/console/") }))
+        .route(LOGIN_PATH, get(login))
+        .route("/console/logout", post(logout))
+        .route("/console/settings.json", get(settings_json))
+        .route("/console/", get(asset))
+        .route("/console/{*path}", get(asset))
+        .with_state(state)
+}
+
+/// `scheme://host[:port]` of a URL, for the CSP's frame sources.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next().filter(|h| !h.is_empty())?;
+    if !matches!(scheme, "http" | "https") || host.contains([' ', ';', ',', '\'']) {
+        return None;
+    }
+    Some(format!("{scheme}://{host}"))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    code: Option<String>,
+}
+
+/// `GET /console/login?code=…`: a valid, unused code becomes the session cookie and the
+/// browser goes on to the console (the code leaves the address bar at once).
+async fn login(State(state): State<Arc<ConsoleState>>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+    let already_in = token_from_headers(&headers).is_some_and(|t| state.keys.verify(t).is_ok());
+    let Some(code) = q.code.filter(|c| !c.is_empty()) else {
+        if already_in {
+            return Redirect::to("/console/").into_response();
+        }
+        return login_failed(StatusCode::BAD_REQUEST, "The login address lacks its `code` parameter.");
+    };
+    let claims = match jsonwebtoken::decode::<LoginClaims>(&code, &state.login_key, &state.login_validation) {
+        Ok(data) => data.claims,
+        Err(_) if already_in => return Redirect::to("/console/").into_response(),
+        Err(err) => {
+            let why = match err.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "This login link has expired.",
+                _ => "This login link is not valid for this stack.",
+            };
+            return login_failed(StatusCode::UNAUTHORIZED, why);
+        }
+    };
+    let expires = chrono::DateTime::from_timestamp(claims.exp as i64, 0).unwrap_or_else(chrono::Utc::now);
+    let first_use = sqlx::query(
+        "INSERT INTO console_logins (jti, subject, expires_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(claims.jti)
+    .bind(&claims.sub)
+    .bind(expires)
+    .execute(&state.db)
+    .await;
+    match first_use {
+        Ok(done) if done.rows_affected() == 1 => {}
+        // Reloading the used link in a browser that is already signed in just opens the console.
+        Ok(_) if already_in => return Redirect::to("/console/").into_response(),
+        Ok(_) => {
+            return login_failed(StatusCode::UNAUTHORIZED, "This login link was already used; each link works once.");
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "cannot record a console login");
+            return login_failed(StatusCode::SERVICE_UNAVAILABLE, "The login could not be recorded; try again.");
+        }
+    }
+    let token = match state.keys.mint(&claims.sub, Role::Learner, SESSION_TTL) {
+        Ok(token) => token,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot mint a console session");
+            return login_failed(StatusCode::INTERNAL_SERVER_ERROR, "The session could not be created.");
+        }
+    };
+    tracing::info!(subject = %claims.sub, "console login");
+    let cookie =
+        format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs());
+    let mut resp = Redirect::to("/console/").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+/// `POST /console/logout`: forgets the cookie.
+async fn logout() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let cookie = format!("{TOKEN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    resp
+}
+
+fn login_failed(status: StatusCode, why: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>ObservaStack login</title>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto;line-height:1.5\">\
+         <h1>Cannot sign in</h1><p>{why}</p>\
+         <p>Restart the stack (<code>bash scripts/up.sh</code>) to get a fresh login address, \
+         or use the API with a token from <code>observastack token</code>.</p></body></html>"
+    );
+    let mut resp = (status, Html(body)).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[derive(Debug, Serialize)]
+struct Dashboard<'a> {
+    title: &'a str,
+    url: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PublicSettings<'a> {
+    grafana_url: Option<&'a str>,
+    grafana_dashboards: Vec<Dashboard<'a>>,
+    service_health_url: Option<&'a str>,
+}
+
+/// `GET /console/settings.json`: which optional tools the Observability tab offers.
+async fn settings_json(State(state): State<Arc<ConsoleState>>) -> Response {
+    let s = &state.settings;
+    let grafana = s.grafana_url.as_deref().map(|u| u.trim_end_matches('/'));
+    let grafana_dashboards = match grafana {
+        Some(base) => s
+            .grafana_dashboards
+            .iter()
+            .map(|(title, path)| Dashboard { title, url: format!("{base}/{}", path.trim_start_matches('/')) })
+            .collect(),
+        None => Vec::new(),
+    };
+    let body = PublicSettings {
+        grafana_url: grafana,
+        grafana_dashboards,
+        service_health_url: s.service_health_url.as_deref(),
+    };
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// The built UI. Vite's hashed files under `assets/` are cached for good; `index.html` is
+/// revalidated so a rebuilt console shows up on reload.
+async fn asset(State(state): State<Arc<ConsoleState>>, req: Request) -> Response {
+    let Some(dir) = state.settings.assets.clone().filter(|d| d.join("index.html").is_file()) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>ObservaStack console</title>\
+                 <body style=\"font-family:sans-serif\"><h1>The console is not built</h1>\
+                 <p>Run <code>bash scripts/ensure-console.sh</code> (or <code>bash scripts/up.sh</code>, which does it) \
+                 and reload.</p></body></html>",
+            ),
+        )
+            .into_response();
+    };
+    let path = req.uri().path().strip_prefix("/console").unwrap_or("/").to_owned();
+    let immutable = path.starts_with("/assets/");
+    let Ok(uri) = path.parse::<axum::http::Uri>() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    let served = ServeDir::new(dir).oneshot(Request::from_parts(parts, body)).await;
+    let mut resp = match served {
+        Ok(resp) => resp.map(axum::body::Body::new),
+        Err(never) => match never {},
+    };
+    let headers = resp.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, state.csp.clone());
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if immutable { "public, max-age=31536000, immutable" } else { "no-cache" }),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_of;
+
+    #[test]
+    fn frame_sources_are_bare_origins() {
+        assert_eq!(origin_of("http://127.0.0.1:3000/d/shop?kiosk").as_deref(), Some("http://127.0.0.1:3000"));
+        assert_eq!(origin_of("https://grafana.example").as_deref(), Some("https://grafana.example"));
+        assert_eq!(origin_of("javascript:alert(1)"), None);
+        assert_eq!(origin_of("http://a; script-src *"), None);
+    }
+}
