@@ -222,7 +222,7 @@ try {
       json: {
         grafana_url: base,
         grafana_dashboards: [{ title: 'Shop RED', url: `${base}/d/shop` }, { title: 'Gateway pool', url: `${base}/d/gateway` }],
-        service_health_url: `${ORIGIN}/facts/`,
+        service_health_url: `${base}/service-health`,
       },
     }));
     await ctx.route(`${base}/**`, (route) => route.fulfill({
@@ -233,7 +233,9 @@ try {
     await gp.goto(`${ORIGIN}/console/#/observability`);
     const frame = gp.frameLocator('iframe.grafana');
     try {
-      await frame.getByRole('heading', { name: 'shop dashboard' }).waitFor({ timeout: 10_000 });
+      await frame.getByRole('heading', { name: 'service-health dashboard' }).waitFor({ timeout: 10_000 });
+    await gp.getByLabel('Dashboard').selectOption({ label: 'Shop RED' });
+    await frame.getByRole('heading', { name: 'shop dashboard' }).waitFor();
       // A page opened after the run resolved stays on the tab it asked for.
       assert.equal(new URL(gp.url()).hash, '#/observability');
     } catch (err) {
@@ -242,8 +244,11 @@ try {
     }
     await gp.getByLabel('Dashboard').selectOption({ label: 'Gateway pool' });
     await frame.getByRole('heading', { name: 'gateway dashboard' }).waitFor();
-    assert.equal(await gp.locator('iframe.grafana').getAttribute('title'), 'Grafana: Gateway pool');
-    assert.equal(await gp.getByRole('link', { name: 'open Service Health' }).getAttribute('href'), `${ORIGIN}/facts/`);
+    assert.equal(await gp.locator('iframe.grafana').getAttribute('title'), 'Gateway pool');
+    assert.equal(await gp.getByRole('link', { name: 'open in a new tab' }).getAttribute('href'), `${base}/d/gateway`);
+    // The services' own metrics stay one click away.
+    await gp.getByText('Services’ own metrics').click();
+    await gp.getByRole('heading', { name: 'shop', level: 2 }).waitFor();
     await gp.screenshot({ path: `${ARTIFACTS}/13a-grafana-switch.png` });
     await ctx.close();
   });
