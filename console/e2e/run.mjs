@@ -308,6 +308,23 @@ try {
     await page.locator('#conn.online').waitFor({ timeout: 60_000 });
   });
 
+  await step('16b-stop-and-reset', async () => {
+    await page.goto(`${ORIGIN}/console/#/scenarios`);
+    await page.getByLabel('Pace of a run').selectOption('0.1');
+    await page.getByRole('button', { name: 'Start Checkout broke after release 2.4.1' }).click();
+    await page.getByRole('heading', { name: /Active run:/ }).waitFor();
+    await page.getByRole('button', { name: 'Stop', exact: true }).click();
+    await page.locator('[data-run-state="abandoned"]').waitFor();
+    await page.getByRole('button', { name: 'Start Checkout broke after release 2.4.1' }).click();
+    await page.getByRole('heading', { name: /Active run:/ }).waitFor();
+    // Reset abandons the active run, so the console asks first.
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.getByRole('button', { name: 'Reset everything' }).click();
+    await page.locator('[data-run-state="abandoned"]').waitFor();
+    const shop = JSON.parse((await apiInPage('GET', '/api/services/shop/config')).body);
+    assert.equal(shop.values.release.version, '2.4.0', 'reset put the shop back to its defaults');
+  });
+
   // The login code is spent: hand the session to the report script that may run next.
   if (process.env.CONSOLE_SESSION_FILE) await context.storageState({ path: process.env.CONSOLE_SESSION_FILE });
 
