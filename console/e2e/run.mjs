@@ -180,6 +180,22 @@ try {
     assert.match(history, /learner \(learner\).*release\.version.*2\.4\.1 → 2\.4\.0/s);
   });
 
+  await step('10b-every-service-config-renders', async () => {
+    const services = await page.locator('#service option').allTextContents();
+    assert.ok(services.includes('runner') && services.includes('gateway-user'), `services: ${services}`);
+    for (const name of services) {
+      await page.locator('#service').selectOption(name);
+      await page.getByRole('heading', { name: new RegExp(`^${name} revision`) }).waitFor();
+      assert.ok(await page.locator('form [data-field]').count() > 0, `${name} has fields`);
+      // Untouched, the form has nothing to change (empty optional fields included).
+      await page.getByRole('button', { name: 'Review changes' }).click();
+      await page.getByText('Nothing changed.').waitFor();
+      if (name === 'runner') await shot(page, '10b-runner-config');
+    }
+    await page.locator('#service').selectOption('shop');
+    await page.getByRole('heading', { name: /^shop revision/ }).waitFor();
+  });
+
   await step('11-debrief', async () => {
     // The console switches to the debrief by itself when `completed` arrives.
     await page.getByRole('heading', { name: 'Debrief', level: 1 }).waitFor({ timeout: 120_000 });

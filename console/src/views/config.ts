@@ -208,7 +208,9 @@ export class ConfigView_ {
         // Anything that is not a plain number goes to the server as typed, so its message
         // (type, range) is the one the learner reads.
         const t = raw.trim();
-        if (t !== '' && Number.isFinite(Number(t))) return { ok: true, value: Number(t) };
+        // An empty box is "no value" (optional fields such as the runner's `target_rate`).
+        if (t === '') return { ok: true, value: f.original === undefined ? undefined : null };
+        if (Number.isFinite(Number(t))) return { ok: true, value: Number(t) };
         return { ok: true, value: t };
       }
       case 'json':
@@ -219,7 +221,7 @@ export class ConfigView_ {
           return { ok: false };
         }
       default:
-        return { ok: true, value: raw };
+        return { ok: true, value: raw === '' && (f.original === null || f.original === undefined) ? f.original : raw };
     }
   }
 
