@@ -2,7 +2,7 @@ import './style.css';
 import { api, type ConsoleSettings, type ScenarioSummary, setUnauthorizedHandler } from './api';
 import { clear, h } from './dom';
 import { connect, onCompleted, store, subscribe } from './store';
-import { ConfigView_ } from './views/config';
+import { ConfigPanel } from './views/config';
 import { DebriefView } from './views/debrief';
 import { ObservabilityView } from './views/observability';
 import { primeCatalog, ScenariosView } from './views/scenarios';
@@ -38,7 +38,7 @@ function make(name: string): View {
   switch (name) {
     case 'user': return new UserView();
     case 'observability': return new ObservabilityView(settings);
-    case 'config': return new ConfigView_();
+    case 'config': return new ConfigPanel();
     case 'debrief': return new DebriefView();
     default: return new ScenariosView();
   }
