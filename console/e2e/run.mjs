@@ -180,6 +180,22 @@ try {
     assert.match(history, /learner \(learner\).*release\.version.*2\.4\.1 → 2\.4\.0/s);
   });
 
+  await step('10b-every-service-config-renders', async () => {
+    const services = await page.locator('#service option').allTextContents();
+    assert.ok(services.includes('runner') && services.includes('gateway-user'), `services: ${services}`);
+    for (const name of services) {
+      await page.locator('#service').selectOption(name);
+      await page.getByRole('heading', { name: new RegExp(`^${name} revision`) }).waitFor();
+      assert.ok(await page.locator('form [data-field]').count() > 0, `${name} has fields`);
+      // Untouched, the form has nothing to change (empty optional fields included).
+      await page.getByRole('button', { name: 'Review changes' }).click();
+      await page.getByText('Nothing changed.').waitFor();
+      if (name === 'runner') await shot(page, '10b-runner-config');
+    }
+    await page.locator('#service').selectOption('shop');
+    await page.getByRole('heading', { name: /^shop revision/ }).waitFor();
+  });
+
   await step('11-debrief', async () => {
     // The console switches to the debrief by itself when `completed` arrives.
     await page.getByRole('heading', { name: 'Debrief', level: 1 }).waitFor({ timeout: 120_000 });
@@ -222,7 +238,7 @@ try {
       json: {
         grafana_url: base,
         grafana_dashboards: [{ title: 'Shop RED', url: `${base}/d/shop` }, { title: 'Gateway pool', url: `${base}/d/gateway` }],
-        service_health_url: `${ORIGIN}/facts/`,
+        service_health_url: `${base}/service-health`,
       },
     }));
     await ctx.route(`${base}/**`, (route) => route.fulfill({
@@ -233,7 +249,9 @@ try {
     await gp.goto(`${ORIGIN}/console/#/observability`);
     const frame = gp.frameLocator('iframe.grafana');
     try {
-      await frame.getByRole('heading', { name: 'shop dashboard' }).waitFor({ timeout: 10_000 });
+      await frame.getByRole('heading', { name: 'service-health dashboard' }).waitFor({ timeout: 10_000 });
+    await gp.getByLabel('Dashboard').selectOption({ label: 'Shop RED' });
+    await frame.getByRole('heading', { name: 'shop dashboard' }).waitFor();
       // A page opened after the run resolved stays on the tab it asked for.
       assert.equal(new URL(gp.url()).hash, '#/observability');
     } catch (err) {
@@ -242,8 +260,11 @@ try {
     }
     await gp.getByLabel('Dashboard').selectOption({ label: 'Gateway pool' });
     await frame.getByRole('heading', { name: 'gateway dashboard' }).waitFor();
-    assert.equal(await gp.locator('iframe.grafana').getAttribute('title'), 'Grafana: Gateway pool');
-    assert.equal(await gp.getByRole('link', { name: 'open Service Health' }).getAttribute('href'), `${ORIGIN}/facts/`);
+    assert.equal(await gp.locator('iframe.grafana').getAttribute('title'), 'Gateway pool');
+    assert.equal(await gp.getByRole('link', { name: 'open in a new tab' }).getAttribute('href'), `${base}/d/gateway`);
+    // The services' own metrics stay one click away.
+    await gp.getByText('Services’ own metrics').click();
+    await gp.getByRole('heading', { name: 'shop', level: 2 }).waitFor();
     await gp.screenshot({ path: `${ARTIFACTS}/13a-grafana-switch.png` });
     await ctx.close();
   });
@@ -301,6 +322,23 @@ try {
     await page.locator('#conn.offline', { hasText: 'disconnected' }).waitFor({ timeout: 20_000 });
     await shot(page, '16a-disconnected');
     await page.locator('#conn.online').waitFor({ timeout: 60_000 });
+  });
+
+  await step('16b-stop-and-reset', async () => {
+    await page.goto(`${ORIGIN}/console/#/scenarios`);
+    await page.getByLabel('Pace of a run').selectOption('0.1');
+    await page.getByRole('button', { name: 'Start Checkout broke after release 2.4.1' }).click();
+    await page.getByRole('heading', { name: /Active run:/ }).waitFor();
+    await page.getByRole('button', { name: 'Stop', exact: true }).click();
+    await page.locator('[data-run-state="abandoned"]').waitFor();
+    await page.getByRole('button', { name: 'Start Checkout broke after release 2.4.1' }).click();
+    await page.getByRole('heading', { name: /Active run:/ }).waitFor();
+    // Reset abandons the active run, so the console asks first.
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.getByRole('button', { name: 'Reset everything' }).click();
+    await page.locator('[data-run-state="abandoned"]').waitFor();
+    const shop = JSON.parse((await apiInPage('GET', '/api/services/shop/config')).body);
+    assert.equal(shop.values.release.version, '2.4.0', 'reset put the shop back to its defaults');
   });
 
   // The login code is spent: hand the session to the report script that may run next.

@@ -1,11 +1,11 @@
 import './style.css';
-import { api, type ConsoleSettings, setUnauthorizedHandler } from './api';
+import { api, type ConsoleSettings, type ScenarioSummary, setUnauthorizedHandler } from './api';
 import { clear, h } from './dom';
 import { connect, onCompleted, store, subscribe } from './store';
-import { ConfigView_ } from './views/config';
+import { ConfigPanel } from './views/config';
 import { DebriefView } from './views/debrief';
 import { ObservabilityView } from './views/observability';
-import { ScenariosView } from './views/scenarios';
+import { primeCatalog, ScenariosView } from './views/scenarios';
 import { UserView } from './views/user';
 
 interface View {
@@ -38,7 +38,7 @@ function make(name: string): View {
   switch (name) {
     case 'user': return new UserView();
     case 'observability': return new ObservabilityView(settings);
-    case 'config': return new ConfigView_();
+    case 'config': return new ConfigPanel();
     case 'debrief': return new DebriefView();
     default: return new ScenariosView();
   }
@@ -84,17 +84,20 @@ function showSignedOut(): void {
 
 async function start(): Promise<void> {
   setUnauthorizedHandler(showSignedOut);
+  // The session check doubles as the catalog load; the settings come in parallel.
+  const settingsLoaded = fetch('/console/settings.json', { credentials: 'same-origin' })
+    .then(async (resp) => {
+      if (resp.ok) settings = (await resp.json()) as ConsoleSettings;
+    })
+    .catch(() => {
+      // Defaults: no Grafana, no Service Health view.
+    });
   try {
-    await api('GET', '/api/scenarios');
+    primeCatalog(await api<ScenarioSummary[]>('GET', '/api/scenarios'));
   } catch {
     if (signedOut) return;
   }
-  try {
-    const resp = await fetch('/console/settings.json', { credentials: 'same-origin' });
-    if (resp.ok) settings = (await resp.json()) as ConsoleSettings;
-  } catch {
-    // Defaults: no Grafana, no Service Health link.
-  }
+  await settingsLoaded;
   subscribe(() => {
     renderConn();
     current?.view.update();

@@ -53,14 +53,14 @@ function domId(path: string): string {
   return `f-${path.replace(/[^a-zA-Z0-9_-]/g, '-')}`;
 }
 
-export class ConfigView_ {
+export class ConfigPanel {
   private root = h('div', { class: 'view' });
   private picker = h('select', { id: 'service' });
   private formBox = h('div');
   private historyBox = h('section', { 'aria-labelledby': 'history-h' });
   private status = h('p', { class: 'message', role: 'status', 'aria-live': 'polite' });
   private fields: Field[] = [];
-  private root$: Record<string, Schema> = {};
+  private defs: Record<string, Schema> = {};
 
   mount(main: HTMLElement): void {
     clear(this.root, h('h1', {}, 'Config'),
@@ -117,11 +117,11 @@ export class ConfigView_ {
     this.status.textContent = '';
     const base = `/api/services/${encodeURIComponent(service)}/config`;
     const [view, schema] = await Promise.all([api<ConfigView>('GET', base), api<Schema>('GET', `${base}/schema`)]);
-    this.root$ = ((schema.$defs ?? schema.definitions ?? {}) as Record<string, Schema>);
+    this.defs = ((schema.$defs ?? schema.definitions ?? {}) as Record<string, Schema>);
     this.revision = view.revision;
     this.fields = [];
     const form = h('form', { novalidate: true, 'aria-labelledby': 'form-h' });
-    const body = this.object(schema, [], view.values, 2);
+    const body = this.object(schema, [], view.values);
     const diffBox = h('div', { class: 'diff', 'aria-live': 'polite' });
     const review = h('button', { type: 'submit', class: 'primary' }, 'Review changes');
     form.addEventListener('submit', (ev) => {
@@ -139,12 +139,12 @@ export class ConfigView_ {
     let cur = s;
     for (let i = 0; i < 8 && cur.$ref; i++) {
       const name = cur.$ref.split('/').pop() ?? '';
-      cur = { ...this.root$[name], ...Object.fromEntries(Object.entries(cur).filter(([k]) => k !== '$ref')) };
+      cur = { ...this.defs[name], ...Object.fromEntries(Object.entries(cur).filter(([k]) => k !== '$ref')) };
     }
     return cur;
   }
 
-  private object(schema: Schema, path: string[], values: unknown, level: number): Node[] {
+  private object(schema: Schema, path: string[], values: unknown): Node[] {
     const s = this.resolve(schema);
     const out: Node[] = [];
     for (const [key, sub0] of Object.entries(s.properties ?? {})) {
@@ -152,7 +152,7 @@ export class ConfigView_ {
       const p = [...path, key];
       if (sub.properties) {
         out.push(h('fieldset', {}, h('legend', {}, key), sub.description ? h('p', { class: 'muted small' }, sub.description) : null,
-          this.object(sub, p, values, level + 1)));
+          this.object(sub, p, values)));
       } else {
         out.push(this.field(sub, p, get(values, p)));
       }
@@ -208,7 +208,9 @@ export class ConfigView_ {
         // Anything that is not a plain number goes to the server as typed, so its message
         // (type, range) is the one the learner reads.
         const t = raw.trim();
-        if (t !== '' && Number.isFinite(Number(t))) return { ok: true, value: Number(t) };
+        // An empty box is "no value" (optional fields such as the runner's `target_rate`).
+        if (t === '') return { ok: true, value: f.original === undefined ? undefined : null };
+        if (Number.isFinite(Number(t))) return { ok: true, value: Number(t) };
         return { ok: true, value: t };
       }
       case 'json':
@@ -219,7 +221,7 @@ export class ConfigView_ {
           return { ok: false };
         }
       default:
-        return { ok: true, value: raw };
+        return { ok: true, value: raw === '' && (f.original === null || f.original === undefined) ? f.original : raw };
     }
   }
 

@@ -47,29 +47,34 @@ export class ObservabilityView {
     clear(main, this.root);
     const s = this.settings;
     const parts: Node[] = [h('h1', {}, 'Observability')];
-    if (s.service_health_url) {
-      parts.push(h('p', {}, 'Service Health (error rate, latency p50/p95/p99 and throughput per service, grouped by route): ',
-        h('a', { href: s.service_health_url, target: '_blank', rel: 'noopener' }, 'open Service Health')));
-    }
+    // One switch over every embeddable view: the facts service's Service Health first (error
+    // rate, latency percentiles and throughput per service, grouped by route), then Grafana.
+    const views: { title: string; url: string }[] = [];
+    if (s.service_health_url) views.push({ title: 'Service Health', url: s.service_health_url });
     if (s.grafana_url) {
       const boards = s.grafana_dashboards.length ? s.grafana_dashboards : [{ title: 'Grafana', url: s.grafana_url }];
-      const frame = h('iframe', { title: `Grafana: ${boards[0].title}`, src: boards[0].url, class: 'grafana' });
-      const pick = h('select', { id: 'dashboard' }, boards.map((b) => h('option', { value: b.url }, b.title)));
+      for (const b of boards) views.push({ title: b.title, url: b.url });
+    }
+    if (views.length) {
+      const frame = h('iframe', { title: views[0].title, src: views[0].url, class: 'grafana' });
+      const open = h('a', { href: views[0].url, target: '_blank', rel: 'noopener' }, 'open in a new tab');
+      const pick = h('select', { id: 'dashboard' }, views.map((v, i) => h('option', { value: String(i) }, v.title)));
       pick.addEventListener('change', () => {
-        frame.src = pick.value;
-        frame.title = `Grafana: ${pick.selectedOptions[0]?.textContent ?? ''}`;
+        const v = views[Number(pick.value)];
+        if (!v) return;
+        frame.src = v.url;
+        frame.title = v.title;
+        open.href = v.url;
       });
-      parts.push(h('p', { class: 'row' }, h('label', { for: 'dashboard' }, 'Dashboard '), pick,
-        h('a', { href: s.grafana_url, target: '_blank', rel: 'noopener' }, 'open Grafana')), frame);
-      clear(this.root, parts);
-      return;
+      parts.push(h('p', { class: 'row' }, h('label', { for: 'dashboard' }, 'Dashboard '), pick, open), frame);
     }
     const box = h('div', { class: 'grid' });
-    parts.push(
-      h('p', { class: 'muted' },
-        s.service_health_url ? 'Below, each service’s own metrics.' : 'No Grafana is configured here (the native launch); each service’s own metrics follow. The built-in Service Health view appears here once the facts service is running.'),
-      box,
-    );
+    const intro = views.length
+      ? 'Each service’s own metrics, always available:'
+      : 'No Grafana and no Service Health view are configured here (the native launch); each service’s own metrics follow.';
+    const metrics = h('details', { class: 'own-metrics', open: !views.length },
+      h('summary', {}, 'Services’ own metrics'), h('p', { class: 'muted' }, intro), box);
+    parts.push(metrics);
     clear(this.root, parts);
     const load = async () => {
       let list: ServiceList;
@@ -93,7 +98,12 @@ export class ObservabilityView {
       clear(box, cards);
     };
     void load();
-    this.timer = window.setInterval(() => void load(), 5000);
+    this.timer = window.setInterval(() => {
+      if (metrics.open) void load();
+    }, 5000);
+    metrics.addEventListener('toggle', () => {
+      if (metrics.open) void load();
+    });
   }
 
   unmount(): void {

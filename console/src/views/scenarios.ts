@@ -22,6 +22,10 @@ export function forgetScenarioDetails(): void {
 }
 
 let catalog: ScenarioSummary[] | null = null;
+/** The first call of the page (the session check) already fetched the catalog. */
+export function primeCatalog(list: ScenarioSummary[]): void {
+  catalog = list;
+}
 export async function loadCatalog(): Promise<ScenarioSummary[]> {
   if (!catalog) catalog = await api<ScenarioSummary[]>('GET', '/api/scenarios');
   return catalog;

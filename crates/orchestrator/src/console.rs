@@ -82,7 +82,7 @@ pub fn mint_login_code(keys: &JwtKeys, subject: &str, ttl: Duration) -> anyhow::
 struct ConsoleState {
     settings: ConsoleSettings,
     /// `Content-Security-Policy` of the console's pages: its own scripts, styles and API only,
-    /// plus Grafana in a frame when configured.
+    /// plus Grafana and Service Health in a frame when configured.
     csp: HeaderValue,
     keys: Arc<JwtKeys>,
     login_key: DecodingKey,
@@ -98,7 +98,12 @@ pub fn router(settings: ConsoleSettings, secret: &[u8], keys: Arc<JwtKeys>, db: 
     validation.set_issuer(&[ISSUER]);
     validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
     validation.leeway = 5;
-    let frames = settings.grafana_url.as_deref().and_then(origin_of).map(|o| format!(" {o}")).unwrap_or_default();
+    let frames: String = [settings.grafana_url.as_deref(), settings.service_health_url.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(origin_of)
+        .map(|o| format!(" {o}"))
+        .collect();
     let csp = format!(
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
          connect-src 'self'; frame-src 'self'{frames}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"

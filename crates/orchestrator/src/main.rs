@@ -54,8 +54,8 @@ struct Cli {
     /// (e.g. "Shop=d/shop/shop?kiosk"); repeatable.
     #[arg(long = "grafana-dashboard", value_name = "TITLE=PATH", value_parser = parse_dashboard)]
     grafana_dashboards: Vec<(String, String)>,
-    /// The Service Health view of the `facts` service as the browser reaches it; the console
-    /// links to it.
+    /// The Service Health view of the `facts` service as the browser reaches it; the console's
+    /// Observability tab embeds and links to it.
     #[arg(long, env = "OBSERVASTACK_SERVICE_HEALTH_URL")]
     service_health_url: Option<String>,
     /// Log filter directives.

@@ -136,7 +136,7 @@ async fn built_assets_are_served_under_console_and_settings_name_the_tools() {
             assets: Some(assets),
             grafana_url: Some("http://127.0.0.1:3000/".to_owned()),
             grafana_dashboards: vec![("Shop".to_owned(), "/d/shop".to_owned())],
-            service_health_url: Some("http://127.0.0.1:8082/facts/".to_owned()),
+            service_health_url: Some("http://127.0.0.1:8104/health".to_owned()),
         };
     })
     .await;
@@ -150,9 +150,12 @@ async fn built_assets_are_served_under_console_and_settings_name_the_tools() {
     assert!(index.headers().get(CONTENT_TYPE).unwrap().to_str().unwrap().starts_with("text/html"));
     assert_eq!(index.headers().get(CACHE_CONTROL).unwrap(), "no-cache");
     let csp = index.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
-    for directive in
-        ["script-src 'self'", "connect-src 'self'", "frame-src 'self' http://127.0.0.1:3000;", "frame-ancestors 'none'"]
-    {
+    for directive in [
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-src 'self' http://127.0.0.1:3000 http://127.0.0.1:8104;",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(directive), "{directive} missing from {csp}");
     }
 
@@ -169,7 +172,7 @@ async fn built_assets_are_served_under_console_and_settings_name_the_tools() {
         browser().get(stack.url("/console/settings.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(settings["grafana_url"], "http://127.0.0.1:3000");
     assert_eq!(settings["grafana_dashboards"][0]["url"], "http://127.0.0.1:3000/d/shop");
-    assert_eq!(settings["service_health_url"], "http://127.0.0.1:8082/facts/");
+    assert_eq!(settings["service_health_url"], "http://127.0.0.1:8104/health");
     stack.stop().await;
     std::fs::remove_dir_all(dir).ok();
 }
