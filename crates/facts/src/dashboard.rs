@@ -149,6 +149,17 @@ pub async fn dashboard(engine: &Engine, q: &Query, markers: Vec<Marker>) -> anyh
         }
     })
     .await?;
+    // Late facts still in the WAL tail for rolled-up minutes: visible at once, not only after
+    // the flush marks their hour dirty.
+    let mut late = RawAccumulator::default();
+    for f in engine.unflushed_between(from, watermark, service) {
+        if !is_raw(f.minute()) {
+            late.add_fact(&f);
+        }
+    }
+    for row in late.into_rows(60, service) {
+        add_row(row);
+    }
     // Raw ranges: [watermark, to) plus dirty hours inside the window.
     let mut raw_ranges: Vec<(i64, i64)> = state
         .dirty_hours

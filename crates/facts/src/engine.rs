@@ -370,6 +370,25 @@ impl Engine {
         Ok(RollupOutcome { run_id, facts, rows: count, windows: windows.to_vec(), digest })
     }
 
+    /// Ids of the committed facts with `event_time` in `[from, to)` seconds, duplicates kept
+    /// (durability checks count them).
+    pub async fn committed_ids(&self, from: i64, to: i64) -> anyhow::Result<Vec<Uuid>> {
+        let table = self.lake.facts_table().await?;
+        let files = self.lake.plan_files(&table, "event_time", from * 1_000_000, to * 1_000_000).await?;
+        let ctx = read::session(self.lake.storage(), &self.lake.warehouse)?;
+        let mut out = Vec::new();
+        read::scan(&ctx, files, "event_time", from * 1_000_000, to * 1_000_000, None, &["event_id"], |batch| {
+            let ids = read::as_type(batch, "event_id", &DataType::FixedSizeBinary(16))?;
+            let ids = ids.as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| anyhow::anyhow!("event_id type"))?;
+            for i in 0..ids.len() {
+                out.push(Uuid::from_slice(ids.value(i))?);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
     /// Acknowledged facts not yet in Iceberg with `event_time` in `[from, to)` seconds.
     pub fn unflushed_between(&self, from: i64, to: i64, service: Option<&str>) -> Vec<RequestFact> {
         let tail = self.tail();
