@@ -161,12 +161,8 @@ pub async fn dashboard(engine: &Engine, q: &Query, markers: Vec<Marker>) -> anyh
         add_row(row);
     }
     // Raw ranges: [watermark, to) plus dirty hours inside the window.
-    let mut raw_ranges: Vec<(i64, i64)> = state
-        .dirty_hours
-        .iter()
-        .map(|&h| (h.max(from), (h + 3600).min(watermark)))
-        .filter(|(a, b)| a < b)
-        .collect();
+    let mut raw_ranges: Vec<(i64, i64)> =
+        state.dirty_hours.iter().map(|&h| (h.max(from), (h + 3600).min(watermark))).filter(|(a, b)| a < b).collect();
     if watermark < to {
         raw_ranges.push((watermark, to));
     }

@@ -152,7 +152,8 @@ impl Engine {
         let committed = lake.committed_wal_through().await?;
         wal::delete_through(&wal_dir, committed)?;
         let (wal, replayed) = Wal::open(&wal_dir).context("cannot open the WAL")?;
-        let mut tail = Tail { seen: HashSet::new(), recent: VecDeque::new(), unflushed: BTreeMap::new(), unflushed_count: 0 };
+        let mut tail =
+            Tail { seen: HashSet::new(), recent: VecDeque::new(), unflushed: BTreeMap::new(), unflushed_count: 0 };
         for segment in replayed {
             let facts: Vec<_> = segment.facts.into_iter().filter(|f| tail.seen.insert(f.event_id)).collect();
             tail.unflushed_count += facts.len();
@@ -337,7 +338,8 @@ impl Engine {
             let mut start = from;
             while start < to {
                 let stop = (floor(start, 3600) + 3600).min(to);
-                let files = self.lake.plan_files(&facts_table, "event_time", start * 1_000_000, stop * 1_000_000).await?;
+                let files =
+                    self.lake.plan_files(&facts_table, "event_time", start * 1_000_000, stop * 1_000_000).await?;
                 let mut acc = RawAccumulator::default();
                 read::scan(
                     &ctx,
@@ -356,7 +358,12 @@ impl Engine {
             }
         }
         rows.sort_by(|a, b| {
-            (a.minute, &a.service, &a.method, &a.path_template).cmp(&(b.minute, &b.service, &b.method, &b.path_template))
+            (a.minute, &a.service, &a.method, &a.path_template).cmp(&(
+                b.minute,
+                &b.service,
+                &b.method,
+                &b.path_template,
+            ))
         });
         let digest = digest(&rows);
         let count = rows.len();
@@ -379,7 +386,8 @@ impl Engine {
         let mut out = Vec::new();
         read::scan(&ctx, files, "event_time", from * 1_000_000, to * 1_000_000, None, &["event_id"], |batch| {
             let ids = read::as_type(batch, "event_id", &DataType::FixedSizeBinary(16))?;
-            let ids = ids.as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| anyhow::anyhow!("event_id type"))?;
+            let ids =
+                ids.as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| anyhow::anyhow!("event_id type"))?;
             for i in 0..ids.len() {
                 out.push(Uuid::from_slice(ids.value(i))?);
             }
@@ -407,45 +415,68 @@ impl Engine {
 pub const RAW_COLUMNS: [&str; 7] =
     ["event_id", "event_time", "service", "method", "path_template", "status_code", "latency_ms"];
 
-/// Groups raw facts into (bucket start, service, method, path) cells, deduplicated by id.
+/// (minute, service, method, path_template)
+type CellKey = (i64, String, String, String);
+
+/// Requests, errors and the latencies of one cell.
+#[derive(Default)]
+struct RawCell {
+    requests: u64,
+    errors: u64,
+    latencies: Vec<f64>,
+}
+
+/// One raw fact as read from a column batch.
+struct RawFact<'a> {
+    id: u128,
+    micros: i64,
+    service: &'a str,
+    method: &'a str,
+    path: &'a str,
+    status: i32,
+    latency: f64,
+}
+
+/// Groups raw facts into (minute, service, method, path) cells, deduplicated by id.
 #[derive(Default)]
 pub struct RawAccumulator {
     ids: HashSet<u128>,
-    cells: HashMap<(i64, String, String, String), (u64, u64, Vec<f64>)>,
+    cells: HashMap<CellKey, RawCell>,
     pub facts: u64,
 }
 
 impl RawAccumulator {
-    pub fn add(&mut self, id: u128, micros: i64, service: &str, method: &str, path: &str, status: i32, latency: f64) {
-        if !self.ids.insert(id) {
+    fn add(&mut self, f: &RawFact<'_>) {
+        if !self.ids.insert(f.id) {
             return;
         }
         self.facts += 1;
-        let minute = floor(micros.div_euclid(1_000_000), 60);
-        let key = (minute, service.to_owned(), method.to_owned(), path.to_owned());
+        let minute = floor(f.micros.div_euclid(1_000_000), 60);
+        let key = (minute, f.service.to_owned(), f.method.to_owned(), f.path.to_owned());
         let cell = self.cells.entry(key).or_default();
-        cell.0 += 1;
-        if status >= 500 {
-            cell.1 += 1;
+        cell.requests += 1;
+        if f.status >= 500 {
+            cell.errors += 1;
         }
-        cell.2.push(latency);
+        cell.latencies.push(f.latency);
     }
 
     pub fn add_fact(&mut self, f: &RequestFact) {
-        self.add(
-            f.event_id.as_u128(),
-            f.event_time.timestamp_micros(),
-            &f.service,
-            &f.method,
-            &f.path_template,
-            i32::from(f.status_code),
-            f.latency_ms,
-        );
+        self.add(&RawFact {
+            id: f.event_id.as_u128(),
+            micros: f.event_time.timestamp_micros(),
+            service: &f.service,
+            method: &f.method,
+            path: &f.path_template,
+            status: i32::from(f.status_code),
+            latency: f.latency_ms,
+        });
     }
 
     pub fn add_batch(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
         let ids = read::as_type(batch, "event_id", &DataType::FixedSizeBinary(16))?;
-        let ids = ids.as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| anyhow::anyhow!("event_id type"))?;
+        let ids =
+            ids.as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| anyhow::anyhow!("event_id type"))?;
         let times = micros(batch, "event_time")?;
         let services = strings(batch, "service")?;
         let services = services.as_string::<i32>();
@@ -457,9 +488,16 @@ impl RawAccumulator {
         let status = status.as_primitive::<Int32Type>();
         let latency = read::as_type(batch, "latency_ms", &DataType::Float64)?;
         let latency = latency.as_primitive::<Float64Type>();
-        for i in 0..batch.num_rows() {
-            let id = u128::from_be_bytes(ids.value(i).try_into().unwrap_or([0; 16]));
-            self.add(id, times[i], services.value(i), methods.value(i), paths.value(i), status.value(i), latency.value(i));
+        for (i, &micros) in times.iter().enumerate() {
+            self.add(&RawFact {
+                id: u128::from_be_bytes(ids.value(i).try_into().unwrap_or([0; 16])),
+                micros,
+                service: services.value(i),
+                method: methods.value(i),
+                path: paths.value(i),
+                status: status.value(i),
+                latency: latency.value(i),
+            });
         }
         Ok(())
     }
@@ -468,14 +506,14 @@ impl RawAccumulator {
     pub fn into_rows(self, _step: i64, _service: Option<&str>) -> Vec<MinuteRow> {
         self.cells
             .into_iter()
-            .map(|((minute, service, method, path_template), (requests, errors, mut lat))| MinuteRow {
+            .map(|((minute, service, method, path_template), mut cell)| MinuteRow {
                 minute,
                 service,
                 method,
                 path_template,
-                requests,
-                errors,
-                sketch: sketch::from_latencies(&mut lat),
+                requests: cell.requests,
+                errors: cell.errors,
+                sketch: sketch::from_latencies(&mut cell.latencies),
             })
             .collect()
     }
@@ -502,8 +540,13 @@ pub fn facts_batches(
     mut facts: Vec<RequestFact>,
 ) -> anyhow::Result<BTreeMap<i32, RecordBatch>> {
     facts.sort_unstable_by(|a, b| {
-        (&a.service, &a.path_template, &a.method, a.event_time, a.event_id)
-            .cmp(&(&b.service, &b.path_template, &b.method, b.event_time, b.event_id))
+        (&a.service, &a.path_template, &a.method, a.event_time, a.event_id).cmp(&(
+            &b.service,
+            &b.path_template,
+            &b.method,
+            b.event_time,
+            b.event_id,
+        ))
     });
     let mut by_day: BTreeMap<i32, Vec<RequestFact>> = BTreeMap::new();
     for f in facts {
@@ -544,7 +587,10 @@ fn metrics_batches(
     for (day, rows) in by_day {
         let sketches: Vec<Vec<u8>> = rows.iter().map(|r| sketch::encode(&r.sketch)).collect();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.minute * 1_000_000)).with_timezone("+00:00")),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.minute * 1_000_000))
+                    .with_timezone("+00:00"),
+            ),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.service.as_str()))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.method.as_str()))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.path_template.as_str()))),
@@ -576,8 +622,10 @@ pub async fn read_metrics(
     }
     let table = engine.lake.metrics_table().await?;
     let files = engine.lake.plan_files(&table, "minute", from * 1_000_000, to * 1_000_000).await?;
-    let mut raw: Vec<(i64, String, String, String, i64, i64, Vec<u8>, i64)> = Vec::new();
-    let columns = ["minute", "service", "method", "path_template", "request_count", "error_count", "latency_sketch", "run_id"];
+    // (row, encoded sketch, run id) until the newest run per minute is known.
+    let mut raw: Vec<(MinuteRow, Vec<u8>, i64)> = Vec::new();
+    let columns =
+        ["minute", "service", "method", "path_template", "request_count", "error_count", "latency_sketch", "run_id"];
     read::scan(ctx, files, "minute", from * 1_000_000, to * 1_000_000, service, &columns, |batch| {
         let minutes = micros(batch, "minute")?;
         let services = strings(batch, "service")?;
@@ -587,42 +635,37 @@ pub async fn read_metrics(
         let err = read::as_type(batch, "error_count", &DataType::Int64)?;
         let sk = read::as_type(batch, "latency_sketch", &DataType::Binary)?;
         let run = read::as_type(batch, "run_id", &DataType::Int64)?;
-        let (services, methods, paths) = (services.as_string::<i32>(), methods.as_string::<i32>(), paths.as_string::<i32>());
-        let (req, err, run) = (req.as_primitive::<Int64Type>(), err.as_primitive::<Int64Type>(), run.as_primitive::<Int64Type>());
+        let (services, methods, paths) =
+            (services.as_string::<i32>(), methods.as_string::<i32>(), paths.as_string::<i32>());
+        let (req, err, run) =
+            (req.as_primitive::<Int64Type>(), err.as_primitive::<Int64Type>(), run.as_primitive::<Int64Type>());
         let sk = sk.as_binary::<i32>();
-        for i in 0..batch.num_rows() {
-            raw.push((
-                minutes[i].div_euclid(1_000_000),
-                services.value(i).to_owned(),
-                methods.value(i).to_owned(),
-                paths.value(i).to_owned(),
-                req.value(i),
-                err.value(i),
-                sk.value(i).to_vec(),
-                run.value(i),
-            ));
+        for (i, &minute) in minutes.iter().enumerate() {
+            let row = MinuteRow {
+                minute: minute.div_euclid(1_000_000),
+                service: services.value(i).to_owned(),
+                method: methods.value(i).to_owned(),
+                path_template: paths.value(i).to_owned(),
+                requests: u64::try_from(req.value(i)).unwrap_or_default(),
+                errors: u64::try_from(err.value(i)).unwrap_or_default(),
+                sketch: sketch::new_sketch(),
+            };
+            raw.push((row, sk.value(i).to_vec(), run.value(i)));
         }
         Ok(())
     })
     .await?;
     let mut newest: HashMap<i64, i64> = HashMap::new();
-    for r in &raw {
-        let e = newest.entry(r.0).or_insert(r.7);
-        *e = (*e).max(r.7);
+    for (row, _, run) in &raw {
+        let e = newest.entry(row.minute).or_insert(*run);
+        *e = (*e).max(*run);
     }
-    for (minute, service, method, path_template, req, err, sk, run) in raw {
-        if newest.get(&minute) != Some(&run) {
+    for (mut row, sk, run) in raw {
+        if newest.get(&row.minute) != Some(&run) {
             continue;
         }
-        each(MinuteRow {
-            minute,
-            service,
-            method,
-            path_template,
-            requests: u64::try_from(req).unwrap_or_default(),
-            errors: u64::try_from(err).unwrap_or_default(),
-            sketch: sketch::decode(&sk)?,
-        });
+        row.sketch = sketch::decode(&sk)?;
+        each(row);
     }
     Ok(())
 }

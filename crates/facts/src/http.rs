@@ -118,7 +118,10 @@ fn rejection(r: BatchRejection) -> Response {
 }
 
 /// `POST /api/v1/facts`: one fact, a JSON array or NDJSON; 200 only once durable.
-async fn ingest(State(state): State<Arc<AppState>>, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+async fn ingest(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -143,8 +146,9 @@ async fn ingest(State(state): State<Arc<AppState>>, body: Result<Bytes, axum::ex
             state.unflushed.set(i64::try_from(state.engine.unflushed()).unwrap_or(i64::MAX));
             Json(outcome).into_response()
         }
-        Err(err) => ApiError::Unavailable { message: format!("facts not stored: {err:#}"), retry_after_secs: 1 }
-            .into_response(),
+        Err(err) => {
+            ApiError::Unavailable { message: format!("facts not stored: {err:#}"), retry_after_secs: 1 }.into_response()
+        }
     }
 }
 
@@ -265,20 +269,22 @@ async fn run_sql(
     ctx.register_table(METRICS_TABLE, Arc::new(metrics)).map_err(anyhow::Error::from)?;
     // No DDL (external tables could read any file), no DML, no SET.
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let df = ctx
-        .sql_with_options(&req.sql, options)
+    let df =
+        ctx.sql_with_options(&req.sql, options).await.map_err(|e| ApiError::field("sql", "query", e.to_string()))?;
+    let batches = df
+        .limit(0, Some(MAX_SQL_ROWS))
+        .map_err(anyhow::Error::from)?
+        .collect()
         .await
-        .map_err(|e| ApiError::field("sql", "query", e.to_string()))?;
-    let batches = df.limit(0, Some(MAX_SQL_ROWS)).map_err(anyhow::Error::from)?.collect().await.map_err(|e| {
-        ApiError::field("sql", "execution", e.to_string())
-    })?;
+        .map_err(|e| ApiError::field("sql", "execution", e.to_string()))?;
     let mut writer = ArrayWriter::new(Vec::new());
     for batch in &batches {
         writer.write(batch).map_err(anyhow::Error::from)?;
     }
     writer.finish().map_err(anyhow::Error::from)?;
     let rows = writer.into_inner();
-    let rows: serde_json::Value = if rows.is_empty() { json!([]) } else { serde_json::from_slice(&rows).map_err(anyhow::Error::from)? };
+    let rows: serde_json::Value =
+        if rows.is_empty() { json!([]) } else { serde_json::from_slice(&rows).map_err(anyhow::Error::from)? };
     Ok(Json(json!({ "rows": rows })).into_response())
 }
 

@@ -228,7 +228,13 @@ impl Lake {
 
     /// Data files of `table` that may hold rows with `column` in `[from_us, to_us)`
     /// (partition and column-statistics pruning by the iceberg crate).
-    pub async fn plan_files(&self, table: &Table, column: &str, from_us: i64, to_us: i64) -> anyhow::Result<Vec<String>> {
+    pub async fn plan_files(
+        &self,
+        table: &Table,
+        column: &str,
+        from_us: i64,
+        to_us: i64,
+    ) -> anyhow::Result<Vec<String>> {
         if table.metadata().current_snapshot().is_none() {
             return Ok(Vec::new());
         }

@@ -32,7 +32,12 @@ impl MarkerSource {
         Ok(Self { pool })
     }
 
-    pub async fn between(&self, from: DateTime<Utc>, to: DateTime<Utc>, service: Option<&str>) -> anyhow::Result<Vec<Marker>> {
+    pub async fn between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        service: Option<&str>,
+    ) -> anyhow::Result<Vec<Marker>> {
         let rows: Vec<(DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
             "SELECT at, payload FROM orchestrator.run_events \
              WHERE kind = 'config_change' AND at >= $1 AND at < $2 ORDER BY at, seq LIMIT 1000",

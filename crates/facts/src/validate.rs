@@ -259,11 +259,7 @@ fn required_str<'a>(
     }
 }
 
-fn parse_time(
-    s: &str,
-    now: DateTime<Utc>,
-    err: &mut impl FnMut(&str, &'static str, String),
-) -> Option<DateTime<Utc>> {
+fn parse_time(s: &str, now: DateTime<Utc>, err: &mut impl FnMut(&str, &'static str, String)) -> Option<DateTime<Utc>> {
     let Ok(t) = DateTime::parse_from_rfc3339(s) else {
         err("event_time", "rfc3339", "must be an RFC 3339 timestamp".into());
         return None;

@@ -77,7 +77,6 @@ impl Wal {
         rx.await.map_err(|_| io::Error::other("WAL writer stopped"))?
     }
 
-
     /// Deletes sealed segments up to and including `through` (their facts are in Iceberg).
     pub fn delete_through(&self, through: u64) -> io::Result<()> {
         delete_through(&self.dir, through)

@@ -120,7 +120,7 @@ async fn facts_are_visible_at_once_and_survive_flush_rollup_late_data_and_recomp
     assert!(!app.engine.rollup_state().dirty_hours.is_empty());
     assert_eq!(totals(&app.board(from, to, "path_template").await), late);
     let rebuild = app.engine.rollup(now).await.unwrap();
-    assert!(rebuild.windows.len() >= 1);
+    assert!(!rebuild.windows.is_empty());
     assert!(app.engine.rollup_state().dirty_hours.is_empty());
     let after = app.board(from, to, "path_template").await;
     assert_eq!(totals(&after), late);
@@ -148,7 +148,8 @@ async fn a_bad_record_rejects_the_whole_batch_with_index_field_and_rule() {
     let (status, body) = app.post(&json!([fact(now, "/checkout", 200, 1.0), bad])).await;
     assert_eq!(status, 400, "{body}");
     let details = body["error"]["details"].as_array().unwrap();
-    let got: Vec<_> = details.iter().map(|d| (d["index"].as_u64().unwrap(), d["field"].clone(), d["rule"].clone())).collect();
+    let got: Vec<_> =
+        details.iter().map(|d| (d["index"].as_u64().unwrap(), d["field"].clone(), d["rule"].clone())).collect();
     assert_eq!(got, vec![(1, json!("headers"), json!("unknown_field")), (1, json!("path_template"), json!("no_ids"))]);
     assert_eq!(app.engine.unflushed(), 0, "no partial state");
 
@@ -180,9 +181,7 @@ async fn sql_is_read_only_and_sees_committed_facts() {
     let now = Utc::now();
     app.post(&json!([fact(now, "/checkout", 200, 1.0), fact(now, "/checkout", 500, 2.0)])).await;
     app.engine.flush().await.unwrap();
-    let sql = |q: &str| {
-        app.client.post(format!("{}/api/v1/sql", app.base)).json(&json!({ "sql": q })).send()
-    };
+    let sql = |q: &str| app.client.post(format!("{}/api/v1/sql", app.base)).json(&json!({ "sql": q })).send();
     let resp = sql("SELECT path_template, count(*) AS n FROM request_facts GROUP BY path_template").await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
