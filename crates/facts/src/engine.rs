@@ -32,7 +32,7 @@ use crate::wal::{self, Wal};
 /// Ids kept for deduplication after their facts left the WAL (about 40 MB).
 const RECENT_IDS: usize = 2_000_000;
 /// Unflushed facts above which a flush starts early.
-const FLUSH_AT_FACTS: usize = 2_000_000;
+const FLUSH_AT_FACTS: usize = 500_000;
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -334,10 +334,11 @@ impl Engine {
         let facts_table = self.lake.facts_table().await?;
         let ctx = read::session(self.lake.storage(), &self.lake.warehouse)?;
         for &(from, to) in windows {
-            // An hour at a time keeps the dedup set and the latency vectors small.
+            // A day partition at a time: each file is read once, and the dedup set and the
+            // latency vectors stay bounded by a day of facts.
             let mut start = from;
             while start < to {
-                let stop = (floor(start, 3600) + 3600).min(to);
+                let stop = (floor(start, 86_400) + 86_400).min(to);
                 let files =
                     self.lake.plan_files(&facts_table, "event_time", start * 1_000_000, stop * 1_000_000).await?;
                 let mut acc = RawAccumulator::default();

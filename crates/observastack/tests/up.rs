@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-const PORTS: [u16; 9] = [8080, 8081, 8082, 8101, 8102, 8103, 8111, 8112, 8113];
+const PORTS: [u16; 10] = [8080, 8081, 8082, 8101, 8102, 8103, 8104, 8111, 8112, 8113];
 
 fn admin_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
