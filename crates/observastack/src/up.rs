@@ -393,7 +393,10 @@ fn print_summary(args: &UpArgs, token: &str, logs: &Path) {
         format!("  user gateway           {user}            try: curl {user}/api/products"),
         format!("  control gateway        {control}            JWT required (token below)"),
         format!("  observability gateway  {observability}            e.g. {observability}/api/services/shop/metrics"),
-        format!("  service health         http://{}/dashboard   (facts lake; API /api/v1/dashboard)", addr(ports::FACTS, o)),
+        format!(
+            "  service health         http://{}/dashboard   (facts lake; API /api/v1/dashboard)",
+            addr(ports::FACTS, o)
+        ),
         String::new(),
         "  learner token (valid 12 h; mint more with `observastack token`):".to_owned(),
         format!("  {token}"),
