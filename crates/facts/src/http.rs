@@ -40,6 +40,7 @@ pub struct AppState {
     duplicates: IntCounter,
     rejected: IntCounterVec,
     unflushed: IntGauge,
+    max_body_bytes: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -49,7 +50,7 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, markers: Option<MarkerSource>, metrics: &Metrics) -> Arc<Self> {
+    pub fn new(engine: Arc<Engine>, markers: Option<MarkerSource>, metrics: &Metrics, max_body_bytes: usize) -> Arc<Self> {
         let ingested = IntCounter::new("facts_ingested_total", "Facts made durable (after deduplication).")
             .expect("static metric definition");
         let duplicates = IntCounter::new("facts_duplicates_total", "Facts dropped as already stored (same event_id).")
@@ -65,14 +66,14 @@ impl AppState {
         metrics.register(duplicates.clone());
         metrics.register(rejected.clone());
         metrics.register(unflushed.clone());
-        Arc::new(Self { engine, markers, ingested, duplicates, rejected, unflushed })
+        Arc::new(Self { engine, markers, ingested, duplicates, rejected, unflushed, max_body_bytes })
     }
 }
 
 /// The service's own routes (health and metrics are added by the caller).
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/api/v1/facts", post(ingest).layer(DefaultBodyLimit::max(max_body_bytes)))
+        .route("/api/v1/facts", post(ingest).layer(DefaultBodyLimit::max(state.max_body_bytes)))
         .route("/api/v1/dashboard", get(get_dashboard))
         .route("/api/v1/services", get(get_services))
         .route("/api/v1/sql", post(run_sql))
@@ -126,12 +127,20 @@ async fn ingest(
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             state.rejected.with_label_values(&["too_large"]).inc();
-            return ApiError::PayloadTooLarge { limit: 0 }.into_response();
+            return ApiError::PayloadTooLarge { limit: state.max_body_bytes }.into_response();
         }
         Err(rejection) => return rejection.into_response(),
     };
     let now = Utc::now();
-    let parsed = tokio::task::block_in_place(|| validate::parse_batch(&body, now, Uuid::now_v7));
+    // Parsing a large batch is CPU work: off the async workers.
+    let parsed = if body.len() <= 64 << 10 {
+        validate::parse_batch(&body, now, Uuid::now_v7)
+    } else {
+        match tokio::task::spawn_blocking(move || validate::parse_batch(&body, now, Uuid::now_v7)).await {
+            Ok(parsed) => parsed,
+            Err(err) => return ApiError::Internal(anyhow::Error::new(err)).into_response(),
+        }
+    };
     let facts = match parsed {
         Ok(facts) => facts,
         Err(r) => {

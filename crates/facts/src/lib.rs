@@ -51,8 +51,9 @@ impl Application {
         let engine = Engine::open(settings).await?;
         let metrics = Metrics::new("facts");
         let markers = options.database_url.as_deref().map(markers::MarkerSource::new).transpose()?;
-        let state = http::AppState::new(engine.clone(), markers, &metrics);
-        let api = http::router(state, options.max_body_bytes.unwrap_or(http::DEFAULT_MAX_BODY_BYTES));
+        let max_body = options.max_body_bytes.unwrap_or(http::DEFAULT_MAX_BODY_BYTES);
+        let state = http::AppState::new(engine.clone(), markers, &metrics, max_body);
+        let api = http::router(state);
         let router = Router::new()
             .merge(api)
             .merge(server::health_router("facts", server::always_ready()))

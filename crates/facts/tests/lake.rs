@@ -156,6 +156,8 @@ async fn a_bad_record_rejects_the_whole_batch_with_index_field_and_rule() {
     let big: Vec<Value> = (0..100).map(|_| fact(now, "/checkout", 200, 1.0)).collect();
     let resp = app.client.post(format!("{}/api/v1/facts", app.base)).json(&big).send().await.unwrap();
     assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "request body exceeds 4096 bytes");
 
     let nd = format!("{}\n{}\n", fact(now, "/a", 200, 1.0), fact(now, "/b", 404, 2.0));
     let resp = app
