@@ -50,7 +50,12 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, markers: Option<MarkerSource>, metrics: &Metrics, max_body_bytes: usize) -> Arc<Self> {
+    pub fn new(
+        engine: Arc<Engine>,
+        markers: Option<MarkerSource>,
+        metrics: &Metrics,
+        max_body_bytes: usize,
+    ) -> Arc<Self> {
         let ingested = IntCounter::new("facts_ingested_total", "Facts made durable (after deduplication).")
             .expect("static metric definition");
         let duplicates = IntCounter::new("facts_duplicates_total", "Facts dropped as already stored (same event_id).")

@@ -39,6 +39,10 @@ pub const FACTS_TABLE: &str = "request_facts";
 pub const METRICS_TABLE: &str = "metrics_1m";
 /// Snapshot-summary key recording the last WAL segment whose facts the snapshot holds.
 pub const WAL_THROUGH_KEY: &str = "observastack.wal-through";
+/// Snapshots a table may keep before old ones are expired (metadata only).
+const MAX_SNAPSHOTS: usize = 120;
+/// Snapshots always kept by an expiry.
+const KEEP_SNAPSHOTS: usize = 60;
 /// Snapshot-summary key recording the rollup run that wrote the snapshot.
 pub const RUN_ID_KEY: &str = "observastack.rollup-run";
 
@@ -222,8 +226,29 @@ impl Lake {
         let tx = Transaction::new(table);
         let action = tx.fast_append().add_data_files(files).set_snapshot_properties(properties);
         let tx = action.apply(tx)?;
-        tx.commit(&self.catalog).await.context("Iceberg commit failed")?;
+        let table = tx.commit(&self.catalog).await.context("Iceberg commit failed")?;
+        self.expire_snapshots(&table).await;
         Ok(count)
+    }
+
+    /// Keeps `metadata.json` from growing with every flush: once a table has more than
+    /// [`MAX_SNAPSHOTS`] snapshots, all but the last [`KEEP_SNAPSHOTS`] are dropped. Metadata
+    /// only: no file is deleted and the current snapshot still lists every data file.
+    /// A failure costs nothing but metadata size, so it is logged, not returned.
+    async fn expire_snapshots(&self, table: &Table) {
+        if table.metadata().snapshots().len() <= MAX_SNAPSHOTS {
+            return;
+        }
+        let cutoff = chrono::Utc::now().timestamp_millis() + 1;
+        let tx = Transaction::new(table);
+        let action = tx.expire_snapshots().expire_older_than_ms(cutoff).retain_last(KEEP_SNAPSHOTS);
+        let result = match action.apply(tx) {
+            Ok(tx) => tx.commit(&self.catalog).await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, table = %table.identifier(), "snapshot expiry failed");
+        }
     }
 
     /// Data files of `table` that may hold rows with `column` in `[from_us, to_us)`

@@ -191,3 +191,19 @@ async fn sql_is_read_only_and_sees_committed_facts() {
     let resp = sql("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'").await.unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_expired_so_metadata_stays_bounded_and_no_fact_is_lost() {
+    let app = spawn_app(None).await;
+    let now = Utc::now();
+    for i in 0..130 {
+        let (status, _) = app.post(&fact(now - chrono::Duration::seconds(i), "/checkout", 200, 1.0)).await;
+        assert_eq!(status, 200);
+        app.engine.flush().await.unwrap();
+    }
+    let table = app.engine.lake.facts_table().await.unwrap();
+    let snapshots = table.metadata().snapshots().len();
+    assert!(snapshots <= 120, "{snapshots} snapshots kept");
+    let ids = app.engine.committed_ids(now.timestamp() - 3600, now.timestamp() + 60).await.unwrap();
+    assert_eq!(ids.len(), 130);
+}
