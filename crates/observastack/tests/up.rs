@@ -188,16 +188,12 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
     // Service Health API under its route template, from the shop and from the user gateway.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let board: Value = http
-            .get(stack.url(8104, "/api/v1/dashboard?group_by=service"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let services: Vec<&str> =
-            board["series"].as_array().map(|s| s.iter().filter_map(|x| x["group"].as_str()).collect()).unwrap_or_default();
+        let board: Value =
+            http.get(stack.url(8104, "/api/v1/dashboard?group_by=service")).send().await.unwrap().json().await.unwrap();
+        let services: Vec<&str> = board["series"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|x| x["group"].as_str()).collect())
+            .unwrap_or_default();
         if services.contains(&"shop") && services.contains(&"gateway-user") {
             break;
         }
