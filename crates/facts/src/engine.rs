@@ -32,7 +32,12 @@ use crate::wal::{self, Wal};
 /// Ids kept for deduplication after their facts left the WAL (about 40 MB).
 const RECENT_IDS: usize = 2_000_000;
 /// Unflushed facts above which a flush starts early.
-const FLUSH_AT_FACTS: usize = 500_000;
+const FLUSH_AT_FACTS: usize = 200_000;
+/// Unflushed facts above which ingest waits for a flush (backpressure bounds memory when
+/// clients post faster than Iceberg commits).
+const MAX_UNFLUSHED: usize = 1_000_000;
+/// Longest an ingest waits for that flush before answering 503.
+const MAX_BACKPRESSURE_WAIT: Duration = Duration::from_secs(30);
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -132,6 +137,8 @@ pub struct Engine {
     /// Flushes and rollups run one at a time: the rollup's view of dirty hours stays exact.
     maintenance: tokio::sync::Mutex<()>,
     flush_wanted: tokio::sync::Notify,
+    /// Signalled after every flush, for ingests held back by [`MAX_UNFLUSHED`].
+    flushed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Engine {
@@ -171,6 +178,7 @@ impl Engine {
             state: Mutex::new(state),
             maintenance: tokio::sync::Mutex::new(()),
             flush_wanted: tokio::sync::Notify::new(),
+            flushed: tokio::sync::Notify::new(),
         }))
     }
 
@@ -190,6 +198,13 @@ impl Engine {
     /// Makes `facts` durable (returns after fsync). Facts whose `event_id` is already in the
     /// dedup window are counted as duplicates and not stored again.
     pub async fn ingest(&self, facts: Vec<RequestFact>) -> anyhow::Result<IngestOutcome> {
+        let started = tokio::time::Instant::now();
+        while self.unflushed() >= MAX_UNFLUSHED {
+            anyhow::ensure!(started.elapsed() < MAX_BACKPRESSURE_WAIT, "the WAL backlog is not draining");
+            self.flush_wanted.notify_one();
+            // Bounded wait: a flush finishing between the check and here is not missed for long.
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.flushed.notified()).await;
+        }
         let total = facts.len();
         let fresh: Vec<RequestFact> = {
             let mut tail = self.tail();
@@ -268,6 +283,8 @@ impl Engine {
                 tail.seen.remove(&id);
             }
         }
+        drop(tail);
+        self.flushed.notify_waiters();
         Ok(count)
     }
 
