@@ -1,10 +1,11 @@
 //! The ObservaStack command line: `up` (native launch of the whole stack), `token` (mint a JWT
 //! from the stack's secret), `config get|set` (runtime config through the control gateway),
-//! `openapi` (the services' API documents) and `scenario` (`lint` scenario files offline; list,
+//! `openapi` (the services' API documents), `facts` (the request-fact lake) and `scenario` (`lint` scenario files offline; list,
 //! show, start, watch and stop runs through the control gateway).
 
 pub mod catalog;
 pub mod config_cmd;
+pub mod facts_cmd;
 pub mod load_cmd;
 pub mod openapi_cmd;
 pub mod scenario_cmd;
@@ -53,6 +54,8 @@ pub enum Command {
     Load(load_cmd::LoadArgs),
     /// Write every service's OpenAPI document (generated from code) to `docs/api/`, or check it.
     Openapi(openapi_cmd::OpenapiArgs),
+    /// The request-fact lake: `recompute --from --to`, `flush`, `rollup`, `status`, `bench`.
+    Facts(facts_cmd::FactsArgs),
     /// Scenarios: `lint` files offline; `list`, `show`, `start`, `status`, `watch`, `stop`, `reset` runs.
     Scenario(scenario_cmd::ScenarioArgs),
 }
@@ -70,5 +73,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => load_cmd::run(args).await,
         Command::Openapi(args) => openapi_cmd::run(args),
         Command::Scenario(args) => scenario_cmd::run(&cli.state_dir, args).await,
+        Command::Facts(args) => facts_cmd::run(args).await,
     }
 }

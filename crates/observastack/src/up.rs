@@ -1,5 +1,5 @@
 //! `observastack up`: the native launch. Checks PostgreSQL, creates the stack's database and
-//! secret, starts shop, the three gateway roles, the scenario runner and the orchestrator as
+//! secret, starts the facts lake, shop, the three gateway roles, the scenario runner and the orchestrator as
 //! supervised child processes (restarting a crashed one), prints the URLs and a login token, and
 //! stops everything on Ctrl-C/SIGTERM.
 
@@ -59,6 +59,7 @@ pub mod ports {
     pub const SHOP: u16 = 8101;
     pub const ORCHESTRATOR: u16 = 8102;
     pub const RUNNER: u16 = 8103;
+    pub const FACTS: u16 = 8104;
     pub const USER_ADMIN: u16 = 8111;
     pub const CONTROL_ADMIN: u16 = 8112;
     pub const OBSERVABILITY_ADMIN: u16 = 8113;
@@ -83,13 +84,16 @@ fn addr(port: u16, offset: u16) -> String {
     format!("127.0.0.1:{}", port.saturating_add(offset))
 }
 
-fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
+/// `facts_dir`: data dir of the facts lake; `None` when its binary is missing (no lake, no
+/// RequestFact emitters).
+fn plan(args: &UpArgs, secret: &str, facts_dir: Option<&Path>) -> Vec<ServiceSpec> {
     let o = args.port_offset;
+    let facts_url = format!("http://{}", addr(ports::FACTS, o));
     let shop_url = format!("http://{}", addr(ports::SHOP, o));
     let orchestrator_url = format!("http://{}", addr(ports::ORCHESTRATOR, o));
     let runner_url = format!("http://{}", addr(ports::RUNNER, o));
     let user_admin_url = format!("http://{}", addr(ports::USER_ADMIN, o));
-    let fronted = [
+    let mut fronted = vec![
         format!("shop={shop_url}"),
         format!("orchestrator={orchestrator_url}"),
         format!("runner={runner_url}"),
@@ -97,6 +101,10 @@ fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
         format!("gateway-control=http://{}", addr(ports::CONTROL_ADMIN, o)),
         format!("gateway-observability=http://{}", addr(ports::OBSERVABILITY_ADMIN, o)),
     ];
+    if facts_dir.is_some() {
+        // Its `/metrics` on the observability path, like every other service's.
+        fronted.push(format!("facts={facts_url}"));
+    }
     let mut common = vec![(service_kit::ENV_JWT_SECRET, secret.to_owned())];
     if let Some(endpoint) = &args.otlp_endpoint {
         common.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()));
@@ -120,6 +128,19 @@ fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
         }
         a
     };
+    // The facts lake starts first and every other service reports its RequestFacts to it.
+    let mut facts_env = common.clone();
+    facts_env.push(("DATABASE_URL", args.database_url.clone()));
+    let facts = facts_dir.map(|dir| ServiceSpec {
+        name: "facts",
+        binary: "facts",
+        args: vec!["--listen".to_owned(), addr(ports::FACTS, o), "--data-dir".to_owned(), dir.display().to_string()],
+        env: facts_env,
+        ready_url: format!("{facts_url}/readyz"),
+    });
+    if facts.is_some() {
+        common.push((service_kit::facts::ENV_FACTS_URL, facts_url.clone()));
+    }
     let mut shop_env = common.clone();
     shop_env.push(("DATABASE_URL", args.database_url.clone()));
     let mut orchestrator_args = vec![
@@ -136,12 +157,18 @@ fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
     orchestrator_args.push(
         std::path::absolute(&args.console_dir).unwrap_or_else(|_| args.console_dir.clone()).display().to_string(),
     );
+    if facts_dir.is_some() {
+        // The console's Observability tab embeds the lake's Service Health page.
+        orchestrator_args.push("--service-health-url".to_owned());
+        orchestrator_args.push(format!("{facts_url}/dashboard"));
+    }
     for dir in &args.scenarios {
         orchestrator_args.push("--scenarios".to_owned());
         // Absolute, so the orchestrator's log and `ps` say which folder it reads.
         orchestrator_args.push(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string());
     }
-    vec![
+    let mut specs: Vec<ServiceSpec> = facts.into_iter().collect();
+    specs.extend([
         ServiceSpec {
             name: "shop",
             binary: "shop",
@@ -200,7 +227,8 @@ fn plan(args: &UpArgs, secret: &str) -> Vec<ServiceSpec> {
             },
             ready_url: format!("{orchestrator_url}/readyz"),
         },
-    ]
+    ]);
+    specs
 }
 
 /// Verifies PostgreSQL answers and creates the stack's database if it does not exist.
@@ -283,7 +311,12 @@ pub async fn run(state_dir: &Path, args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut running: Vec<Running> = Vec::new();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
 
-    let specs = plan(&args, &secret);
+    let facts_dir = state_dir.join("facts");
+    let with_facts = bins.join("facts").is_file();
+    if !with_facts {
+        ui::progress(&format!("note: no `facts` binary in {}; starting without the fact lake", bins.display()));
+    }
+    let specs = plan(&args, &secret, with_facts.then_some(facts_dir.as_path()));
     for (index, spec) in specs.into_iter().enumerate() {
         let what = if spec.name == "shop" { "starting shop (migrations, seed data)" } else { "starting " };
         ui::step(&if spec.name == "shop" { what.to_owned() } else { format!("{what}{}", spec.name) });
@@ -387,6 +420,10 @@ fn print_summary(args: &UpArgs, token: &str, login_code: &str, logs: &Path) {
         format!("  user gateway           {user}            try: curl {user}/api/products"),
         format!("  control gateway        {control}            JWT required (token below)"),
         format!("  observability gateway  {observability}            e.g. {observability}/api/services/shop/metrics"),
+        format!(
+            "  service health         http://{}/dashboard   (facts lake; API /api/v1/dashboard)",
+            addr(ports::FACTS, o)
+        ),
         String::new(),
         "  learner token (valid 12 h; mint more with `observastack token`):".to_owned(),
         format!("  {token}"),
@@ -498,8 +535,16 @@ mod tests {
             console_dir: PathBuf::from("/srv/console/dist"),
             ready_timeout_secs: 1,
         };
-        let specs = plan(&args, "secret");
+        let specs = plan(&args, "secret", None);
         let orchestrator = specs.iter().find(|s| s.name == "orchestrator").map(|s| s.args.join(" "));
         assert!(orchestrator.is_some_and(|a| a.contains("--console-dir /srv/console/dist")));
+        assert!(!specs.iter().any(|s| s.name == "facts"));
+
+        let specs = plan(&args, "secret", Some(Path::new("/state/facts")));
+        let orchestrator = specs.iter().find(|s| s.name == "orchestrator").map(|s| s.args.join(" ")).unwrap();
+        assert!(orchestrator.contains("--service-health-url http://127.0.0.1:8104/dashboard"), "{orchestrator}");
+        let observability = specs.iter().find(|s| s.name == "gateway-observability").map(|s| s.args.join(" ")).unwrap();
+        assert!(observability.contains("--service facts=http://127.0.0.1:8104"), "{observability}");
+        assert_eq!(specs[0].name, "facts", "the lake starts first");
     }
 }

@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-const PORTS: [u16; 9] = [8080, 8081, 8082, 8101, 8102, 8103, 8111, 8112, 8113];
+const PORTS: [u16; 10] = [8080, 8081, 8082, 8101, 8102, 8103, 8104, 8111, 8112, 8113];
 
 fn admin_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -183,6 +183,32 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
     let ids: Vec<&str> = scenarios.as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
     assert!(ids.contains(&"bad-release-checkout"), "{scenarios}");
     assert_eq!(http.get(stack.url(8080, "/api/scenarios")).send().await.unwrap().status(), 404);
+
+    // Every service reports its requests to the fact lake: the checkout shows up on the
+    // Service Health API under its route template, from the shop and from the user gateway.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let board: Value =
+            http.get(stack.url(8104, "/api/v1/dashboard?group_by=service")).send().await.unwrap().json().await.unwrap();
+        let services: Vec<&str> = board["series"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|x| x["group"].as_str()).collect())
+            .unwrap_or_default();
+        if services.contains(&"shop") && services.contains(&"gateway-user") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no RequestFacts from shop and gateway-user: {board}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let checkout: Value = http
+        .get(stack.url(8104, "/api/v1/dashboard?service=shop&group_by=path_template"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(checkout["series"].as_array().unwrap().iter().any(|s| s["group"] == "/api/checkout"), "{checkout}");
 
     // Ctrl-C (SIGINT) stops everything and frees the ports.
     kill(Pid::from_raw(stack.child.id() as i32), Signal::SIGINT).unwrap();

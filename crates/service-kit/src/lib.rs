@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod facts;
 pub mod faults;
 pub mod metrics;
 pub mod openapi;

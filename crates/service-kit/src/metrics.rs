@@ -30,6 +30,8 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub config_revision: IntGauge,
     pub config_changes: IntCounterVec,
+    /// RequestFact emitter, when a facts URL was given at start-up.
+    pub facts: Option<crate::facts::FactEmitter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -39,8 +41,16 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Declares the shared metrics of `service`, labelled `service=<name>` throughout.
+    /// Declares the shared metrics of `service`, labelled `service=<name>` throughout, and
+    /// starts the RequestFact emitter when `OBSERVASTACK_FACTS_URL` is set.
     pub fn new(service: &str) -> Arc<Self> {
+        // Read once at start-up; the facts service never reports to itself.
+        let facts_url = std::env::var(crate::facts::ENV_FACTS_URL).ok().filter(|u| !u.is_empty() && service != "facts");
+        Self::with_facts_url(service, facts_url.as_deref())
+    }
+
+    /// As [`Metrics::new`] with an explicit facts URL (`None`: no emitter).
+    pub fn with_facts_url(service: &str, facts_url: Option<&str>) -> Arc<Self> {
         let registry =
             Registry::new_custom(None, Some([("service".to_owned(), service.to_owned())].into())).unwrap_or_default();
         let http_duration = HistogramVec::new(
@@ -63,7 +73,14 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
-        let metrics = Self { service: service.to_owned(), registry, http_duration, config_revision, config_changes };
+        let mut metrics =
+            Self { service: service.to_owned(), registry, http_duration, config_revision, config_changes, facts: None };
+        if let Some((emitter, dropped)) =
+            facts_url.and_then(|url| crate::facts::FactEmitter::start(service, url, crate::facts::QUEUE_CAPACITY))
+        {
+            metrics.register(dropped);
+            metrics.facts = Some(emitter);
+        }
         metrics.register(metrics.http_duration.clone());
         metrics.register(build_info);
         metrics.register(metrics.config_revision.clone());
@@ -106,7 +123,14 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Ne
     let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let method = req.method().clone();
     let trace = RequestTrace::start(&method, route, req.headers());
-    metrics.observe_request(route, &method, trace, next.run(req)).await
+    let Some(facts) = &metrics.facts else {
+        return metrics.observe_request(route, &method, trace, next.run(req)).await;
+    };
+    let user_agent = req.headers().get(header::USER_AGENT).cloned();
+    let start = Instant::now();
+    let resp = metrics.observe_request(route, &method, trace, next.run(req)).await;
+    facts.emit(route, &method, resp.status().as_u16(), start.elapsed(), user_agent.as_ref());
+    resp
 }
 
 /// How one request is traced: an OpenTelemetry server span when spans are exported, else a

@@ -93,8 +93,12 @@ impl UserFront {
             Matched::NotFound => UNMATCHED_ROUTE,
         };
         let trace = RequestTrace::start(&method, route, req.headers());
+        let user_agent = self.metrics.facts.as_ref().and_then(|_| req.headers().get(http::header::USER_AGENT).cloned());
         let (resp, elapsed) = trace.run(self.dispatch(matched, req, peer_ip)).await;
         self.duration(route, &method, resp.status()).observe(elapsed.as_secs_f64());
+        if let Some(facts) = &self.metrics.facts {
+            facts.emit(route, &method, resp.status().as_u16(), elapsed, user_agent.as_ref());
+        }
         resp
     }
 

@@ -1,0 +1,366 @@
+//! HTTP API of the facts service: ingest, dashboard JSON, read-only SQL, maintenance, and the
+//! Service Health page with its vendored chart library.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use datafusion::arrow::json::ArrayWriter;
+use datafusion::execution::context::SQLOptions;
+use iceberg_datafusion::IcebergStaticTableProvider;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use service_kit::ApiError;
+use service_kit::metrics::Metrics;
+use uuid::Uuid;
+
+use crate::dashboard::{self, GroupBy};
+use crate::engine::Engine;
+use crate::lake::{FACTS_TABLE, METRICS_TABLE};
+use crate::markers::MarkerSource;
+use crate::validate::{self, BatchRejection};
+
+/// Default largest ingest body (8 MiB); bigger bodies get 413.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
+/// Longest dashboard window (31 days).
+pub const MAX_WINDOW_SECS: i64 = 31 * 86_400;
+/// Rows a SQL answer may hold.
+pub const MAX_SQL_ROWS: usize = 10_000;
+
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub markers: Option<MarkerSource>,
+    ingested: IntCounter,
+    duplicates: IntCounter,
+    rejected: IntCounterVec,
+    unflushed: IntGauge,
+    max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(
+        engine: Arc<Engine>,
+        markers: Option<MarkerSource>,
+        metrics: &Metrics,
+        max_body_bytes: usize,
+    ) -> Arc<Self> {
+        let ingested = IntCounter::new("facts_ingested_total", "Facts made durable (after deduplication).")
+            .expect("static metric definition");
+        let duplicates = IntCounter::new("facts_duplicates_total", "Facts dropped as already stored (same event_id).")
+            .expect("static metric definition");
+        let rejected = IntCounterVec::new(
+            Opts::new("facts_rejected_batches_total", "Ingest batches refused, by reason."),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let unflushed = IntGauge::new("facts_unflushed", "Acknowledged facts still in the WAL, not yet in Iceberg.")
+            .expect("static metric definition");
+        metrics.register(ingested.clone());
+        metrics.register(duplicates.clone());
+        metrics.register(rejected.clone());
+        metrics.register(unflushed.clone());
+        Arc::new(Self { engine, markers, ingested, duplicates, rejected, unflushed, max_body_bytes })
+    }
+}
+
+/// The service's own routes (health and metrics are added by the caller).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/facts", post(ingest).layer(DefaultBodyLimit::max(state.max_body_bytes)))
+        .route("/api/v1/dashboard", get(get_dashboard))
+        .route("/api/v1/services", get(get_services))
+        .route("/api/v1/sql", post(run_sql))
+        .route("/api/v1/flush", post(flush))
+        .route("/api/v1/rollup", post(rollup))
+        .route("/api/v1/recompute", post(recompute))
+        .route("/api/v1/status", get(status))
+        .route("/", get(page))
+        .route("/dashboard", get(page))
+        .route("/assets/uPlot.iife.min.js", get(uplot_js))
+        .route("/assets/uPlot.min.css", get(uplot_css))
+        .with_state(state)
+}
+
+#[derive(Debug, Serialize)]
+struct Rejection {
+    error: RejectionDetail,
+}
+
+#[derive(Debug, Serialize)]
+struct RejectionDetail {
+    code: &'static str,
+    message: String,
+    details: Vec<validate::RecordError>,
+    more_errors: usize,
+}
+
+fn rejection(r: BatchRejection) -> Response {
+    let records: std::collections::BTreeSet<usize> = r.errors.iter().map(|e| e.index).collect();
+    let body = Rejection {
+        error: RejectionDetail {
+            code: "validation_failed",
+            message: format!(
+                "batch rejected: {} broken rule(s) in {} record(s); nothing was stored",
+                r.errors.len() + r.more_errors,
+                records.len()
+            ),
+            details: r.errors,
+            more_errors: r.more_errors,
+        },
+    };
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// `POST /api/v1/facts`: one fact, a JSON array or NDJSON; 200 only once durable.
+async fn ingest(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            state.rejected.with_label_values(&["too_large"]).inc();
+            return ApiError::PayloadTooLarge { limit: state.max_body_bytes }.into_response();
+        }
+        Err(rejection) => return rejection.into_response(),
+    };
+    let now = Utc::now();
+    // Parsing a large batch is CPU work: off the async workers.
+    let parsed = if body.len() <= 64 << 10 {
+        validate::parse_batch(&body, now, Uuid::now_v7)
+    } else {
+        match tokio::task::spawn_blocking(move || validate::parse_batch(&body, now, Uuid::now_v7)).await {
+            Ok(parsed) => parsed,
+            Err(err) => return ApiError::Internal(anyhow::Error::new(err)).into_response(),
+        }
+    };
+    let facts = match parsed {
+        Ok(facts) => facts,
+        Err(r) => {
+            state.rejected.with_label_values(&["invalid"]).inc();
+            return rejection(r);
+        }
+    };
+    match state.engine.ingest(facts).await {
+        Ok(outcome) => {
+            state.ingested.inc_by(outcome.accepted as u64);
+            state.duplicates.inc_by(outcome.duplicates as u64);
+            state.unflushed.set(i64::try_from(state.engine.unflushed()).unwrap_or(i64::MAX));
+            Json(outcome).into_response()
+        }
+        Err(err) => {
+            ApiError::Unavailable { message: format!("facts not stored: {err:#}"), retry_after_secs: 1 }.into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DashboardParams {
+    from: Option<String>,
+    to: Option<String>,
+    service: Option<String>,
+    group_by: Option<String>,
+    step_seconds: Option<i64>,
+}
+
+fn parse_ts(field: &str, value: Option<&str>, default: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    match value {
+        None | Some("") => Ok(default),
+        Some(v) => DateTime::parse_from_rfc3339(v)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| ApiError::field(field, "rfc3339", "must be an RFC 3339 timestamp")),
+    }
+}
+
+fn window(from: Option<&str>, to: Option<&str>) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let now = Utc::now();
+    let to = parse_ts("to", to, now)?;
+    let from = parse_ts("from", from, to - Duration::hours(1))?;
+    if from >= to {
+        return Err(ApiError::field("from", "before_to", "must be before `to`"));
+    }
+    if (to - from).num_seconds() > MAX_WINDOW_SECS {
+        return Err(ApiError::field("to", "max_window", "the window may span at most 31 days"));
+    }
+    Ok((from, to))
+}
+
+async fn get_dashboard(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<DashboardParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let (from, to) = window(p.from.as_deref(), p.to.as_deref())?;
+    let group_by = match p.group_by.as_deref() {
+        None | Some("" | "none") => GroupBy::None,
+        Some("path_template") => GroupBy::PathTemplate,
+        Some("method") => GroupBy::Method,
+        Some("service") => GroupBy::Service,
+        Some(_) => {
+            return Err(ApiError::field("group_by", "enum", "must be one of none, path_template, method, service"));
+        }
+    };
+    let step = match p.step_seconds {
+        None => dashboard::auto_step(from.timestamp(), to.timestamp()),
+        Some(s) if (60..=86_400).contains(&s) && s % 60 == 0 => s,
+        Some(_) => return Err(ApiError::field("step_seconds", "range", "must be a multiple of 60 from 60 to 86400")),
+    };
+    if (to - from).num_seconds() / step > 10_000 {
+        return Err(ApiError::field("step_seconds", "max_points", "the window would have more than 10000 points"));
+    }
+    let service = p.service.filter(|s| !s.is_empty());
+    let markers = match &state.markers {
+        Some(source) => source.between(from, to, service.as_deref()).await.unwrap_or_else(|err| {
+            tracing::warn!(error = format!("{err:#}"), "config-change markers unavailable");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let q = dashboard::Query { from: from.timestamp(), to: to.timestamp(), step, service, group_by };
+    let board = dashboard::dashboard(&state.engine, &q, markers).await?;
+    Ok(Json(board).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowParams {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn get_services(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<WindowParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let (from, to) = window(p.from.as_deref(), p.to.as_deref())?;
+    let q = dashboard::Query {
+        from: from.timestamp(),
+        to: to.timestamp(),
+        step: (to - from).num_seconds().max(60),
+        service: None,
+        group_by: GroupBy::Service,
+    };
+    let board = dashboard::dashboard(&state.engine, &q, Vec::new()).await?;
+    let services: Vec<_> = board.series.into_iter().filter_map(|s| s.group).collect();
+    Ok(Json(json!({ "services": services })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+/// `POST /api/v1/sql`: one read-only statement over `request_facts` and `metrics_1m`.
+async fn run_sql(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let engine = &state.engine;
+    let ctx = crate::read::session(engine.lake.storage(), &engine.lake.warehouse)?;
+    let facts = IcebergStaticTableProvider::try_new_from_table(engine.lake.facts_table().await?)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let metrics = IcebergStaticTableProvider::try_new_from_table(engine.lake.metrics_table().await?)
+        .await
+        .map_err(anyhow::Error::from)?;
+    ctx.register_table(FACTS_TABLE, Arc::new(facts)).map_err(anyhow::Error::from)?;
+    ctx.register_table(METRICS_TABLE, Arc::new(metrics)).map_err(anyhow::Error::from)?;
+    // No DDL (external tables could read any file), no DML, no SET.
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let df =
+        ctx.sql_with_options(&req.sql, options).await.map_err(|e| ApiError::field("sql", "query", e.to_string()))?;
+    let batches = df
+        .limit(0, Some(MAX_SQL_ROWS))
+        .map_err(anyhow::Error::from)?
+        .collect()
+        .await
+        .map_err(|e| ApiError::field("sql", "execution", e.to_string()))?;
+    let mut writer = ArrayWriter::new(Vec::new());
+    for batch in &batches {
+        writer.write(batch).map_err(anyhow::Error::from)?;
+    }
+    writer.finish().map_err(anyhow::Error::from)?;
+    let rows = writer.into_inner();
+    let rows: serde_json::Value =
+        if rows.is_empty() { json!([]) } else { serde_json::from_slice(&rows).map_err(anyhow::Error::from)? };
+    Ok(Json(json!({ "rows": rows })).into_response())
+}
+
+async fn flush(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let facts = state.engine.flush().await?;
+    state.unflushed.set(i64::try_from(state.engine.unflushed()).unwrap_or(i64::MAX));
+    Ok(Json(json!({ "flushed": facts })).into_response())
+}
+
+async fn rollup(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(Json(state.engine.rollup(Utc::now()).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecomputeParams {
+    from: String,
+    to: String,
+}
+
+/// `POST /api/v1/recompute?from=…&to=…`: rebuilds `metrics_1m` for the window.
+async fn recompute(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<RecomputeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let from = parse_ts("from", Some(&p.from), Utc::now())?;
+    let to = parse_ts("to", Some(&p.to), Utc::now())?;
+    if from >= to {
+        return Err(ApiError::field("from", "before_to", "must be before `to`"));
+    }
+    Ok(Json(state.engine.recompute(from, to).await?).into_response())
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let rollup = state.engine.rollup_state();
+    Ok(Json(json!({
+        "unflushed_facts": state.engine.unflushed(),
+        "rollup_watermark": rollup.watermark,
+        "dirty_hours": rollup.dirty_hours,
+        "flush_interval_seconds": state.engine.settings.flush_interval.as_secs(),
+        "rollup_interval_seconds": state.engine.settings.rollup_interval.as_secs(),
+        "warehouse": state.engine.lake.warehouse,
+    }))
+    .into_response())
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("../assets/service-health.html"))
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    resp
+}
+
+async fn uplot_js() -> Response {
+    asset(include_str!("../assets/uPlot.iife.min.js"), "text/javascript; charset=utf-8")
+}
+
+async fn uplot_css() -> Response {
+    asset(include_str!("../assets/uPlot.min.css"), "text/css; charset=utf-8")
+}
