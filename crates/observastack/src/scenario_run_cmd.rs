@@ -455,7 +455,7 @@ pub fn secs_text(secs: f64) -> String {
     let whole = secs.round() as u64;
     match whole {
         0..=119 => format!("{whole} s"),
-        120..=3599 if whole % 60 == 0 => format!("{} min", whole / 60),
+        120..=3599 if whole.is_multiple_of(60) => format!("{} min", whole / 60),
         120..=3599 => format!("{}m {:02}s", whole / 60, whole % 60),
         _ => format!("{}h {:02}m", whole / 3600, (whole % 3600) / 60),
     }
