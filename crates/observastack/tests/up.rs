@@ -200,15 +200,23 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
         assert!(Instant::now() < deadline, "no RequestFacts from shop and gateway-user: {board}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let checkout: Value = http
-        .get(stack.url(8104, "/api/v1/dashboard?service=shop&group_by=path_template"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(checkout["series"].as_array().unwrap().iter().any(|s| s["group"] == "/api/checkout"), "{checkout}");
+    // Emitters send a batch a second: the checkout's fact may trail the first ones.
+    loop {
+        let board: Value = http
+            .get(stack.url(8104, "/api/v1/dashboard?service=shop&group_by=path_template"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if board["series"].as_array().is_some_and(|s| s.iter().any(|s| s["group"] == "/api/checkout")) {
+            break;
+        }
+        let groups: Vec<&Value> = board["series"].as_array().into_iter().flatten().map(|s| &s["group"]).collect();
+        assert!(Instant::now() < deadline, "no /api/checkout fact from the shop; groups: {groups:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Ctrl-C (SIGINT) stops everything and frees the ports.
     kill(Pid::from_raw(stack.child.id() as i32), Signal::SIGINT).unwrap();

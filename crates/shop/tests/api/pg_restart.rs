@@ -177,7 +177,9 @@ async fn postgres_restart_under_load_gives_fast_503s_then_recovers_and_loses_no_
     cluster.ctl("stop");
     // After `stop` returns: a fast shutdown first waits for the server to finish.
     let down_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Long enough for every client to see several whole attempts fail (each waits up to the
+    // pool's acquire timeout, 2 s) even on a busy machine.
+    tokio::time::sleep(Duration::from_secs(8)).await;
     // PostgreSQL accepts connections a little before `start` returns: the down window ends
     // when the start begins, the recovery clock when it has returned.
     let start_at = Instant::now();
