@@ -40,6 +40,11 @@ pub struct Cli {
     /// OTLP/HTTP endpoint for traces; none means no export.
     #[arg(long, env = ENV_OTLP_ENDPOINT, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// Milliseconds a client has to send a complete request head before it is disconnected
+    /// (slow-loris guard) [default: 30000].
+    #[arg(long, env = service_kit::server::ENV_HEADER_READ_TIMEOUT_MS, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub header_read_timeout_ms: Option<u64>,
     /// Log filter, e.g. `info` or `info,gateway=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
@@ -72,6 +77,9 @@ impl Cli {
         settings.shop_url = self.shop_url;
         settings.services = self.services;
         settings.threads = threads;
+        if let Some(ms) = self.header_read_timeout_ms {
+            settings.header_read_timeout = std::time::Duration::from_millis(ms);
+        }
         Ok(settings)
     }
 }

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod hostile;
 mod hub;
 mod lifecycle;
+mod overload;
 mod restart;
 mod scenarios;
