@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod flood;
 mod helpers;
 mod hostile;
 mod hub;
