@@ -104,6 +104,17 @@ mod tests {
     }
 
     #[test]
+    fn the_header_read_timeout_defaults_to_30_s_and_takes_milliseconds() -> anyhow::Result<()> {
+        let settings = parse(&["--role", "user"])?.into_settings(Some(SECRET.to_owned()))?;
+        assert_eq!(settings.header_read_timeout, std::time::Duration::from_secs(30));
+        let settings =
+            parse(&["--role", "user", "--header-read-timeout-ms", "1500"])?.into_settings(Some(SECRET.to_owned()))?;
+        assert_eq!(settings.header_read_timeout, std::time::Duration::from_millis(1500));
+        assert!(parse(&["--role", "user", "--header-read-timeout-ms", "0"]).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn services_and_listeners_are_taken_from_flags() -> anyhow::Result<()> {
         let cli = parse(&[
             "--role",
