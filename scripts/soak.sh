@@ -40,14 +40,20 @@ cleanup() {
 trap cleanup EXIT
 
 gateway="http://127.0.0.1:$((8080 + offset))"
-for _ in $(seq 1 120); do
+for _ in $(seq 1 300); do
     curl -fsS -o /dev/null "$gateway/api/ping" 2>/dev/null && break
     kill -0 "$up_pid" 2>/dev/null || { cat "$work/up.out" >&2; exit 1; }
     sleep 1
 done
 
-# Children of `up`: pid and name (the process's comm).
-children() { ps -o pid=,comm= --ppid "$up_pid"; }
+# `up` and its children: pid and name (binary, plus the gateway's role).
+processes() {
+    for pid in "$up_pid" $(ps -o pid= --ppid "$up_pid"); do
+        name=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" |
+            awk '{n=$1; sub(".*/","",n); for(i=2;i<NF;i++) if($i=="--role") n=n"-"$(i+1); print n}')
+        [ -n "$name" ] && printf '%s %s\n' "$pid" "$name"
+    done
+}
 
 samples="$work/samples.tsv" # minute  name  rss_kib  fds
 p99s="$work/p99.tsv"        # minute  p99_ms  completed  failed
@@ -68,7 +74,7 @@ EOF
         rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
         fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
         printf '%s\t%s\t%s\t%s\n' "$minute" "$name" "${rss:-0}" "$fds" >>"$samples"
-    done < <(children)
+    done < <(processes)
     printf 'minute %s/%s: p99 %s ms\n' "$minute" "$minutes" "$(tail -1 "$p99s" | cut -f2)" >&2
 done
 
@@ -81,14 +87,14 @@ for line in open(samples):
     m, name, rss, fds = line.split("\t")
     by[name][int(m)] = (int(rss), int(fds))
 ok = True
-print(f"{'process':<14}{'RSS first':>11}{'RSS last':>11}{'ΔRSS':>8}{'FD first':>10}{'FD last':>9}  verdict")
+print(f"{'process':<22}{'RSS first':>11}{'RSS last':>11}{'ΔRSS':>8}{'FD first':>10}{'FD last':>9}  verdict")
 for name, pts in sorted(by.items()):
     ms = sorted(m for m in pts if m > warmup) or sorted(pts)
     (r0, f0), (r1, f1) = pts[ms[0]], pts[ms[-1]]
     d = (r1 - r0) / r0 * 100 if r0 else 0.0
     good = abs(d) <= 10 and abs(f1 - f0) <= 5
     ok &= good
-    print(f"{name:<14}{r0/1024:>9.1f}M{r1/1024:>9.1f}M{d:>7.1f}%{f0:>10}{f1:>9}  {'ok' if good else 'FAIL'}")
+    print(f"{name:<22}{r0/1024:>9.1f}M{r1/1024:>9.1f}M{d:>7.1f}%{f0:>10}{f1:>9}  {'ok' if good else 'FAIL'}")
 rows = [l.rstrip("\n").split("\t") for l in open(p99s)]
 print("\nminute  p99 ms  journeys  failed")
 for m, p, c, f in rows:
