@@ -2,9 +2,12 @@
 # Soak: the native stack (`observastack up`, release binaries) under a steady journey load for
 # N minutes. Every minute: RSS and open FDs of every ObservaStack process, and the p99 of that
 # minute's journeys (from `observastack load --json`, the runner engine). At the end: error-level
-# log lines, a table and a verdict (RSS within ±10 % between the first sample after warm-up and
-# the last, FDs flat within ±5, zero error lines, p99 of the last minute at most 2× the first
-# post-warm-up minute's, no failed journeys beyond 0.1 %).
+# log lines, a table and a verdict: RSS within ±10 % between the first sample after warm-up and
+# the last; FDs flat (the highest count of the second half at most 10 above that of the first:
+# sockets come and go with the DB pool and keep-alive connections, a leak keeps climbing); the
+# median per-minute p99 of the second half at most 1.5× (+5 ms) that of the first; no more than
+# 0.1 % failed journeys; zero error-level log lines. The load average is printed beside each
+# minute, since the machine may be shared.
 #
 #   scripts/soak.sh [MINUTES=30] [RATE=40 journeys/s]
 # Env: SOAK_PORT_OFFSET (default 1000, so it runs beside a stack on the default ports),
@@ -56,7 +59,7 @@ processes() {
 }
 
 samples="$work/samples.tsv" # minute  name  rss_kib  fds
-p99s="$work/p99.tsv"        # minute  p99_ms  completed  failed
+p99s="$work/p99.tsv"        # minute  p99_ms  completed  failed  loadavg
 : >"$samples"
 : >"$p99s"
 for minute in $(seq 1 "$minutes"); do
@@ -66,9 +69,10 @@ for minute in $(seq 1 "$minutes"); do
 import json, sys
 try:
     a = json.load(open(sys.argv[1]))["all"]
-    print(f"{sys.argv[2]}\t{a['p99_ms']:.1f}\t{a['completed']}\t{a['failed']}")
+    load = open("/proc/loadavg").read().split()[0]
+    print(f"{sys.argv[2]}\t{a['p99_ms']:.1f}\t{a['completed']}\t{a['failed']}\t{load}")
 except Exception:
-    print(f"{sys.argv[2]}\tnan\t0\t0")
+    print(f"{sys.argv[2]}\tnan\t0\t0\tnan")
 EOF
     while read -r pid name; do
         rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
@@ -87,24 +91,31 @@ for line in open(samples):
     m, name, rss, fds = line.split("\t")
     by[name][int(m)] = (int(rss), int(fds))
 ok = True
-print(f"{'process':<22}{'RSS first':>11}{'RSS last':>11}{'ΔRSS':>8}{'FD first':>10}{'FD last':>9}  verdict")
+print(f"{'process':<22}{'RSS first':>11}{'RSS last':>11}{'ΔRSS':>8}{'FD max 1st half':>17}{'FD max 2nd half':>17}  verdict")
 for name, pts in sorted(by.items()):
     ms = sorted(m for m in pts if m > warmup) or sorted(pts)
-    (r0, f0), (r1, f1) = pts[ms[0]], pts[ms[-1]]
+    (r0, _), (r1, _) = pts[ms[0]], pts[ms[-1]]
     d = (r1 - r0) / r0 * 100 if r0 else 0.0
-    good = abs(d) <= 10 and abs(f1 - f0) <= 5
+    half = max(1, len(ms) // 2)
+    f0 = max(pts[m][1] for m in ms[:half])
+    f1 = max(pts[m][1] for m in ms[half:] or ms[-1:])
+    good = abs(d) <= 10 and f1 - f0 <= 10
     ok &= good
-    print(f"{name:<22}{r0/1024:>9.1f}M{r1/1024:>9.1f}M{d:>7.1f}%{f0:>10}{f1:>9}  {'ok' if good else 'FAIL'}")
+    print(f"{name:<22}{r0/1024:>9.1f}M{r1/1024:>9.1f}M{d:>7.1f}%{f0:>17}{f1:>17}  {'ok' if good else 'FAIL'}")
 rows = [l.rstrip("\n").split("\t") for l in open(p99s)]
-print("\nminute  p99 ms  journeys  failed")
-for m, p, c, f in rows:
-    print(f"{m:>6}{p:>8}{c:>10}{f:>8}")
-vals = [(int(m), float(p), int(c), int(f)) for m, p, c, f in rows if p != "nan"]
+print("\nminute  p99 ms  journeys  failed  loadavg")
+for m, p, c, f, load in rows:
+    print(f"{m:>6}{p:>8}{c:>10}{f:>8}{load:>9}")
+vals = [(int(m), float(p), int(c), int(f)) for m, p, c, f, _ in rows if p != "nan"]
 post = [v for v in vals if v[0] > warmup] or vals
-p_ok = bool(post) and post[-1][1] <= 2 * max(post[0][1], 1.0)
+half = max(1, len(post) // 2)
+first = [v[1] for v in post[:half]]
+second = [v[1] for v in post[half:]] or first
+med = lambda xs: sorted(xs)[len(xs) // 2] if xs else float("nan")
+p_ok = bool(post) and med(second) <= 1.5 * med(first) + 5
 done = sum(v[2] for v in vals); failed = sum(v[3] for v in vals)
 f_ok = done > 0 and failed <= done * 0.001
-print(f"\np99 first/last after warm-up: {post[0][1] if post else 'nan'} / {post[-1][1] if post else 'nan'} ms  {'ok' if p_ok else 'FAIL'}")
+print(f"\nmedian p99 first/second half after warm-up: {med(first) if post else 'nan'} / {med(second) if post else 'nan'} ms  {'ok' if p_ok else 'FAIL'}")
 print(f"journeys {done}, failed {failed}  {'ok' if f_ok else 'FAIL'}")
 print(f"error-level log lines: {errors}  {'ok' if errors == 0 else 'FAIL'}")
 ok = ok and p_ok and f_ok and errors == 0
