@@ -45,6 +45,7 @@ pub struct Gateway {
     follow_config: BoxFuture<'static, ()>,
     stop: watch::Sender<bool>,
     drain: Duration,
+    header_read_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -109,6 +110,7 @@ impl Gateway {
             follow_config: live.follow,
             stop,
             drain: settings.drain,
+            header_read_timeout: settings.header_read_timeout,
             metrics,
         })
     }
@@ -137,7 +139,18 @@ impl Gateway {
     /// before that also stops the workers (they drain the same way).
     pub async fn run_until<F: Future<Output = ()>>(self, shutdown: F) -> anyhow::Result<()> {
         let Self {
-            role, public, admin, public_addr, admin_addr, deps, admin_router, follow_config, stop, drain, ..
+            role,
+            public,
+            admin,
+            public_addr,
+            admin_addr,
+            deps,
+            admin_router,
+            follow_config,
+            stop,
+            drain,
+            header_read_timeout,
+            ..
         } = self;
         let threads = public.len();
         let mut workers = Vec::with_capacity(threads);
@@ -146,12 +159,18 @@ impl Gateway {
             let stop = stop.subscribe();
             let (done_tx, done_rx) = oneshot::channel();
             std::thread::Builder::new().name(format!("{}-{index}", role.service_name())).spawn(move || {
-                let _ = done_tx.send(run_worker(listener, &deps, stop, drain));
+                let _ = done_tx.send(run_worker(listener, &deps, stop, drain, header_read_timeout));
             })?;
             workers.push(done_rx);
         }
         let admin = TcpListener::from_std(admin)?;
-        let admin_task = tokio::spawn(server::serve(admin, Front::Router(admin_router), stop.subscribe(), drain));
+        let admin_task = tokio::spawn(server::serve(
+            admin,
+            Front::Router(admin_router),
+            stop.subscribe(),
+            drain,
+            header_read_timeout,
+        ));
         let follow_task = tokio::spawn(follow_config);
         tracing::info!(role = %role, public = %public_addr, admin = %admin_addr, threads, "gateway listening");
 
@@ -181,12 +200,13 @@ fn run_worker(
     deps: &RouteDeps,
     stop: watch::Receiver<bool>,
     drain: Duration,
+    header_read_timeout: Duration,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
         let front = deps.public_front()?;
-        server::serve(listener, front, stop, drain).await;
+        server::serve(listener, front, stop, drain, header_read_timeout).await;
         anyhow::Ok(())
     });
     if let Err(err) = &result {

@@ -40,6 +40,11 @@ pub struct Cli {
     /// OTLP/HTTP endpoint for traces; none means no export.
     #[arg(long, env = ENV_OTLP_ENDPOINT, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// Milliseconds a client has to send a complete request head before it is disconnected
+    /// (slow-loris guard) [default: 30000].
+    #[arg(long, env = service_kit::server::ENV_HEADER_READ_TIMEOUT_MS, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub header_read_timeout_ms: Option<u64>,
     /// Log filter, e.g. `info` or `info,gateway=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
@@ -72,6 +77,9 @@ impl Cli {
         settings.shop_url = self.shop_url;
         settings.services = self.services;
         settings.threads = threads;
+        if let Some(ms) = self.header_read_timeout_ms {
+            settings.header_read_timeout = std::time::Duration::from_millis(ms);
+        }
         Ok(settings)
     }
 }
@@ -92,6 +100,17 @@ mod tests {
         assert_eq!(settings.listen, "127.0.0.1:8081".parse()?);
         assert_eq!(settings.admin_listen, "127.0.0.1:8112".parse()?);
         assert_eq!(settings.shop_url.to_string(), "http://127.0.0.1:8101");
+        Ok(())
+    }
+
+    #[test]
+    fn the_header_read_timeout_defaults_to_30_s_and_takes_milliseconds() -> anyhow::Result<()> {
+        let settings = parse(&["--role", "user"])?.into_settings(Some(SECRET.to_owned()))?;
+        assert_eq!(settings.header_read_timeout, std::time::Duration::from_secs(30));
+        let settings =
+            parse(&["--role", "user", "--header-read-timeout-ms", "1500"])?.into_settings(Some(SECRET.to_owned()))?;
+        assert_eq!(settings.header_read_timeout, std::time::Duration::from_millis(1500));
+        assert!(parse(&["--role", "user", "--header-read-timeout-ms", "0"]).is_err());
         Ok(())
     }
 

@@ -24,9 +24,6 @@ use crate::routes::Front;
 /// Pending connections the kernel queues per listener before the accept loop takes them.
 const BACKLOG: i32 = 4096;
 
-/// A client that sends no complete request head within this is dropped (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Pause after a failed `accept` (typically out of file descriptors), so the loop backs off
 /// instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -67,11 +64,18 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Serves `front` on `listener` until `stop`, then lets in-flight requests finish for at
-/// most `drain`. Idle keep-alive connections are closed at once; upgraded connections
+/// most `drain`. A client that sends no complete request head within `header_read_timeout`
+/// is dropped (slow-loris guard). Idle keep-alive connections are closed at once; upgraded connections
 /// (WebSocket tunnels) are not HTTP any more and end with the process.
-pub async fn serve(listener: TcpListener, front: Front, stop: watch::Receiver<bool>, drain: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    front: Front,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+    header_read_timeout: Duration,
+) {
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     // Every connection task holds a receiver; `closed()` resolves when the last one ends.
     let (live_tx, live_rx) = watch::channel(());
     let mut stopping = stop.clone();

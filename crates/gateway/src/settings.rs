@@ -156,6 +156,9 @@ pub struct Settings {
     pub body_limit: usize,
     /// Upstream pool settings in force at start (revision 1 of `/config`).
     pub upstream: UpstreamConfig,
+    /// A client that sends no complete request head within this is disconnected (slow-loris
+    /// guard), on the public and the admin listener.
+    pub header_read_timeout: Duration,
 }
 
 /// Request bodies the gateway forwards: generous for a shop API, small enough to bound memory.
@@ -182,6 +185,7 @@ impl Settings {
             drain: service_kit::server::DEFAULT_DRAIN,
             body_limit: DEFAULT_BODY_LIMIT,
             upstream: UpstreamConfig::default(),
+            header_read_timeout: service_kit::server::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -199,6 +203,7 @@ impl fmt::Debug for Settings {
             .field("drain", &self.drain)
             .field("body_limit", &self.body_limit)
             .field("upstream", &self.upstream)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish_non_exhaustive()
     }
 }

@@ -276,5 +276,9 @@ pub async fn reset(
 pub async fn websocket(State(orch): State<Arc<Orchestrator>>, ws: WebSocketUpgrade) -> Response {
     let hub = orch.shared.hub.clone();
     let stopping = orch.stopping();
-    ws.on_upgrade(move |socket| crate::ws::serve_client(hub, socket, stopping))
+    // Consoles only listen: an inbound message past a small size ends the connection before
+    // it is buffered, so one client cannot make the orchestrator hold megabytes.
+    ws.max_message_size(crate::ws::MAX_INBOUND_MESSAGE)
+        .max_frame_size(crate::ws::MAX_INBOUND_MESSAGE)
+        .on_upgrade(move |socket| crate::ws::serve_client(hub, socket, stopping))
 }

@@ -18,7 +18,7 @@ pub mod model;
 pub mod plan;
 pub mod services;
 pub mod store;
-mod ws;
+pub mod ws;
 
 use std::collections::BTreeMap;
 use std::future::Future;

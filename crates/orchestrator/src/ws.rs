@@ -22,11 +22,24 @@ pub const CLOSE_TOO_SLOW: u16 = 1013;
 /// Close code for "the orchestrator is going away" (RFC 6455 1001).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// Close code for a client that floods the hub (RFC 6455 1008: policy violation).
+pub const CLOSE_FLOOD: u16 = 1008;
+
+/// Largest inbound message or frame; consoles send nothing but control frames.
+pub const MAX_INBOUND_MESSAGE: usize = 64 * 1024;
+
+/// Inbound messages a client may send per [`INBOUND_WINDOW`] before it is disconnected.
+pub const MAX_INBOUND_PER_WINDOW: u32 = 100;
+
+const INBOUND_WINDOW: Duration = Duration::from_secs(1);
+
 pub async fn serve_client(hub: Arc<Hub>, socket: WebSocket, mut stopping: watch::Receiver<bool>) {
     let mut sub = hub.subscribe();
     // The latest snapshot (if any) counts as unseen, so a late joiner gets it after the replay.
     sub.slis.mark_changed();
     let (mut sink, mut stream) = socket.split();
+    let mut window_start = tokio::time::Instant::now();
+    let mut inbound = 0u32;
     loop {
         tokio::select! {
             biased;
@@ -62,8 +75,21 @@ pub async fn serve_client(hub: Arc<Hub>, socket: WebSocket, mut stopping: watch:
             }
             incoming = stream.next() => match incoming {
                 // Pings are answered by the protocol layer; text from consoles means nothing.
+                // Errors include a message past `MAX_INBOUND_MESSAGE`.
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => {
+                    if window_start.elapsed() >= INBOUND_WINDOW {
+                        window_start = tokio::time::Instant::now();
+                        inbound = 0;
+                    }
+                    inbound += 1;
+                    if inbound > MAX_INBOUND_PER_WINDOW {
+                        tracing::info!(client = sub.id, "websocket client flooding; disconnected");
+                        let close = CloseFrame { code: CLOSE_FLOOD, reason: "too many messages".into() };
+                        let _ = send(&mut sink, Message::Close(Some(close))).await;
+                        break;
+                    }
+                }
             },
         }
     }

@@ -38,6 +38,16 @@ pub async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
     if !is_json {
         return Err(ApiError::UnsupportedMediaType("expected `Content-Type: application/json`".to_owned()));
     }
+    // Refuse a body declared too large before reading any of it: axum's limit only trips once
+    // the limit's worth has arrived, and a client declaring 1 GiB might never send it.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > DEFAULT_BODY_LIMIT as u64) {
+        return Err(ApiError::PayloadTooLarge { limit: DEFAULT_BODY_LIMIT });
+    }
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { limit: DEFAULT_BODY_LIMIT }

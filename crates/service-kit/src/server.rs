@@ -12,9 +12,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::future::BoxFuture;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::Service as _;
 
 /// How long in-flight requests may run on after shutdown was asked for.
 /// Env key `observastack up` sets to its own pid on every service it starts.
@@ -71,30 +75,115 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A client that sends no complete request head within this is dropped (slow-loris guard),
+/// unless [`ENV_HEADER_READ_TIMEOUT_MS`] says otherwise.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Env var overriding [`DEFAULT_HEADER_READ_TIMEOUT`] for every service, in milliseconds.
+pub const ENV_HEADER_READ_TIMEOUT_MS: &str = "OBSERVASTACK_HEADER_READ_TIMEOUT_MS";
+
+/// Pause after a failed `accept` (typically out of file descriptors), so the loop backs off
+/// instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Resolves once `stop` says so, or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// The header read timeout in force: [`ENV_HEADER_READ_TIMEOUT_MS`] when it holds a positive
+/// whole number of milliseconds, else the default (a bad value is logged, never fatal).
+pub fn header_read_timeout_from_env() -> Duration {
+    parse_header_read_timeout(std::env::var(ENV_HEADER_READ_TIMEOUT_MS).ok().as_deref())
+}
+
+fn parse_header_read_timeout(value: Option<&str>) -> Duration {
+    match value.map(|v| v.trim().parse::<u64>()) {
+        None => DEFAULT_HEADER_READ_TIMEOUT,
+        Some(Ok(ms)) if ms > 0 => Duration::from_millis(ms),
+        Some(_) => {
+            tracing::warn!(
+                env = ENV_HEADER_READ_TIMEOUT_MS,
+                "not a positive number of milliseconds; using the default of 30 s"
+            );
+            DEFAULT_HEADER_READ_TIMEOUT
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests for at
-/// most `drain` before returning.
+/// most `drain` before returning. The header read timeout comes from the environment.
 pub async fn serve<F>(listener: TcpListener, app: Router, shutdown: F, drain: Duration) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let (stopping_tx, mut stopping_rx) = watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(true);
-    });
-    let deadline = async move {
-        if stopping_rx.wait_for(|stopping| *stopping).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(drain).await;
-    };
+    serve_with(listener, app, shutdown, drain, header_read_timeout_from_env()).await
+}
+
+/// [`serve`] with an explicit header read timeout. `axum::serve` sets no timer, so hyper would
+/// wait forever for a request head; this loop sets one. Upgraded connections (WebSockets) are
+/// not HTTP any more, which hyper-util's `GracefulShutdown` cannot watch, so the drain is
+/// done here: every connection task holds a receiver of `live`.
+pub async fn serve_with<F>(
+    listener: TcpListener,
+    app: Router,
+    shutdown: F,
+    drain: Duration,
+    header_read_timeout: Duration,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (live_tx, live_rx) = watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let router = app.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            router.clone().call(req.map(axum::body::Body::new))
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let (mut stop, live) = (stop_rx.clone(), live_rx.clone());
+        tokio::spawn(async move {
+            let _live = live;
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
+                // Client resets, header read timeouts and half-sent requests are routine.
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    drop(live_rx);
+    let _ = stop_tx.send(true);
     tokio::select! {
-        result = server => result,
-        () = deadline => {
+        () = live_tx.closed() => {}
+        () = tokio::time::sleep(drain) => {
             tracing::warn!(drain_secs = drain.as_secs_f64(), "drain deadline passed; dropping in-flight requests");
-            Ok(())
         }
     }
+    Ok(())
 }
 
 /// Readiness probe: `Ok` when the service can do its work, `Err(reason)` otherwise.
@@ -123,4 +212,17 @@ async fn readyz(State((service, ready)): State<(Arc<str>, ReadinessCheck)>) -> (
 /// A readiness check that always passes, for services without dependencies.
 pub fn always_ready() -> ReadinessCheck {
     Arc::new(|| Box::pin(async { Ok(()) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_read_timeout_comes_from_a_positive_number_of_milliseconds() {
+        assert_eq!(parse_header_read_timeout(None), DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(parse_header_read_timeout(Some("1500")), Duration::from_millis(1500));
+        assert_eq!(parse_header_read_timeout(Some("0")), DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(parse_header_read_timeout(Some("soon")), DEFAULT_HEADER_READ_TIMEOUT);
+    }
 }

@@ -25,6 +25,9 @@ use uuid::Uuid;
 
 pub const SECRET: &str = "orchestrator-tests-secret-0123456789abcdef";
 
+/// The user gateway's header read timeout in these tests.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The evaluation period tests run with: fast enough for short windows, light on 2 cores.
 pub const TICK: Duration = Duration::from_millis(200);
 
@@ -137,6 +140,8 @@ pub fn fixture_scenarios() -> PathBuf {
 pub struct Stack {
     pub orchestrator_url: String,
     pub shop_url: String,
+    /// The user gateway's public listener (in front of the shop).
+    pub gateway_url: String,
     pub gateway_admin_url: String,
     pub runner_url: String,
     pub http: reqwest::Client,
@@ -190,6 +195,8 @@ impl Stack {
         gw.shop_url = shop_url.parse().unwrap();
         gw.threads = 1;
         gw.drain = Duration::from_secs(1);
+        // Short, so the slow-loris test sees the cut quickly.
+        gw.header_read_timeout = HEADER_READ_TIMEOUT;
         let gateway_app = Gateway::build(gw).expect("the gateway builds");
         let gateway_public = format!("http://{}", gateway_app.public_addr());
         let gateway_admin_url = format!("http://{}", gateway_app.admin_addr());
@@ -197,7 +204,7 @@ impl Stack {
 
         let runner_app = runner::Application::build(runner::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            target: gateway_public,
+            target: gateway_public.clone(),
             jwt_secret: SECRET.to_owned(),
             threads: 1,
             connections: 32,
@@ -229,6 +236,7 @@ impl Stack {
         let mut stack = Self {
             orchestrator_url: String::new(),
             shop_url,
+            gateway_url: gateway_public,
             gateway_admin_url,
             runner_url,
             http,

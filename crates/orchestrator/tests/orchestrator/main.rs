@@ -4,8 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod console;
+mod flood;
 mod helpers;
+mod hostile;
 mod hub;
 mod lifecycle;
+mod overload;
 mod restart;
 mod scenarios;
