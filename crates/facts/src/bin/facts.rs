@@ -87,6 +87,7 @@ fn fail(err: &anyhow::Error) -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = service_kit::telemetry::init("facts", cli.otlp_endpoint.as_deref(), &cli.log)?;
+    service_kit::server::follow_supervisor()?;
     let mut settings = Settings::new(cli.data_dir);
     settings.flush_interval = cli.flush_interval;
     settings.rollup_interval = cli.rollup_interval;
