@@ -83,22 +83,7 @@ fn parse_dashboard(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&err),
-    }
-}
-
-/// A start-up failure is one clear line on stderr: the process supervisor or the operator
-/// reads it, and JSON logging may not be running yet.
-#[allow(clippy::print_stderr)]
-fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("orchestrator: {err:#}");
-    ExitCode::FAILURE
+    service_kit::server::run_main("orchestrator", tokio::runtime::Runtime::new(), run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

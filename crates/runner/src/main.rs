@@ -41,21 +41,11 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&err),
-    }
-}
-
-/// A start-up failure is one clear line on stderr: JSON logging may not be running yet.
-#[allow(clippy::print_stderr)]
-fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("runner: {err:#}");
-    ExitCode::FAILURE
+    service_kit::server::run_main(
+        "runner",
+        tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        run(cli),
+    )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

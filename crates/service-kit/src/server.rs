@@ -21,6 +21,28 @@ use tokio::sync::watch;
 use tower::Service as _;
 
 /// How long in-flight requests may run on after shutdown was asked for.
+/// A service binary's `main`: `run` on `runtime`, and a start-up failure as one clear line on
+/// stderr (whatever `RUST_BACKTRACE` says): the supervisor or the operator reads it, and JSON
+/// logging may not be running yet.
+#[allow(clippy::print_stderr)]
+pub fn run_main(
+    service: &str,
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    run: impl Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(run),
+        Err(err) => Err(anyhow::Error::new(err).context("cannot start the async runtime")),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{service}: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Env key `observastack up` sets to its own pid on every service it starts.
 pub const ENV_SUPERVISOR_PID: &str = "OBSERVASTACK_SUPERVISOR_PID";
 

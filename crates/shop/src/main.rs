@@ -43,22 +43,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&err),
-    }
-}
-
-/// A start-up failure is one clear line on stderr (whatever `RUST_BACKTRACE` says): the process
-/// supervisor or the operator reads it, and JSON logging may not be running yet.
-#[allow(clippy::print_stderr)]
-fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("shop: {err:#}");
-    ExitCode::FAILURE
+    service_kit::server::run_main("shop", tokio::runtime::Runtime::new(), run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -68,21 +68,7 @@ fn parse_rollup_interval(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&err),
-    }
-}
-
-/// A start-up failure is one clear line on stderr.
-#[allow(clippy::print_stderr)]
-fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("facts: {err:#}");
-    ExitCode::FAILURE
+    service_kit::server::run_main("facts", tokio::runtime::Runtime::new(), run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
