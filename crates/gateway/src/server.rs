@@ -11,22 +11,19 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::HeaderValue;
 use hyper::body::Incoming;
-use hyper::server::conn::http1::{self, UpgradeableConnection};
-use hyper::service::HttpService;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service;
+
+use service_kit::server::{ACCEPT_BACKOFF, spawn_connection, wait_for_drain};
 
 use crate::routes::Front;
 
 /// Pending connections the kernel queues per listener before the accept loop takes them.
 const BACKLOG: i32 = 4096;
-
-/// Pause after a failed `accept` (typically out of file descriptors), so the loop backs off
-/// instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Binds `count` listeners to one address with SO_REUSEPORT. With port 0 the first one picks
 /// the port and the others join it.
@@ -58,10 +55,7 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpList
     Ok(socket.into())
 }
 
-/// Resolves once shutdown was asked for, or the gateway handle is gone.
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopping| *stopping).await;
-}
+pub use service_kit::server::stopped;
 
 /// Serves `front` on `listener` until `stop`, then lets in-flight requests finish for at
 /// most `drain`. A client that sends no complete request head within `header_read_timeout`
@@ -118,45 +112,7 @@ pub async fn serve(
     }
     drop(listener);
     drop(live_rx);
-    tokio::select! {
-        () = live_tx.closed() => {}
-        () = tokio::time::sleep(drain) => {
-            tracing::warn!(drain_secs = drain.as_secs_f64(), "drain deadline passed; dropping in-flight requests");
-        }
-    }
-}
-
-/// Runs one connection until it ends, or until `stop`, then closes it once its in-flight
-/// request is answered.
-fn spawn_connection<S, B>(
-    connection: UpgradeableConnection<TokioIo<TcpStream>, S>,
-    stop: &watch::Receiver<bool>,
-    live: &watch::Receiver<()>,
-) where
-    S: HttpService<Incoming, ResBody = B> + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut stop = stop.clone();
-    let live = live.clone();
-    tokio::spawn(async move {
-        let _live = live;
-        tokio::pin!(connection);
-        let ended = tokio::select! {
-            ended = connection.as_mut() => ended,
-            () = stopped(&mut stop) => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
-        if let Err(err) = ended {
-            // Client resets and half-sent requests are routine at this volume.
-            tracing::debug!(error = %err, "connection ended with an error");
-        }
-    });
+    wait_for_drain(live_tx, drain).await;
 }
 
 /// The `x-forwarded-for` entry of a client.

@@ -14,9 +14,10 @@ use axum::{Json, Router};
 use futures_util::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::Service as _;
 
@@ -106,11 +107,56 @@ pub const ENV_HEADER_READ_TIMEOUT_MS: &str = "OBSERVASTACK_HEADER_READ_TIMEOUT_M
 
 /// Pause after a failed `accept` (typically out of file descriptors), so the loop backs off
 /// instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Resolves once `stop` says so, or its sender is gone.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Runs one connection until it ends, or until `stop`, then closes it once its in-flight
+/// request is answered. The task holds a clone of `live` while it runs, so
+/// [`wait_for_drain`] sees when the last connection is gone.
+pub fn spawn_connection<S, B>(
+    connection: http1::UpgradeableConnection<TokioIo<TcpStream>, S>,
+    stop: &watch::Receiver<bool>,
+    live: &watch::Receiver<()>,
+) where
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut stop = stop.clone();
+    let live = live.clone();
+    tokio::spawn(async move {
+        let _live = live;
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = stopped(&mut stop) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(err) = ended {
+            // Client resets, header read timeouts and half-sent requests are routine.
+            tracing::debug!(error = %err, "connection ended with an error");
+        }
+    });
+}
+
+/// Waits until every connection spawned with a receiver of `live` has ended (the caller has
+/// dropped its own receiver), or `drain` has passed.
+pub async fn wait_for_drain(live: watch::Sender<()>, drain: Duration) {
+    tokio::select! {
+        () = live.closed() => {}
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(drain_secs = drain.as_secs_f64(), "drain deadline passed; dropping in-flight requests");
+        }
+    }
 }
 
 /// The header read timeout in force: [`ENV_HEADER_READ_TIMEOUT_MS`] when it holds a positive
@@ -178,33 +224,12 @@ where
         let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             router.clone().call(req.map(axum::body::Body::new))
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let (mut stop, live) = (stop_rx.clone(), live_rx.clone());
-        tokio::spawn(async move {
-            let _live = live;
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(err) = ended {
-                // Client resets, header read timeouts and half-sent requests are routine.
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
+        spawn_connection(builder.serve_connection(TokioIo::new(stream), service).with_upgrades(), &stop_rx, &live_rx);
     }
     drop(listener);
     drop(live_rx);
     let _ = stop_tx.send(true);
-    tokio::select! {
-        () = live_tx.closed() => {}
-        () = tokio::time::sleep(drain) => {
-            tracing::warn!(drain_secs = drain.as_secs_f64(), "drain deadline passed; dropping in-flight requests");
-        }
-    }
+    wait_for_drain(live_tx, drain).await;
     Ok(())
 }
 
