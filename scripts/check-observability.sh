@@ -51,7 +51,9 @@ offset="${OBSERVASTACK_CHECK_PORT_OFFSET:-500}"
 admin_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 db="observastack_obs_check"
 stack_url="${admin_url%/*}/$db"
-cargo build --workspace --bins --locked -q
+# scripts/test.sh has just built every binary with `cargo test`; building them again with plain
+# `cargo build` would compile the dependency tree a second time (dev-dependency features differ).
+[ -n "${OBSERVASTACK_BINS_BUILT:-}" ] || cargo build --workspace --bins --locked -q
 bash scripts/ensure-postgres.sh
 
 up_pid="" prom_pid=""

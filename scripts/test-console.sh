@@ -14,8 +14,10 @@ bash scripts/ensure-chromium.sh
 bash scripts/ensure-console.sh
 
 target=${CARGO_TARGET_DIR:-target}
-echo "== console e2e: building debug binaries" >&2
-cargo build --locked --bins -p observastack -p shop -p gateway -p runner -p orchestrator
+if [ -z "${OBSERVASTACK_BINS_BUILT:-}" ]; then # else scripts/test.sh's `cargo test` built them
+  echo "== console e2e: building debug binaries" >&2
+  cargo build --locked --bins -p observastack -p shop -p gateway -p runner -p orchestrator
+fi
 
 # A private copy of the binaries: a shared target directory may be rebuilt by another
 # checkout while this stack runs.

@@ -13,6 +13,9 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --locked --no-fail-fast
+# `cargo test` built every binary (each package with a binary has integration tests); the
+# scripts below use those instead of building the tree again without dev-dependency features.
+export OBSERVASTACK_BINS_BUILT=1
 echo "== deploy checks (compose, Dockerfile, workflows, Gitpod, terraform)" >&2
 bash scripts/check-deploy.sh
 echo "== observability checks (promtool, dashboards, real Prometheus on the native stack)" >&2

@@ -207,3 +207,74 @@ async fn snapshots_are_expired_so_metadata_stays_bounded_and_no_fact_is_lost() {
     let ids = app.engine.committed_ids(now.timestamp() - 3600, now.timestamp() + 60).await.unwrap();
     assert_eq!(ids.len(), 130);
 }
+
+/// Hostile bodies over the real server: every one is refused with a 4xx that names the record,
+/// field and rule (never a 5xx or a dropped connection), and none leaves a fact behind.
+#[test]
+fn hostile_bodies_are_refused_with_field_and_rule_and_leave_nothing_behind() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let app = rt.block_on(spawn_app(Some(256 << 10)));
+    let send = |body: Vec<u8>| {
+        rt.block_on(async {
+            let resp = app.client.post(format!("{}/api/v1/facts", app.base)).body(body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    let assert_refused = |status: u16, body: &Value, what: &str| {
+        assert!(status == 400 || status == 413, "{what}: status {status}, {body}");
+        if status == 400 {
+            let details = body["error"]["details"].as_array().unwrap_or_else(|| panic!("{what}: {body}"));
+            assert!(!details.is_empty(), "{what}: {body}");
+            for d in details {
+                assert!(d["index"].is_u64() && d["rule"].as_str().is_some_and(|r| !r.is_empty()), "{what}: {d}");
+            }
+        }
+    };
+
+    let now = Utc::now();
+    let mut named: Vec<(&str, Vec<u8>)> = vec![
+        ("non-UTF-8", b"{\"service\": \"sh\xffop\"}".to_vec()),
+        ("invalid UTF-8 everywhere", vec![0xc3, 0x28, 0xa0, 0xa1, 0xe2, 0x28, 0xa1]),
+        ("deeply nested", format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)).into_bytes()),
+        ("nested object in a field", br#"{"service":{"a":{"b":{"c":[[[[[1]]]]]}}}}"#.to_vec()),
+        ("empty", Vec::new()),
+        ("just whitespace", b" \n\t ".to_vec()),
+        ("NUL bytes", vec![0; 64]),
+        ("number overflow", br#"{"status_code": 1e999}"#.to_vec()),
+        ("oversize", vec![b' '; 300 << 10]),
+    ];
+    // Many records, each broken: the response lists the first hundred and counts the rest.
+    let many: Vec<Value> = (0..5_000).map(|_| json!({"path_template": "/orders/42"})).collect();
+    named.push(("5 000 broken records", serde_json::to_vec(&many).unwrap()));
+    let mut good_then_bad: Vec<Value> = (0..999).map(|_| fact(now, "/checkout", 200, 1.0)).collect();
+    good_then_bad.push(fact(now, "/checkout", 600, 1.0));
+    named.push(("999 good, 1 bad", serde_json::to_vec(&good_then_bad).unwrap()));
+    for (what, body) in named {
+        let (status, json) = send(body);
+        assert_refused(status, &json, what);
+        if what == "5 000 broken records" {
+            assert_eq!(status, 400, "{json}");
+            assert_eq!(json["error"]["details"].as_array().unwrap().len(), 100, "{json}");
+        }
+    }
+
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let bytes = prop::collection::vec(any::<u8>(), 0..2048);
+    // Field names with arbitrary values: mostly well-formed JSON that breaks some rule.
+    let keys = prop::sample::select(vec!["event_time", "service", "method", "path_template", "status_code", "x"]);
+    let records = prop::collection::vec(prop::collection::btree_map(keys, ".{0,20}", 0..6), 1..8)
+        .prop_map(|records| serde_json::to_vec(&records).unwrap());
+    runner
+        .run(&prop_oneof![bytes, records], |body| {
+            let (status, json) = send(body);
+            assert_refused(status, &json, "generated");
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(app.engine.unflushed(), 0, "a refused body left facts behind");
+}
