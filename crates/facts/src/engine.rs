@@ -5,6 +5,11 @@
 //! segment is deleted only after the Iceberg snapshot that holds its facts is committed, and
 //! that snapshot records the segment number (`observastack.wal-through`), so a restart never
 //! replays committed segments twice.
+//!
+//! A flush writes the in-memory tail, not a re-read of the WAL: the tail holds exactly the
+//! facts of the WAL's segments (each batch is added under the append gate, so a rotate never
+//! seals a segment whose batch is not in the tail yet), and reading them back would double the
+//! flush's memory and spend ingest's CPU on decoding.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -78,8 +83,9 @@ struct Tail {
     /// Ids of facts in the WAL plus the most recent flushed ones: the dedup window.
     seen: HashSet<Uuid>,
     recent: VecDeque<Uuid>,
-    /// Acknowledged facts not yet committed to Iceberg, by WAL segment.
-    unflushed: BTreeMap<u64, Vec<RequestFact>>,
+    /// Acknowledged facts not yet committed to Iceberg, by WAL segment, one slice per batch
+    /// (shared with a running flush without copying).
+    unflushed: BTreeMap<u64, Vec<Arc<[RequestFact]>>>,
     unflushed_count: usize,
 }
 
@@ -139,6 +145,9 @@ pub struct Engine {
     flush_wanted: tokio::sync::Notify,
     /// Signalled after every flush, for ingests held back by [`MAX_UNFLUSHED`].
     flushed: tokio::sync::Notify,
+    /// Held shared from a batch's WAL append until it is in the tail, and exclusively by a
+    /// flush's rotate: every batch in a sealed segment is then in the tail.
+    append_gate: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -164,7 +173,7 @@ impl Engine {
         for segment in replayed {
             let facts: Vec<_> = segment.facts.into_iter().filter(|f| tail.seen.insert(f.event_id)).collect();
             tail.unflushed_count += facts.len();
-            tail.unflushed.entry(segment.seq).or_default().extend(facts);
+            tail.unflushed.entry(segment.seq).or_default().push(facts.into());
         }
         if tail.unflushed_count > 0 {
             tracing::info!(facts = tail.unflushed_count, "replayed acknowledged facts from the WAL");
@@ -179,6 +188,7 @@ impl Engine {
             maintenance: tokio::sync::Mutex::new(()),
             flush_wanted: tokio::sync::Notify::new(),
             flushed: tokio::sync::Notify::new(),
+            append_gate: tokio::sync::RwLock::new(()),
         }))
     }
 
@@ -214,13 +224,15 @@ impl Engine {
         if fresh.is_empty() {
             return Ok(outcome);
         }
+        let gate = self.append_gate.read().await;
         match self.wal.append(&fresh).await {
             Ok(seq) => {
                 let mut tail = self.tail();
                 tail.unflushed_count += fresh.len();
                 let big = tail.unflushed_count >= FLUSH_AT_FACTS;
-                tail.unflushed.entry(seq).or_default().extend(fresh);
+                tail.unflushed.entry(seq).or_default().push(fresh.into());
                 drop(tail);
+                drop(gate);
                 if big {
                     self.flush_wanted.notify_one();
                 }
@@ -248,22 +260,22 @@ impl Engine {
     }
 
     async fn flush_locked(&self) -> anyhow::Result<usize> {
-        let sealed = self.wal.rotate().await?;
-        let wal_dir = self.settings.data_dir.join("wal");
-        let segments = tokio::task::spawn_blocking({
-            let wal_dir = wal_dir.clone();
-            move || wal::read_sealed_in(&wal_dir, sealed)
-        })
-        .await??;
-        let mut ids = HashSet::new();
-        let facts: Vec<RequestFact> =
-            segments.into_iter().flat_map(|s| s.facts).filter(|f| ids.insert(f.event_id)).collect();
-        let count = facts.len();
+        let sealed = {
+            let _exclusive = self.append_gate.write().await;
+            self.wal.rotate().await?
+        };
+        // Deduplicated already: the tail only takes ids it has not seen.
+        let slices: Vec<Arc<[RequestFact]>> =
+            self.tail().unflushed.range(..=sealed).flat_map(|(_, slices)| slices.iter().cloned()).collect();
+        let count = slices.iter().map(|s| s.len()).sum::<usize>();
         if count > 0 {
-            self.mark_late(&facts)?;
+            self.mark_late(slices.iter().flat_map(|s| s.iter()))?;
             let table = self.lake.facts_table().await?;
             let schema = Lake::arrow_schema(&table)?;
-            let batches = tokio::task::spawn_blocking(move || facts_batches(&schema, facts)).await??;
+            let batches = tokio::task::spawn_blocking(move || {
+                facts_batches(&schema, slices.iter().flat_map(|s| s.iter()).collect())
+            })
+            .await??;
             let props = HashMap::from([(WAL_THROUGH_KEY.to_owned(), sealed.to_string())]);
             self.lake.append(&table, batches, props).await?;
         }
@@ -271,11 +283,9 @@ impl Engine {
         let mut tail = self.tail();
         let done: Vec<u64> = tail.unflushed.range(..=sealed).map(|(k, _)| *k).collect();
         for seq in done {
-            if let Some(facts) = tail.unflushed.remove(&seq) {
+            for facts in tail.unflushed.remove(&seq).unwrap_or_default() {
                 tail.unflushed_count -= facts.len();
-                for f in facts {
-                    tail.recent.push_back(f.event_id);
-                }
+                tail.recent.extend(facts.iter().map(|f| f.event_id));
             }
         }
         while tail.recent.len() > RECENT_IDS {
@@ -290,10 +300,10 @@ impl Engine {
 
     /// Records hours that get facts after they were rolled up (before the commit that adds
     /// them: a crash in between only causes one extra rebuild).
-    fn mark_late(&self, facts: &[RequestFact]) -> anyhow::Result<()> {
+    fn mark_late<'a>(&self, facts: impl Iterator<Item = &'a RequestFact> + Clone) -> anyhow::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = state.clone();
-        let min_minute = facts.iter().map(RequestFact::minute).min().unwrap_or_default();
+        let min_minute = facts.clone().map(RequestFact::minute).min().unwrap_or_default();
         let watermark = *state.watermark.get_or_insert(floor(min_minute, 3600));
         for f in facts {
             let minute = f.minute();
@@ -421,6 +431,7 @@ impl Engine {
         tail.unflushed
             .values()
             .flatten()
+            .flat_map(|slice| slice.iter())
             .filter(|f| {
                 let t = f.event_time.timestamp();
                 t >= from && t < to && service.is_none_or(|s| s == f.service)
@@ -555,7 +566,7 @@ fn digest(rows: &[MinuteRow]) -> String {
 /// Facts sorted for compression (service, path, method, time) and split by day.
 pub fn facts_batches(
     schema: &datafusion::arrow::datatypes::SchemaRef,
-    mut facts: Vec<RequestFact>,
+    mut facts: Vec<&RequestFact>,
 ) -> anyhow::Result<BTreeMap<i32, RecordBatch>> {
     facts.sort_unstable_by(|a, b| {
         (&a.service, &a.path_template, &a.method, a.event_time, a.event_id).cmp(&(
@@ -566,7 +577,7 @@ pub fn facts_batches(
             b.event_id,
         ))
     });
-    let mut by_day: BTreeMap<i32, Vec<RequestFact>> = BTreeMap::new();
+    let mut by_day: BTreeMap<i32, Vec<&RequestFact>> = BTreeMap::new();
     for f in facts {
         let day = i32::try_from(f.event_time.timestamp().div_euclid(86_400)).unwrap_or_default();
         by_day.entry(day).or_default().push(f);

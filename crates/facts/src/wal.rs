@@ -6,6 +6,9 @@
 //! `[len u32 LE][crc32 u32 LE][payload]`; a torn tail left by a crash fails its length or CRC
 //! check and is cut off at replay. Segments are sealed by [`Wal::rotate`] and deleted only
 //! after their facts are committed to Iceberg.
+//!
+//! A payload is one batch in a compact binary form ([`encode`]); JSON payloads (a `[` first
+//! byte), written by earlier versions, are still read.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -64,7 +67,7 @@ impl Wal {
 
     /// Appends one batch; resolves with the segment number once the batch is fsynced.
     pub async fn append(&self, facts: &[RequestFact]) -> io::Result<u64> {
-        let payload = serde_json::to_vec(facts).map_err(io::Error::other)?;
+        let payload = encode(facts)?;
         let (done, rx) = oneshot::channel();
         self.tx.send(Command::Append { payload, done }).map_err(|_| io::Error::other("WAL writer stopped"))?;
         rx.await.map_err(|_| io::Error::other("WAL writer stopped"))?
@@ -152,8 +155,7 @@ fn read_segment(path: &Path, repair: bool) -> io::Result<Vec<RequestFact>> {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let batch: Vec<RequestFact> = serde_json::from_slice(payload).map_err(io::Error::other)?;
-        facts.extend(batch);
+        decode(payload, &mut facts)?;
         pos = end;
     }
     if pos < bytes.len() && repair {
@@ -163,6 +165,108 @@ fn read_segment(path: &Path, repair: bool) -> io::Result<Vec<RequestFact>> {
         file.sync_all()?;
     }
     Ok(facts)
+}
+
+/// First byte of a binary payload (a JSON one starts with `[`).
+const BINARY_V1: u8 = 1;
+
+/// `[1][count u32]` then per fact: id (16), event time in ns since the epoch (i64), status
+/// (u16), latency (f64), then service, method, path template and user-agent family as
+/// `[len u16][utf-8]` (the family's length is +1, 0 meaning none). Little endian throughout.
+pub fn encode(facts: &[RequestFact]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(5 + facts.len() * 64);
+    out.push(BINARY_V1);
+    out.extend_from_slice(&u32::try_from(facts.len()).map_err(io::Error::other)?.to_le_bytes());
+    let put_str = |out: &mut Vec<u8>, s: &str, bias: u16| -> io::Result<()> {
+        let len = u16::try_from(s.len())
+            .ok()
+            .and_then(|n| n.checked_add(bias))
+            .ok_or_else(|| io::Error::other("string too long for the WAL"))?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+        Ok(())
+    };
+    for f in facts {
+        let nanos = f.event_time.timestamp_nanos_opt().ok_or_else(|| io::Error::other("event_time out of range"))?;
+        out.extend_from_slice(f.event_id.as_bytes());
+        out.extend_from_slice(&nanos.to_le_bytes());
+        out.extend_from_slice(&f.status_code.to_le_bytes());
+        out.extend_from_slice(&f.latency_ms.to_le_bytes());
+        put_str(&mut out, &f.service, 0)?;
+        put_str(&mut out, &f.method, 0)?;
+        put_str(&mut out, &f.path_template, 0)?;
+        match &f.user_agent_family {
+            None => out.extend_from_slice(&0u16.to_le_bytes()),
+            Some(ua) => put_str(&mut out, ua, 1)?,
+        }
+    }
+    Ok(out)
+}
+
+/// Appends the facts of one payload (binary or legacy JSON) to `out`.
+pub fn decode(payload: &[u8], out: &mut Vec<RequestFact>) -> io::Result<()> {
+    if payload.first() != Some(&BINARY_V1) {
+        let batch: Vec<RequestFact> = serde_json::from_slice(payload).map_err(io::Error::other)?;
+        out.extend(batch);
+        return Ok(());
+    }
+    let mut r = Reader { bytes: payload, pos: 1 };
+    let count = u32::from_le_bytes(r.array()?) as usize;
+    out.reserve(count.min(payload.len() / 40));
+    for _ in 0..count {
+        let event_id = uuid::Uuid::from_bytes(r.array()?);
+        let event_time = chrono::DateTime::from_timestamp_nanos(i64::from_le_bytes(r.array()?));
+        let status_code = u16::from_le_bytes(r.array()?);
+        let latency_ms = f64::from_le_bytes(r.array()?);
+        let service = r.string()?.to_owned();
+        let method = r.string()?.to_owned();
+        let path_template = r.string()?.to_owned();
+        let user_agent_family = match u16::from_le_bytes(r.array()?) {
+            0 => None,
+            n => Some(r.take(usize::from(n - 1)).and_then(utf8)?.to_owned()),
+        };
+        out.push(RequestFact {
+            event_id,
+            event_time,
+            service,
+            method,
+            path_template,
+            status_code,
+            latency_ms,
+            user_agent_family,
+        });
+    }
+    if r.pos == payload.len() { Ok(()) } else { Err(io::Error::other("trailing bytes in a WAL frame")) }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| io::Error::other("WAL frame ends inside a fact"))?;
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn string(&mut self) -> io::Result<&'a str> {
+        let len = u16::from_le_bytes(self.array()?);
+        self.take(usize::from(len)).and_then(utf8)
+    }
+}
+
+fn utf8(bytes: &[u8]) -> io::Result<&str> {
+    std::str::from_utf8(bytes).map_err(io::Error::other)
 }
 
 fn writer_loop(dir: &Path, mut file: File, mut seq: u64, rx: &mpsc::Receiver<Command>) {
@@ -273,5 +377,26 @@ mod tests {
         let (_wal, replayed) = Wal::open(dir.path()).unwrap();
         let facts: Vec<u16> = replayed.iter().flat_map(|s| s.facts.iter().map(|f| f.status_code)).collect();
         assert_eq!(facts, vec![201]);
+    }
+
+    #[test]
+    fn binary_frames_round_trip_and_json_frames_from_earlier_versions_are_read() {
+        let mut facts = vec![fact(0), fact(99)];
+        facts[1].user_agent_family = Some("Firefox é".into());
+        facts[1].path_template = "/products/{id}/ünïcode".into();
+        facts[1].latency_ms = 0.123_456_789;
+        facts.push(RequestFact { user_agent_family: Some(String::new()), ..fact(3) });
+        let mut back = Vec::new();
+        decode(&encode(&facts).unwrap(), &mut back).unwrap();
+        assert_eq!(back, facts);
+
+        let mut legacy = Vec::new();
+        decode(&serde_json::to_vec(&facts).unwrap(), &mut legacy).unwrap();
+        assert_eq!(legacy, facts);
+
+        let bytes = encode(&facts).unwrap();
+        for cut in [1, 5, 30, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut], &mut Vec::new()).is_err(), "a frame cut at {cut} was read");
+        }
     }
 }
