@@ -434,7 +434,7 @@ impl Engine {
             .flat_map(|slice| slice.iter())
             .filter(|f| {
                 let t = f.event_time.timestamp();
-                t >= from && t < to && service.is_none_or(|s| s == f.service)
+                t >= from && t < to && service.is_none_or(|s| s == &*f.service)
             })
             .cloned()
             .collect()
@@ -591,9 +591,9 @@ pub fn facts_batches(
                 TimestampMicrosecondArray::from_iter_values(facts.iter().map(|f| f.event_time.timestamp_micros()))
                     .with_timezone("+00:00"),
             ),
-            Arc::new(StringArray::from_iter_values(facts.iter().map(|f| f.service.as_str()))),
-            Arc::new(StringArray::from_iter_values(facts.iter().map(|f| f.method.as_str()))),
-            Arc::new(StringArray::from_iter_values(facts.iter().map(|f| f.path_template.as_str()))),
+            Arc::new(StringArray::from_iter_values(facts.iter().map(|f| &*f.service))),
+            Arc::new(StringArray::from_iter_values(facts.iter().map(|f| &*f.method))),
+            Arc::new(StringArray::from_iter_values(facts.iter().map(|f| &*f.path_template))),
             Arc::new(Int32Array::from_iter_values(facts.iter().map(|f| i32::from(f.status_code)))),
             Arc::new(Float64Array::from_iter_values(facts.iter().map(|f| f.latency_ms))),
             Arc::new(StringArray::from_iter(facts.iter().map(|f| f.user_agent_family.as_deref()))),

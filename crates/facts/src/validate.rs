@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::model::RequestFact;
+use crate::model::{Interner, RequestFact};
 
 /// Most errors listed in one 400; the count of the rest is reported separately.
 pub const MAX_LISTED_ERRORS: usize = 100;
@@ -84,6 +84,7 @@ fn parse_valid(body: &[u8], now: DateTime<Utc>, new_id: &mut impl FnMut() -> Uui
         return None;
     }
     let mut facts = Vec::with_capacity(wires.len());
+    let mut strings = Interner::default();
     for w in wires {
         let event_id = match w.event_id {
             None => new_id(),
@@ -102,12 +103,12 @@ fn parse_valid(body: &[u8], now: DateTime<Utc>, new_id: &mut impl FnMut() -> Uui
         facts.push(RequestFact {
             event_id,
             event_time,
-            service: w.service.to_owned(),
-            method: w.method.to_owned(),
-            path_template: w.path_template.to_owned(),
+            service: strings.get(w.service),
+            method: strings.get(w.method),
+            path_template: strings.get(w.path_template),
             status_code: u16::try_from(w.status_code).ok()?,
             latency_ms: w.latency_ms,
-            user_agent_family: w.user_agent_family.map(str::to_owned),
+            user_agent_family: w.user_agent_family.map(|ua| strings.get(ua)),
         });
     }
     Some(facts)
@@ -345,12 +346,12 @@ fn validate_record(
         ) if errors.is_empty() => Ok(RequestFact {
             event_id,
             event_time,
-            service,
-            method,
-            path_template,
+            service: service.into(),
+            method: method.into(),
+            path_template: path_template.into(),
             status_code,
             latency_ms,
-            user_agent_family,
+            user_agent_family: user_agent_family.map(Into::into),
         }),
         _ => Err(errors),
     }
@@ -699,7 +700,7 @@ mod fuzz {
                     prop_assert!((100..=599).contains(&fact.status_code));
                     prop_assert!(fact.latency_ms.is_finite() && (0.0..=MAX_LATENCY_MS).contains(&fact.latency_ms));
                     prop_assert!(check_path_template(&fact.path_template).is_ok());
-                    prop_assert!(METHODS.contains(&fact.method.as_str()));
+                    prop_assert!(METHODS.contains(&&*fact.method));
                     prop_assert_eq!(fact.event_id.get_version_num(), 7);
                     prop_assert!(fact.event_time <= now() + Duration::seconds(MAX_FUTURE_SKEW_SECS));
                 }
@@ -764,8 +765,8 @@ mod fuzz {
             // As JSON reads them (the last digit of a double may differ from the generated one).
             let records: Vec<Value> = serde_json::from_slice(&body).unwrap();
             for (fact, record) in facts.iter().zip(&records) {
-                prop_assert_eq!(&fact.service, record["service"].as_str().unwrap());
-                prop_assert_eq!(&fact.path_template, record["path_template"].as_str().unwrap());
+                prop_assert_eq!(&*fact.service, record["service"].as_str().unwrap());
+                prop_assert_eq!(&*fact.path_template, record["path_template"].as_str().unwrap());
                 prop_assert_eq!(u64::from(fact.status_code), record["status_code"].as_u64().unwrap());
                 prop_assert_eq!(fact.latency_ms, record["latency_ms"].as_f64().unwrap());
                 if let Some(id) = record.get("event_id") {

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::model::RequestFact;
+use crate::model::{Interner, RequestFact};
 
 /// Largest frame accepted at replay; anything bigger is corruption.
 const MAX_FRAME: usize = 256 << 20;
@@ -213,17 +213,18 @@ pub fn decode(payload: &[u8], out: &mut Vec<RequestFact>) -> io::Result<()> {
     let mut r = Reader { bytes: payload, pos: 1 };
     let count = u32::from_le_bytes(r.array()?) as usize;
     out.reserve(count.min(payload.len() / 40));
+    let mut strings = Interner::default();
     for _ in 0..count {
         let event_id = uuid::Uuid::from_bytes(r.array()?);
         let event_time = chrono::DateTime::from_timestamp_nanos(i64::from_le_bytes(r.array()?));
         let status_code = u16::from_le_bytes(r.array()?);
         let latency_ms = f64::from_le_bytes(r.array()?);
-        let service = r.string()?.to_owned();
-        let method = r.string()?.to_owned();
-        let path_template = r.string()?.to_owned();
+        let service = strings.get(r.string()?);
+        let method = strings.get(r.string()?);
+        let path_template = strings.get(r.string()?);
         let user_agent_family = match u16::from_le_bytes(r.array()?) {
             0 => None,
-            n => Some(r.take(usize::from(n - 1)).and_then(utf8)?.to_owned()),
+            n => Some(strings.get(r.take(usize::from(n - 1)).and_then(utf8)?)),
         };
         out.push(RequestFact {
             event_id,
@@ -385,7 +386,7 @@ mod tests {
         facts[1].user_agent_family = Some("Firefox é".into());
         facts[1].path_template = "/products/{id}/ünïcode".into();
         facts[1].latency_ms = 0.123_456_789;
-        facts.push(RequestFact { user_agent_family: Some(String::new()), ..fact(3) });
+        facts.push(RequestFact { user_agent_family: Some("".into()), ..fact(3) });
         let mut back = Vec::new();
         decode(&encode(&facts).unwrap(), &mut back).unwrap();
         assert_eq!(back, facts);
