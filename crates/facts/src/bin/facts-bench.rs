@@ -95,6 +95,48 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Peak resident memory per phase of the run, sampled every 50 ms: `VmHWM` says how high the
+/// process went, this says when.
+struct PhasePeaks {
+    phase: std::sync::atomic::AtomicUsize,
+    peaks_kb: [std::sync::atomic::AtomicU64; PHASES.len()],
+}
+
+const PHASES: [&str; 4] = ["ingest", "final flush", "rollup", "dashboard"];
+
+impl PhasePeaks {
+    fn start() -> Arc<Self> {
+        let peaks = Arc::new(Self { phase: 0.into(), peaks_kb: Default::default() });
+        let sampler = peaks.clone();
+        std::thread::spawn(move || {
+            loop {
+                let rss_kb = std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                    .unwrap_or(0);
+                let phase = sampler.phase.load(std::sync::atomic::Ordering::Relaxed).min(PHASES.len() - 1);
+                sampler.peaks_kb[phase].fetch_max(rss_kb, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        peaks
+    }
+
+    fn enter(&self, phase: usize) {
+        self.phase.store(phase, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn report(&self) -> String {
+        PHASES
+            .iter()
+            .zip(&self.peaks_kb)
+            .map(|(name, kb)| format!("{name} {:.0} MB", kb.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
@@ -127,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
 
+    let peaks = PhasePeaks::start();
     // 1. Ingest through HTTP; a 200 means fsynced.
     let pool = Arc::new(bodies(64, cli.batch, cli.days));
     let requests = cli.facts.div_ceil(cli.batch as u64);
@@ -159,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ingested as f64 / ingest / cores as f64
     );
 
+    peaks.enter(1);
     let started = Instant::now();
     let flushed = engine.flush().await?;
     println!("final flush to Iceberg: {flushed} facts in {:.2} s", started.elapsed().as_secs_f64());
@@ -171,6 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     // 2. Rollup of everything.
+    peaks.enter(2);
     let started = Instant::now();
     let outcome = engine.rollup(Utc::now()).await?;
     let secs = started.elapsed().as_secs_f64();
@@ -184,6 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     // 3. Dashboard queries (service shop, grouped by path_template).
+    peaks.enter(3);
     for (label, hours) in [("24 h", 24), ("7 days", 24 * 7)] {
         let to = Utc::now().timestamp();
         let q = dashboard::Query {
@@ -239,7 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "fact-to-dashboard latency: {:.1} ms (ingest 200 + dashboard query showing it)",
         started.elapsed().as_secs_f64() * 1000.0
     );
-    println!("peak memory (VmHWM): {:.0} MB", peak_rss_mb());
+    println!("peak memory (VmHWM): {:.0} MB; sampled peak by phase: {}", peak_rss_mb(), peaks.report());
 
     let _ = stop.send(());
     server.await??;
