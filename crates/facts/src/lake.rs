@@ -206,11 +206,14 @@ impl Lake {
         let schema = metadata.current_schema().clone();
         let spec = (**metadata.default_partition_spec()).clone();
         // Rows arrive sorted by (service, path, method, time): times within a run grow, so
-        // deltas pack them; latencies are doubles, whose bytes zstd compresses far better
-        // split into streams (all first bytes, all second bytes, …) than interleaved.
+        // deltas pack them. Latencies (doubles) and event ids (UUIDv7: a millisecond clock,
+        // then counter and random bytes) compress far better split into byte streams (all
+        // first bytes, then all second bytes, …) than interleaved: the clock bytes repeat.
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_max_row_group_row_count(Some(1 << 20))
+            .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
+            .set_column_encoding(ColumnPath::from("event_id"), Encoding::BYTE_STREAM_SPLIT)
             .set_column_dictionary_enabled(ColumnPath::from("event_time"), false)
             .set_column_encoding(ColumnPath::from("event_time"), Encoding::DELTA_BINARY_PACKED)
             .set_column_dictionary_enabled(ColumnPath::from("latency_ms"), false)
