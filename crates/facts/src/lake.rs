@@ -5,7 +5,7 @@
 //! Commits are coarse (one per flush or rollup run): every Iceberg commit rewrites the table's
 //! `metadata.json`, so many tiny commits would cost far more metadata than data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -237,8 +237,9 @@ impl Lake {
         let tx = Transaction::new(table);
         let action = tx.fast_append().add_data_files(files).set_snapshot_properties(properties);
         let tx = action.apply(tx)?;
-        let table = tx.commit(&self.catalog).await.context("Iceberg commit failed")?;
-        self.expire_snapshots(&table).await;
+        let committed = tx.commit(&self.catalog).await.context("Iceberg commit failed")?;
+        delete_dropped_metadata(table, &committed).await;
+        self.expire_snapshots(&committed).await;
         Ok(count)
     }
 
@@ -254,11 +255,12 @@ impl Lake {
         let tx = Transaction::new(table);
         let action = tx.expire_snapshots().expire_older_than_ms(cutoff).retain_last(KEEP_SNAPSHOTS);
         let result = match action.apply(tx) {
-            Ok(tx) => tx.commit(&self.catalog).await.map(|_| ()),
+            Ok(tx) => tx.commit(&self.catalog).await,
             Err(err) => Err(err),
         };
-        if let Err(err) = result {
-            tracing::warn!(error = %err, table = %table.identifier(), "snapshot expiry failed");
+        match result {
+            Ok(committed) => delete_dropped_metadata(table, &committed).await,
+            Err(err) => tracing::warn!(error = %err, table = %table.identifier(), "snapshot expiry failed"),
         }
     }
 
@@ -285,6 +287,35 @@ impl Lake {
     /// Arrow schema (with Iceberg field ids) of `table`'s current schema.
     pub fn arrow_schema(table: &Table) -> anyhow::Result<ArrowSchemaRef> {
         Ok(Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())?))
+    }
+}
+
+/// Deletes the `metadata.json` files that `before` still listed and the commit that produced
+/// `after` dropped from the metadata log. The iceberg crate (0.10.1) trims the log to
+/// `write.metadata.previous-versions-max` but never deletes the trimmed files (nothing reads
+/// `write.metadata.delete-after-commit.enabled`), so without this every commit leaves one more
+/// metadata file in the warehouse forever. Readers load the current file through the catalog,
+/// and no snapshot refers to a metadata file, so dropped ones are garbage (Java's
+/// delete-after-commit deletes the same ones). A failure only leaves a file behind: logged.
+async fn delete_dropped_metadata(before: &Table, after: &Table) {
+    let kept: HashSet<&str> = after
+        .metadata()
+        .metadata_log()
+        .iter()
+        .map(|m| m.metadata_file.as_str())
+        .chain(after.metadata_location())
+        .collect();
+    let dropped = before
+        .metadata()
+        .metadata_log()
+        .iter()
+        .map(|m| m.metadata_file.as_str())
+        .chain(before.metadata_location())
+        .filter(|file| !kept.contains(file));
+    for file in dropped {
+        if let Err(err) = after.file_io().delete(file).await {
+            tracing::warn!(error = %err, file, "cannot delete an expired metadata file");
+        }
     }
 }
 
