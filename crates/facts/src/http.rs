@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use service_kit::ApiError;
 use service_kit::metrics::Metrics;
-use uuid::Uuid;
 
 use crate::dashboard::{self, GroupBy};
 use crate::engine::Engine;
 use crate::lake::{FACTS_TABLE, METRICS_TABLE};
 use crate::markers::MarkerSource;
+use crate::model::EventIds;
 use crate::validate::{self, BatchRejection};
 
 /// Default largest ingest body (8 MiB); bigger bodies get 413.
@@ -139,9 +139,15 @@ async fn ingest(
     let now = Utc::now();
     // Parsing a large batch is CPU work: off the async workers.
     let parsed = if body.len() <= 64 << 10 {
-        validate::parse_batch(&body, now, Uuid::now_v7)
+        let mut ids = EventIds::new(now);
+        validate::parse_batch(&body, now, || ids.next_id())
     } else {
-        match tokio::task::spawn_blocking(move || validate::parse_batch(&body, now, Uuid::now_v7)).await {
+        match tokio::task::spawn_blocking(move || {
+            let mut ids = EventIds::new(now);
+            validate::parse_batch(&body, now, || ids.next_id())
+        })
+        .await
+        {
             Ok(parsed) => parsed,
             Err(err) => return ApiError::Internal(anyhow::Error::new(err)).into_response(),
         }
