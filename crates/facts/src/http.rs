@@ -138,16 +138,14 @@ async fn ingest(
     };
     let now = Utc::now();
     // Parsing a large batch is CPU work: off the async workers.
-    let parsed = if body.len() <= 64 << 10 {
+    let parse = move |body: &[u8]| {
         let mut ids = EventIds::new(now);
-        validate::parse_batch(&body, now, || ids.next_id())
+        validate::parse_batch(body, now, || ids.next_id())
+    };
+    let parsed = if body.len() <= 64 << 10 {
+        parse(&body)
     } else {
-        match tokio::task::spawn_blocking(move || {
-            let mut ids = EventIds::new(now);
-            validate::parse_batch(&body, now, || ids.next_id())
-        })
-        .await
-        {
+        match tokio::task::spawn_blocking(move || parse(&body)).await {
             Ok(parsed) => parsed,
             Err(err) => return ApiError::Internal(anyhow::Error::new(err)).into_response(),
         }

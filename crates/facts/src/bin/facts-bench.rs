@@ -87,12 +87,17 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-fn peak_rss_mb() -> f64 {
+/// A `/proc/self/status` field in kB (`VmHWM`, `VmRSS`), 0 when unreadable.
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map_or(0.0, |kb| kb / 1024.0)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(str::to_owned)))
+        .and_then(|v| v.split_whitespace().next().and_then(|kb| kb.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn peak_rss_mb() -> f64 {
+    status_kb("VmHWM") as f64 / 1024.0
 }
 
 /// Peak resident memory per phase of the run, sampled every 50 ms: `VmHWM` says how high the
@@ -110,11 +115,7 @@ impl PhasePeaks {
         let sampler = peaks.clone();
         std::thread::spawn(move || {
             loop {
-                let rss_kb = std::fs::read_to_string("/proc/self/status")
-                    .ok()
-                    .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-                    .unwrap_or(0);
+                let rss_kb = status_kb("VmRSS");
                 let phase = sampler.phase.load(std::sync::atomic::Ordering::Relaxed).min(PHASES.len() - 1);
                 sampler.peaks_kb[phase].fetch_max(rss_kb, std::sync::atomic::Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(50));
