@@ -9,7 +9,8 @@ use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
-use crate::engine::{Engine, MinuteRow, RAW_COLUMNS, RawAccumulator, read_metrics};
+use crate::FastMap;
+use crate::engine::{Engine, RAW_COLUMNS, RawAccumulator, RowRef, read_metrics};
 use crate::markers::Marker;
 use crate::{read, sketch};
 
@@ -126,20 +127,34 @@ pub async fn dashboard(engine: &Engine, q: &Query, markers: Vec<Marker>) -> anyh
     // Minutes before the watermark whose hour is clean come from metrics_1m.
     let watermark = state.watermark.unwrap_or(from).clamp(from, to);
     let is_raw = |minute: i64| minute >= watermark || state.dirty_hours.contains(&floor(minute, 3600));
-    let mut groups: BTreeMap<Option<String>, BTreeMap<i64, Cell>> = BTreeMap::new();
-    let group_of = |r: &MinuteRow| match q.group_by {
-        GroupBy::None => None,
-        GroupBy::PathTemplate => Some(r.path_template.clone()),
-        GroupBy::Method => Some(r.method.clone()),
-        GroupBy::Service => Some(r.service.clone()),
-    };
+    // Groups by name; `None` (not grouped) is the one group "".
+    let mut group_index: FastMap<String, usize> = FastMap::default();
+    let mut groups: Vec<(Option<String>, BTreeMap<i64, Cell>)> = Vec::new();
+    let group_by = q.group_by;
+    fn group_of<'a>(group_by: GroupBy, r: &RowRef<'a>) -> Option<&'a str> {
+        match group_by {
+            GroupBy::None => None,
+            GroupBy::PathTemplate => Some(r.path_template),
+            GroupBy::Method => Some(r.method),
+            GroupBy::Service => Some(r.service),
+        }
+    }
     let ctx = read::session(engine.lake.storage(), &engine.lake.warehouse)?;
     let service = q.service.as_deref();
     let mut failure = None;
-    let mut add_row = |r: MinuteRow| {
+    let mut add_row = |r: RowRef<'_>| {
         let bucket = from + floor(r.minute - from, step);
-        let cell = groups.entry(group_of(&r)).or_default().entry(bucket).or_default();
-        if let Err(err) = cell.add(r.requests, r.errors, &r.sketch) {
+        let name = group_of(group_by, &r);
+        let index = match group_index.get(name.unwrap_or_default()) {
+            Some(&index) => index,
+            None => {
+                group_index.insert(name.unwrap_or_default().to_owned(), groups.len());
+                groups.push((name.map(str::to_owned), BTreeMap::new()));
+                groups.len() - 1
+            }
+        };
+        let cell = groups[index].1.entry(bucket).or_default();
+        if let Err(err) = cell.add(r.requests, r.errors, r.sketch) {
             failure = Some(err);
         }
     };
@@ -157,8 +172,8 @@ pub async fn dashboard(engine: &Engine, q: &Query, markers: Vec<Marker>) -> anyh
             late.add_fact(&f);
         }
     }
-    for row in late.into_rows(60, service) {
-        add_row(row);
+    for row in late.into_rows() {
+        add_row(row.as_ref());
     }
     // Raw ranges: [watermark, to) plus dirty hours inside the window.
     let mut raw_ranges: Vec<(i64, i64)> =
@@ -181,8 +196,8 @@ pub async fn dashboard(engine: &Engine, q: &Query, markers: Vec<Marker>) -> anyh
                 acc.add_fact(&f);
             }
         }
-        for row in acc.into_rows(60, service) {
-            add_row(row);
+        for row in acc.into_rows() {
+            add_row(row.as_ref());
         }
     }
     if let Some(err) = failure {

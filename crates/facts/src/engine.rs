@@ -11,7 +11,7 @@
 //! seals a segment whose batch is not in the tail yet), and reading them back would double the
 //! flush's memory and spend ingest's CPU on decoding.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +33,7 @@ use crate::objstore::StoreConfig;
 use crate::read::{self, micros, strings};
 use crate::sketch;
 use crate::wal::{self, Wal};
+use crate::{FastMap, FastSet};
 
 /// Ids kept for deduplication after their facts left the WAL (about 40 MB).
 const RECENT_IDS: usize = 2_000_000;
@@ -81,7 +82,8 @@ pub struct RollupState {
 
 struct Tail {
     /// Ids of facts in the WAL plus the most recent flushed ones: the dedup window.
-    seen: HashSet<Uuid>,
+    /// foldhash: SipHash on every acknowledged id was a visible share of ingest's CPU.
+    seen: FastSet<Uuid>,
     recent: VecDeque<Uuid>,
     /// Acknowledged facts not yet committed to Iceberg, by WAL segment, one slice per batch
     /// (shared with a running flush without copying).
@@ -119,6 +121,33 @@ pub struct MinuteRow {
     pub requests: u64,
     pub errors: u64,
     pub sketch: DDSketch,
+}
+
+/// A `metrics_1m` row borrowed from where it was read: the dashboard merges rows by the
+/// thousand and needs no copy of their strings.
+#[derive(Clone, Copy)]
+pub struct RowRef<'a> {
+    pub minute: i64,
+    pub service: &'a str,
+    pub method: &'a str,
+    pub path_template: &'a str,
+    pub requests: u64,
+    pub errors: u64,
+    pub sketch: &'a DDSketch,
+}
+
+impl MinuteRow {
+    pub fn as_ref(&self) -> RowRef<'_> {
+        RowRef {
+            minute: self.minute,
+            service: &self.service,
+            method: &self.method,
+            path_template: &self.path_template,
+            requests: self.requests,
+            errors: self.errors,
+            sketch: &self.sketch,
+        }
+    }
 }
 
 impl std::fmt::Debug for MinuteRow {
@@ -169,7 +198,7 @@ impl Engine {
         wal::delete_through(&wal_dir, committed)?;
         let (wal, replayed) = Wal::open(&wal_dir).context("cannot open the WAL")?;
         let mut tail =
-            Tail { seen: HashSet::new(), recent: VecDeque::new(), unflushed: BTreeMap::new(), unflushed_count: 0 };
+            Tail { seen: FastSet::default(), recent: VecDeque::new(), unflushed: BTreeMap::new(), unflushed_count: 0 };
         for segment in replayed {
             let facts: Vec<_> = segment.facts.into_iter().filter(|f| tail.seen.insert(f.event_id)).collect();
             tail.unflushed_count += facts.len();
@@ -285,12 +314,15 @@ impl Engine {
         for seq in done {
             for facts in tail.unflushed.remove(&seq).unwrap_or_default() {
                 tail.unflushed_count -= facts.len();
+                // Evict before adding: the ring never outgrows RECENT_IDS, where extending
+                // first doubled its buffer past it (64 MB instead of 32).
+                let excess = (tail.recent.len() + facts.len()).saturating_sub(RECENT_IDS);
+                for _ in 0..excess {
+                    if let Some(id) = tail.recent.pop_front() {
+                        tail.seen.remove(&id);
+                    }
+                }
                 tail.recent.extend(facts.iter().map(|f| f.event_id));
-            }
-        }
-        while tail.recent.len() > RECENT_IDS {
-            if let Some(id) = tail.recent.pop_front() {
-                tail.seen.remove(&id);
             }
         }
         drop(tail);
@@ -381,7 +413,7 @@ impl Engine {
                 )
                 .await?;
                 facts += acc.facts;
-                rows.extend(acc.into_rows(60, None));
+                rows.extend(acc.into_stored_rows());
                 start = stop;
             }
         }
@@ -444,10 +476,7 @@ impl Engine {
 pub const RAW_COLUMNS: [&str; 7] =
     ["event_id", "event_time", "service", "method", "path_template", "status_code", "latency_ms"];
 
-/// (minute, service, method, path_template)
-type CellKey = (i64, String, String, String);
-
-/// Requests, errors and the latencies of one cell.
+/// Requests, errors and the latencies of one (minute, service, method, path) cell.
 #[derive(Default)]
 struct RawCell {
     requests: u64,
@@ -467,22 +496,75 @@ struct RawFact<'a> {
 }
 
 /// Groups raw facts into (minute, service, method, path) cells, deduplicated by id.
+///
+/// The hot loop of the rollup and of the dashboard's raw minutes: (service, method, path) is
+/// interned to a number through one reused key buffer, so a fact costs no allocation, and the
+/// sets hash with foldhash (ids are random UUIDv7 bits, nothing to defend against here).
 #[derive(Default)]
 pub struct RawAccumulator {
-    ids: HashSet<u128>,
-    cells: HashMap<CellKey, RawCell>,
+    ids: FastSet<u128>,
+    /// `service\0method\0path` → index into `names`.
+    group_ids: FastMap<String, u32>,
+    names: Vec<(String, String, String)>,
+    /// (minute, group) → index into `cells`.
+    cell_ids: FastMap<(i64, u32), usize>,
+    cells: Vec<RawCell>,
+    key: String,
+    /// The previous fact's group and cell: facts arrive sorted by group and time, so most
+    /// facts land where the one before did.
+    last_group: Option<u32>,
+    last_cell: Option<(i64, u32, usize)>,
     pub facts: u64,
 }
 
 impl RawAccumulator {
+    fn group(&mut self, service: &str, method: &str, path: &str) -> u32 {
+        if let Some(group) = self.last_group {
+            let (s, m, p) = &self.names[group as usize];
+            if s == service && m == method && p == path {
+                return group;
+            }
+        }
+        self.key.clear();
+        for (i, part) in [service, method, path].into_iter().enumerate() {
+            if i > 0 {
+                self.key.push('\0');
+            }
+            self.key.push_str(part);
+        }
+        let group = match self.group_ids.get(self.key.as_str()) {
+            Some(&group) => group,
+            None => {
+                let group = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+                self.group_ids.insert(self.key.clone(), group);
+                self.names.push((service.to_owned(), method.to_owned(), path.to_owned()));
+                group
+            }
+        };
+        self.last_group = Some(group);
+        group
+    }
+
     fn add(&mut self, f: &RawFact<'_>) {
         if !self.ids.insert(f.id) {
             return;
         }
         self.facts += 1;
         let minute = floor(f.micros.div_euclid(1_000_000), 60);
-        let key = (minute, f.service.to_owned(), f.method.to_owned(), f.path.to_owned());
-        let cell = self.cells.entry(key).or_default();
+        let group = self.group(f.service, f.method, f.path);
+        let index = match self.last_cell {
+            Some((m, g, index)) if m == minute && g == group => index,
+            _ => {
+                let next = self.cells.len();
+                let index = *self.cell_ids.entry((minute, group)).or_insert(next);
+                if index == next {
+                    self.cells.push(RawCell::default());
+                }
+                self.last_cell = Some((minute, group, index));
+                index
+            }
+        };
+        let cell = &mut self.cells[index];
         cell.requests += 1;
         if f.status >= 500 {
             cell.errors += 1;
@@ -517,6 +599,7 @@ impl RawAccumulator {
         let status = status.as_primitive::<Int32Type>();
         let latency = read::as_type(batch, "latency_ms", &DataType::Float64)?;
         let latency = latency.as_primitive::<Float64Type>();
+        self.ids.reserve(times.len());
         for (i, &micros) in times.iter().enumerate() {
             self.add(&RawFact {
                 id: u128::from_be_bytes(ids.value(i).try_into().unwrap_or([0; 16])),
@@ -532,23 +615,58 @@ impl RawAccumulator {
     }
 
     /// One row per cell; sketches built in canonical order (deterministic encodings).
-    pub fn into_rows(self, _step: i64, _service: Option<&str>) -> Vec<MinuteRow> {
-        self.cells
+    pub fn into_rows(self) -> Vec<MinuteRow> {
+        self.rows_with(|minute, (service, method, path_template), requests, errors, sketch| MinuteRow {
+            minute,
+            service: service.clone(),
+            method: method.clone(),
+            path_template: path_template.clone(),
+            requests,
+            errors,
+            sketch,
+        })
+    }
+
+    /// Rows as the rollup writes them: each sketch encoded as soon as it is built. A decoded
+    /// sketch holds kilobytes of bins, and keeping a week of them until the commit was most
+    /// of the rollup's memory.
+    fn into_stored_rows(self) -> Vec<StoredRow> {
+        self.rows_with(|minute, (service, method, path_template), requests, errors, sketch| StoredRow {
+            minute,
+            service: service.clone(),
+            method: method.clone(),
+            path_template: path_template.clone(),
+            requests,
+            errors,
+            sketch: sketch::encode(&sketch),
+        })
+    }
+
+    fn rows_with<T>(self, make: impl Fn(i64, &(String, String, String), u64, u64, DDSketch) -> T) -> Vec<T> {
+        let Self { cell_ids, mut cells, names, .. } = self;
+        cell_ids
             .into_iter()
-            .map(|((minute, service, method, path_template), mut cell)| MinuteRow {
-                minute,
-                service,
-                method,
-                path_template,
-                requests: cell.requests,
-                errors: cell.errors,
-                sketch: sketch::from_latencies(&mut cell.latencies),
+            .map(|((minute, group), index)| {
+                let cell = &mut cells[index];
+                let sketch = sketch::from_latencies(&mut std::mem::take(&mut cell.latencies));
+                make(minute, &names[group as usize], cell.requests, cell.errors, sketch)
             })
             .collect()
     }
 }
 
-fn digest(rows: &[MinuteRow]) -> String {
+/// A `metrics_1m` row as stored, its latency sketch encoded.
+struct StoredRow {
+    minute: i64,
+    service: String,
+    method: String,
+    path_template: String,
+    requests: u64,
+    errors: u64,
+    sketch: Vec<u8>,
+}
+
+fn digest(rows: &[StoredRow]) -> String {
     let mut hasher = crc32fast::Hasher::new();
     for r in rows {
         hasher.update(&r.minute.to_le_bytes());
@@ -558,7 +676,7 @@ fn digest(rows: &[MinuteRow]) -> String {
         }
         hasher.update(&r.requests.to_le_bytes());
         hasher.update(&r.errors.to_le_bytes());
-        hasher.update(&sketch::encode(&r.sketch));
+        hasher.update(&r.sketch);
     }
     format!("{:08x}", hasher.finalize())
 }
@@ -574,21 +692,27 @@ pub fn facts_batches(
         facts.iter().map(|f| (&*f.service, &*f.path_template, &*f.method)).collect();
     groups.sort_unstable();
     groups.dedup();
-    let rank: HashMap<(&str, &str, &str), u32> =
+    let rank: FastMap<(&str, &str, &str), u32> =
         groups.iter().enumerate().map(|(i, g)| (*g, u32::try_from(i).unwrap_or(u32::MAX))).collect();
-    let mut keyed: Vec<(u32, i64, u128, &RequestFact)> = facts
-        .into_iter()
-        .map(|f| {
+    // Keys of 16 bytes (rank, time, arrival index) where (rank, time, id, &fact) took 40: this
+    // is a flush's largest buffer after the Arrow columns. Equal times keep arrival order; the
+    // file order only serves compression.
+    let mut order: Vec<(u32, i64, u32)> = facts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
             let group = rank.get(&(&*f.service, &*f.path_template, &*f.method)).copied().unwrap_or(u32::MAX);
-            (group, f.event_time.timestamp_micros(), f.event_id.as_u128(), f)
+            (group, f.event_time.timestamp_micros(), u32::try_from(i).unwrap_or(u32::MAX))
         })
         .collect();
-    keyed.sort_unstable_by_key(|&(group, micros, id, _)| (group, micros, id));
+    order.sort_unstable();
     let mut by_day: BTreeMap<i32, Vec<&RequestFact>> = BTreeMap::new();
-    for (_, _, _, f) in keyed {
+    for (_, _, i) in order {
+        let f = facts[i as usize];
         let day = i32::try_from(f.event_time.timestamp().div_euclid(86_400)).unwrap_or_default();
         by_day.entry(day).or_default().push(f);
     }
+    drop(facts);
     let mut out = BTreeMap::new();
     for (day, facts) in by_day {
         let ids = FixedSizeBinaryArray::try_from_iter(facts.iter().map(|f| *f.event_id.as_bytes()))?;
@@ -612,16 +736,15 @@ pub fn facts_batches(
 
 fn metrics_batches(
     schema: &datafusion::arrow::datatypes::SchemaRef,
-    rows: &[MinuteRow],
+    rows: &[StoredRow],
     run_id: i64,
 ) -> anyhow::Result<BTreeMap<i32, RecordBatch>> {
-    let mut by_day: BTreeMap<i32, Vec<&MinuteRow>> = BTreeMap::new();
+    let mut by_day: BTreeMap<i32, Vec<&StoredRow>> = BTreeMap::new();
     for r in rows {
         by_day.entry(i32::try_from(r.minute.div_euclid(86_400)).unwrap_or_default()).or_default().push(r);
     }
     let mut out = BTreeMap::new();
     for (day, rows) in by_day {
-        let sketches: Vec<Vec<u8>> = rows.iter().map(|r| sketch::encode(&r.sketch)).collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(
                 TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.minute * 1_000_000))
@@ -635,7 +758,7 @@ fn metrics_batches(
             Arc::new(Float64Array::from_iter_values(
                 rows.iter().map(|r| if r.requests == 0 { 0.0 } else { r.errors as f64 / r.requests as f64 }),
             )),
-            Arc::new(BinaryArray::from_iter_values(sketches.iter())),
+            Arc::new(BinaryArray::from_iter_values(rows.iter().map(|r| &r.sketch))),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|_| run_id))),
         ];
         out.insert(day, batch_of(schema, columns)?);
@@ -645,24 +768,39 @@ fn metrics_batches(
 
 /// Reads `metrics_1m` rows of `[from, to)` seconds: for each minute only the rows of the
 /// newest run that covered it (a rebuild supersedes earlier runs; tables are append-only).
+///
+/// The scan keeps Arrow batches, not rows: which run is newest is known only after the last
+/// batch, and columnar batches cost a fraction of per-row strings and byte vectors. A sketch
+/// is decoded only for a row that is handed on.
 pub async fn read_metrics(
     engine: &Engine,
     ctx: &datafusion::execution::context::SessionContext,
     from: i64,
     to: i64,
     service: Option<&str>,
-    mut each: impl FnMut(MinuteRow),
+    mut each: impl FnMut(RowRef<'_>),
 ) -> anyhow::Result<()> {
     if from >= to {
         return Ok(());
     }
     let table = engine.lake.metrics_table().await?;
     let files = engine.lake.plan_files(&table, "minute", from * 1_000_000, to * 1_000_000).await?;
-    // (row, encoded sketch, run id) until the newest run per minute is known.
-    let mut raw: Vec<(MinuteRow, Vec<u8>, i64)> = Vec::new();
     let columns =
         ["minute", "service", "method", "path_template", "request_count", "error_count", "latency_sketch", "run_id"];
+    let mut batches = Vec::new();
+    let mut newest: FastMap<i64, i64> = FastMap::default();
     read::scan(ctx, files, "minute", from * 1_000_000, to * 1_000_000, service, &columns, |batch| {
+        let minutes = micros(batch, "minute")?;
+        let run = read::as_type(batch, "run_id", &DataType::Int64)?;
+        for (&minute, &run) in minutes.iter().zip(run.as_primitive::<Int64Type>().values()) {
+            let e = newest.entry(minute).or_insert(run);
+            *e = (*e).max(run);
+        }
+        batches.push(batch.clone());
+        Ok(())
+    })
+    .await?;
+    for batch in &batches {
         let minutes = micros(batch, "minute")?;
         let services = strings(batch, "service")?;
         let methods = strings(batch, "method")?;
@@ -677,31 +815,20 @@ pub async fn read_metrics(
             (req.as_primitive::<Int64Type>(), err.as_primitive::<Int64Type>(), run.as_primitive::<Int64Type>());
         let sk = sk.as_binary::<i32>();
         for (i, &minute) in minutes.iter().enumerate() {
-            let row = MinuteRow {
+            if newest.get(&minute) != Some(&run.value(i)) {
+                continue;
+            }
+            let sketch = sketch::decode(sk.value(i))?;
+            each(RowRef {
                 minute: minute.div_euclid(1_000_000),
-                service: services.value(i).to_owned(),
-                method: methods.value(i).to_owned(),
-                path_template: paths.value(i).to_owned(),
+                service: services.value(i),
+                method: methods.value(i),
+                path_template: paths.value(i),
                 requests: u64::try_from(req.value(i)).unwrap_or_default(),
                 errors: u64::try_from(err.value(i)).unwrap_or_default(),
-                sketch: sketch::new_sketch(),
-            };
-            raw.push((row, sk.value(i).to_vec(), run.value(i)));
+                sketch: &sketch,
+            });
         }
-        Ok(())
-    })
-    .await?;
-    let mut newest: HashMap<i64, i64> = HashMap::new();
-    for (row, _, run) in &raw {
-        let e = newest.entry(row.minute).or_insert(*run);
-        *e = (*e).max(*run);
-    }
-    for (mut row, sk, run) in raw {
-        if newest.get(&row.minute) != Some(&run) {
-            continue;
-        }
-        row.sketch = sketch::decode(&sk)?;
-        each(row);
     }
     Ok(())
 }

@@ -54,6 +54,11 @@ pub struct Lake {
     pub warehouse: String,
     facts: TableIdent,
     metrics: TableIdent,
+    /// The tables as of this process's last commit. The facts service is their only writer, so
+    /// a table loaded once stays current until the next commit here replaces it. A cached
+    /// `Table` also keeps its manifest cache: a dashboard query reads no `metadata.json`, Avro
+    /// manifest list or manifest that an earlier query on the same snapshot already parsed.
+    loaded: std::sync::Mutex<HashMap<TableIdent, Table>>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -153,7 +158,7 @@ impl Lake {
                 catalog.create_table(&ns, creation).await?;
             }
         }
-        Ok(Self { catalog, storage, warehouse, facts, metrics })
+        Ok(Self { catalog, storage, warehouse, facts, metrics, loaded: std::sync::Mutex::default() })
     }
 
     pub fn catalog(&self) -> &SqlCatalog {
@@ -165,11 +170,28 @@ impl Lake {
     }
 
     pub async fn facts_table(&self) -> anyhow::Result<Table> {
-        Ok(self.catalog.load_table(&self.facts).await?)
+        self.table(&self.facts).await
     }
 
     pub async fn metrics_table(&self) -> anyhow::Result<Table> {
-        Ok(self.catalog.load_table(&self.metrics).await?)
+        self.table(&self.metrics).await
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<TableIdent, Table>> {
+        self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn table(&self, ident: &TableIdent) -> anyhow::Result<Table> {
+        if let Some(table) = self.loaded().get(ident) {
+            return Ok(table.clone());
+        }
+        let table = self.catalog.load_table(ident).await?;
+        self.loaded().insert(ident.clone(), table.clone());
+        Ok(table)
+    }
+
+    fn committed(&self, table: &Table) {
+        self.loaded().insert(table.identifier().clone(), table.clone());
     }
 
     /// Largest WAL segment number whose facts are committed (0 if none).
@@ -233,7 +255,15 @@ impl Lake {
         let tx = Transaction::new(table);
         let action = tx.fast_append().add_data_files(files).set_snapshot_properties(properties);
         let tx = action.apply(tx)?;
-        let committed = tx.commit(&self.catalog).await.context("Iceberg commit failed")?;
+        let committed = match tx.commit(&self.catalog).await {
+            Ok(committed) => committed,
+            Err(err) => {
+                // What the catalog holds now is unknown: load it afresh next time.
+                self.loaded().remove(table.identifier());
+                return Err(anyhow::Error::new(err).context("Iceberg commit failed"));
+            }
+        };
+        self.committed(&committed);
         delete_dropped_metadata(table, &committed).await;
         self.expire_snapshots(&committed).await;
         Ok(count)
@@ -255,7 +285,10 @@ impl Lake {
             Err(err) => Err(err),
         };
         match result {
-            Ok(committed) => delete_dropped_metadata(table, &committed).await,
+            Ok(committed) => {
+                self.committed(&committed);
+                delete_dropped_metadata(table, &committed).await;
+            }
             Err(err) => tracing::warn!(error = %err, table = %table.identifier(), "snapshot expiry failed"),
         }
     }

@@ -10,8 +10,8 @@
 #![allow(clippy::unwrap_used)] // Test scaffolding: a failed unwrap is a failed test.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +20,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+mod support;
+use support::{Proc, bin, database_url, free_port, recreate_database};
+
 const SECRET: &str = "facts-outage-test-secret-facts-outage";
 /// Steady user load: one request every 20 ms.
 const PERIOD: Duration = Duration::from_millis(20);
@@ -27,44 +30,6 @@ const BASELINE: Duration = Duration::from_secs(10);
 const REFUSED: Duration = Duration::from_secs(30);
 const HUNG: Duration = Duration::from_secs(30);
 const RECOVERY: Duration = Duration::from_secs(10);
-
-/// A binary built beside `observastack` by the workspace build.
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_observastack")).with_file_name(name);
-    assert!(path.exists(), "{} is missing: build the whole workspace (`cargo test --workspace`)", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn database_url(name: &str) -> String {
-    let admin = admin_url();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    format!("{base}/{name}")
-}
-
-async fn recreate_database(name: &str) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `name`; its output goes to `<logs>/<name>.log`, which a failed readiness wait prints.
 fn spawn(logs: &Path, name: &str, args: &[String], env: &[(&str, String)]) -> Proc {

@@ -18,23 +18,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+mod support;
+use support::{admin_url, database_url};
+
 const SECRET: &str = "scenario-cli-tests-secret-0123456789abcdef";
 
 /// Longest a compressed run's phase (baseline, fault, recovery) may take on a busy machine.
 const PHASE: Duration = Duration::from_secs(120);
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let root = base.rsplit_once('/').map_or(base, |(root, _)| root);
-    match query {
-        Some(query) => format!("{root}/{database}?{query}"),
-        None => format!("{root}/{database}"),
-    }
-}
 
 /// A database for one test, dropped (WITH FORCE) when this guard goes.
 struct TestDb {
@@ -47,7 +37,7 @@ impl TestDb {
         let name = format!("scenario_cli_test_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection (is PostgreSQL up?)");
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
-        let url = with_database(&admin_url(), &name);
+        let url = database_url(&name);
         Self { name, url }
     }
 }

@@ -4,58 +4,21 @@
 
 #![allow(clippy::unwrap_used)] // Test scaffolding: a failed unwrap is a failed test.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 use service_kit::{JwtKeys, Role};
 
+mod support;
+use support::{Proc, bin, database_url, drop_database, free_port, recreate_database};
+
 const SECRET: &str = "tracing-test-secret-tracing-test-secret";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_observastack")).with_file_name(name)
-}
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Proc(Child);
-
-impl Proc {
-    /// SIGTERM and wait: the telemetry guard flushes buffered spans on the way out.
-    fn stop(mut self) -> String {
-        kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "process did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut out = String::new();
-        if let Some(mut stdout) = self.0.stdout.take() {
-            std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
-        }
-        out
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
-}
 
 async fn wait_ok(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -94,14 +57,8 @@ async fn a_trace_started_at_the_gateway_continues_in_shop_and_in_its_logs() {
     tokio::spawn(async move { axum::serve(listener, receiver).await });
 
     let db = format!("observastack_tracing_{}", std::process::id());
-    let base = admin_url();
-    let db_url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{db}\"")).execute(&mut conn).await.unwrap();
-    }
+    let db_url = database_url(&db);
+    recreate_database(&db).await;
 
     let (shop_port, gw_port, gw_admin) = (free_port(), free_port(), free_port());
     let shop = Proc(
@@ -187,6 +144,5 @@ async fn a_trace_started_at_the_gateway_continues_in_shop_and_in_its_logs() {
         .find(|l| l["level"] == "ERROR" && l["trace_id"] == TRACE_ID);
     assert!(error_line.is_some(), "no ERROR log line with trace_id {TRACE_ID} in shop output:\n{shop_logs}");
 
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await.unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
+    drop_database(&db).await;
 }

@@ -13,11 +13,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-const PORTS: [u16; 10] = [8080, 8081, 8082, 8101, 8102, 8103, 8104, 8111, 8112, 8113];
+mod support;
+use support::{database_url, drop_database};
 
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+const PORTS: [u16; 10] = [8080, 8081, 8082, 8101, 8102, 8103, 8104, 8111, 8112, 8113];
 
 /// An offset at which every port of the stack is free right now.
 fn free_port_offset() -> u16 {
@@ -37,18 +36,6 @@ fn fastrand_u16() -> u16 {
 
 fn observastack() -> Command {
     Command::new(env!("CARGO_BIN_EXE_observastack"))
-}
-
-async fn drop_database(name: &str) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
-}
-
-fn database_url(name: &str) -> String {
-    let admin = admin_url();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    format!("{base}/{name}")
 }
 
 #[test]
