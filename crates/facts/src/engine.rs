@@ -111,16 +111,16 @@ pub struct RollupOutcome {
     pub digest: String,
 }
 
-/// One `metrics_1m` row before encoding.
+/// One `metrics_1m` row; its sketch decoded (`DDSketch`) or encoded (`Vec<u8>`).
 #[derive(Clone)]
-pub struct MinuteRow {
+pub struct MinuteRow<S = DDSketch> {
     pub minute: i64,
     pub service: String,
     pub method: String,
     pub path_template: String,
     pub requests: u64,
     pub errors: u64,
-    pub sketch: DDSketch,
+    pub sketch: S,
 }
 
 /// A `metrics_1m` row borrowed from where it was read: the dashboard merges rows by the
@@ -150,7 +150,7 @@ impl MinuteRow {
     }
 }
 
-impl std::fmt::Debug for MinuteRow {
+impl<S> std::fmt::Debug for MinuteRow<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MinuteRow")
             .field("minute", &self.minute)
@@ -616,55 +616,39 @@ impl RawAccumulator {
 
     /// One row per cell; sketches built in canonical order (deterministic encodings).
     pub fn into_rows(self) -> Vec<MinuteRow> {
-        self.rows_with(|minute, (service, method, path_template), requests, errors, sketch| MinuteRow {
-            minute,
-            service: service.clone(),
-            method: method.clone(),
-            path_template: path_template.clone(),
-            requests,
-            errors,
-            sketch,
-        })
+        self.rows_with(|sketch| sketch)
     }
 
     /// Rows as the rollup writes them: each sketch encoded as soon as it is built. A decoded
     /// sketch holds kilobytes of bins, and keeping a week of them until the commit was most
     /// of the rollup's memory.
     fn into_stored_rows(self) -> Vec<StoredRow> {
-        self.rows_with(|minute, (service, method, path_template), requests, errors, sketch| StoredRow {
-            minute,
-            service: service.clone(),
-            method: method.clone(),
-            path_template: path_template.clone(),
-            requests,
-            errors,
-            sketch: sketch::encode(&sketch),
-        })
+        self.rows_with(|sketch| sketch::encode(&sketch))
     }
 
-    fn rows_with<T>(self, make: impl Fn(i64, &(String, String, String), u64, u64, DDSketch) -> T) -> Vec<T> {
+    fn rows_with<S>(self, finish: impl Fn(DDSketch) -> S) -> Vec<MinuteRow<S>> {
         let Self { cell_ids, mut cells, names, .. } = self;
         cell_ids
             .into_iter()
             .map(|((minute, group), index)| {
                 let cell = &mut cells[index];
-                let sketch = sketch::from_latencies(&mut std::mem::take(&mut cell.latencies));
-                make(minute, &names[group as usize], cell.requests, cell.errors, sketch)
+                let (service, method, path_template) = names[group as usize].clone();
+                MinuteRow {
+                    minute,
+                    service,
+                    method,
+                    path_template,
+                    requests: cell.requests,
+                    errors: cell.errors,
+                    sketch: finish(sketch::from_latencies(&mut std::mem::take(&mut cell.latencies))),
+                }
             })
             .collect()
     }
 }
 
 /// A `metrics_1m` row as stored, its latency sketch encoded.
-struct StoredRow {
-    minute: i64,
-    service: String,
-    method: String,
-    path_template: String,
-    requests: u64,
-    errors: u64,
-    sketch: Vec<u8>,
-}
+type StoredRow = MinuteRow<Vec<u8>>;
 
 fn digest(rows: &[StoredRow]) -> String {
     let mut hasher = crc32fast::Hasher::new();
