@@ -186,8 +186,8 @@ impl Lake {
             return Ok(table.clone());
         }
         let table = self.catalog.load_table(ident).await?;
-        self.loaded().insert(ident.clone(), table.clone());
-        Ok(table)
+        // A commit that landed while this load ran has put the newer table here already.
+        Ok(self.loaded().entry(ident.clone()).or_insert(table).clone())
     }
 
     fn committed(&self, table: &Table) {
