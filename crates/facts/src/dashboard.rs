@@ -24,6 +24,18 @@ pub enum GroupBy {
     Service,
 }
 
+impl GroupBy {
+    /// The group `r` belongs to; `None` when not grouped.
+    fn of<'a>(self, r: &RowRef<'a>) -> Option<&'a str> {
+        match self {
+            Self::None => None,
+            Self::PathTemplate => Some(r.path_template),
+            Self::Method => Some(r.method),
+            Self::Service => Some(r.service),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Query {
     pub from: i64,
@@ -130,21 +142,12 @@ pub async fn dashboard(engine: &Engine, q: &Query, markers: Vec<Marker>) -> anyh
     // Groups by name; `None` (not grouped) is the one group "".
     let mut group_index: FastMap<String, usize> = FastMap::default();
     let mut groups: Vec<(Option<String>, BTreeMap<i64, Cell>)> = Vec::new();
-    let group_by = q.group_by;
-    fn group_of<'a>(group_by: GroupBy, r: &RowRef<'a>) -> Option<&'a str> {
-        match group_by {
-            GroupBy::None => None,
-            GroupBy::PathTemplate => Some(r.path_template),
-            GroupBy::Method => Some(r.method),
-            GroupBy::Service => Some(r.service),
-        }
-    }
     let ctx = read::session(engine.lake.storage(), &engine.lake.warehouse)?;
     let service = q.service.as_deref();
     let mut failure = None;
     let mut add_row = |r: RowRef<'_>| {
         let bucket = from + floor(r.minute - from, step);
-        let name = group_of(group_by, &r);
+        let name = q.group_by.of(&r);
         let index = match group_index.get(name.unwrap_or_default()) {
             Some(&index) => index,
             None => {

@@ -499,7 +499,7 @@ struct RawFact<'a> {
 ///
 /// The hot loop of the rollup and of the dashboard's raw minutes: (service, method, path) is
 /// interned to a number through one reused key buffer, so a fact costs no allocation, and the
-/// sets hash with foldhash (ids are random UUIDv7 bits, nothing to defend against here).
+/// sets hash with foldhash ([`FastMap`]).
 #[derive(Default)]
 pub struct RawAccumulator {
     ids: FastSet<u128>,
@@ -780,12 +780,11 @@ pub async fn read_metrics(
             let e = newest.entry(minute).or_insert(run);
             *e = (*e).max(run);
         }
-        batches.push(batch.clone());
+        batches.push((batch.clone(), minutes));
         Ok(())
     })
     .await?;
-    for batch in &batches {
-        let minutes = micros(batch, "minute")?;
+    for (batch, minutes) in &batches {
         let services = strings(batch, "service")?;
         let methods = strings(batch, "method")?;
         let paths = strings(batch, "path_template")?;
