@@ -226,7 +226,7 @@ fn parse_traceparent(value: &[u8]) -> Option<(u128, u8)> {
     if version == 0xff || (value.len() != 55 && !longer_ok) {
         return None;
     }
-    let trace_id = parse_hex(&value[3..35])?;
+    let trace_id = u128::from(parse_hex(&value[3..19])?) << 64 | u128::from(parse_hex(&value[19..35])?);
     let parent_id = parse_hex(&value[36..52])?;
     let flags = parse_hex(&value[53..55])?;
     if trace_id == 0 || parent_id == 0 {
@@ -235,16 +235,34 @@ fn parse_traceparent(value: &[u8]) -> Option<(u128, u8)> {
     Some((trace_id, u8::try_from(flags & 1).unwrap_or(0)))
 }
 
-/// Lowercase hex only, as W3C trace context requires.
-fn parse_hex(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |acc, d| {
-        let nibble = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            _ => return None,
-        };
-        Some(acc << 4 | u128::from(nibble))
-    })
+/// Value of each lowercase hex digit; 0xff for every other byte.
+const HEX_DIGIT: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Up to 16 lowercase hex digits, as W3C trace context requires. Every request of a traced
+/// call chain parses 52 of them, so this is a table lookup per digit without a branch.
+fn parse_hex(digits: &[u8]) -> Option<u64> {
+    debug_assert!(digits.len() <= 16);
+    let mut value = 0u64;
+    let mut invalid = 0u8;
+    for digit in digits {
+        let nibble = HEX_DIGIT[usize::from(*digit)];
+        invalid |= nibble;
+        value = value << 4 | u64::from(nibble & 0x0f);
+    }
+    (invalid & 0xf0 == 0).then_some(value)
 }
 
 /// Name of the server span of a request (also the `span` of a request's log lines when no
@@ -423,6 +441,17 @@ mod tests {
         assert_ne!(fresh.trace_id, 0);
         assert_ne!(fresh.span_id, 0);
         assert!(fresh.traceparent().to_str().unwrap().ends_with("-01"));
+    }
+
+    #[test]
+    fn hex_digits_are_lowercase_hex_only() {
+        assert_eq!(parse_hex(b"0123456789abcdef"), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(parse_hex(b"ff"), Some(0xff));
+        for bad in [&b"A"[..], b"0F", b"g0", b"-1", b" 1", b"/", b":", b"`", b"\xff"] {
+            assert_eq!(parse_hex(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let every_byte_alone = (0..=255u8).filter(|b| parse_hex(&[*b]).is_some()).count();
+        assert_eq!(every_byte_alone, 16);
     }
 
     #[tokio::test]
