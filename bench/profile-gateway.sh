@@ -6,7 +6,9 @@
 #
 # Usage: bash bench/profile-gateway.sh [gateway|shop]   (default: gateway)
 # Knobs: PROFILE_REQUESTS (20000), PROFILE_CONNECTIONS (16), PROFILE_ROUTE (/api/ping),
-# PROFILE_OUT (callgrind output file, kept for `callgrind_annotate`), CARGO_TARGET_DIR.
+# PROFILE_OUT (callgrind output file, kept for `callgrind_annotate`), CARGO_TARGET_DIR,
+# PROFILE_FORWARDED=1 (send `x-forwarded-for` and `traceparent`, the two fields the gateway adds
+# to a request: with `shop`, what the shop pays for a request that came through the gateway).
 # Binaries are taken from $CARGO_TARGET_DIR/release (build them first with
 # `cargo build --release -p gateway -p shop`).
 set -euo pipefail
@@ -15,6 +17,9 @@ WHO=${1:-gateway}
 N=${PROFILE_REQUESTS:-20000}
 CONNS=${PROFILE_CONNECTIONS:-16}
 ROUTE=${PROFILE_ROUTE:-/api/ping}
+HEADERS=()
+[ "${PROFILE_FORWARDED:-0}" = 1 ] && HEADERS=(-H "x-forwarded-for: 127.0.0.1"
+  -H "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 BIN_DIR=${CARGO_TARGET_DIR:-$PWD/target}/release
 DB=observastack_profile
 PG=postgres://postgres@127.0.0.1:5432
@@ -62,10 +67,10 @@ if [ "$WHO" = gateway ]; then
 fi
 
 # Warm-up outside the counted window: connections, pools and lazy statics are set up.
-oha -n 2000 -c "$CONNS" --no-tui "$TARGET" >/dev/null
+oha -n 2000 -c "$CONNS" --no-tui "${HEADERS[@]}" "$TARGET" >/dev/null
 callgrind_control -z "$GRIND_PID" >/dev/null
 callgrind_control -i on "$GRIND_PID" >/dev/null
-oha -n "$N" -c "$CONNS" --no-tui "$TARGET" >"$TMP/oha.txt"
+oha -n "$N" -c "$CONNS" --no-tui "${HEADERS[@]}" "$TARGET" >"$TMP/oha.txt"
 callgrind_control -i off "$GRIND_PID" >/dev/null
 callgrind_control -d "$GRIND_PID" >/dev/null
 sleep 1
