@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
 bash scripts/ensure-console.sh
-echo "building (release; the first build takes a few minutes)…" >&2
+echo "building (release; the first build takes about 20 minutes on 2 cores, later ones are incremental)…" >&2
 cargo build --release --workspace --bins
 exec "${CARGO_TARGET_DIR:-target}/release/observastack" up "$@"
