@@ -10,7 +10,7 @@
 # PROFILE_FORWARDED=1 (send `x-forwarded-for` and `traceparent`, the two fields the gateway adds
 # to a request: with `shop`, what the shop pays for a request that came through the gateway).
 # Binaries are taken from $CARGO_TARGET_DIR/release (build them first with
-# `cargo build --release -p gateway -p shop`).
+# `cargo build --release --workspace --bin gateway --bin shop`, the features `up` builds with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHO=${1:-gateway}

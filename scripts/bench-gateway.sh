@@ -71,7 +71,7 @@ grep -q -- '--wait-ongoing-requests-after-deadline' <<<"$oha_help" && OHA_WAIT=(
 bash scripts/ensure-postgres.sh || die "PostgreSQL is not available on 127.0.0.1:5432"
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building shop and gateway (release)…"
-  nice -n 10 cargo build --release -q -p shop -p gateway >&2 || die "cargo build failed"
+  nice -n 10 cargo build --release -q --workspace --bin shop --bin gateway >&2 || die "cargo build failed"
 fi
 SHOP_BIN=${BENCH_SHOP_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/shop}
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/gateway}
