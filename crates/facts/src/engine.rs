@@ -780,18 +780,17 @@ pub async fn read_metrics(
             let e = newest.entry(minute).or_insert(run);
             *e = (*e).max(run);
         }
-        batches.push((batch.clone(), minutes));
+        batches.push((batch.clone(), minutes, run));
         Ok(())
     })
     .await?;
-    for (batch, minutes) in &batches {
+    for (batch, minutes, run) in &batches {
         let services = strings(batch, "service")?;
         let methods = strings(batch, "method")?;
         let paths = strings(batch, "path_template")?;
         let req = read::as_type(batch, "request_count", &DataType::Int64)?;
         let err = read::as_type(batch, "error_count", &DataType::Int64)?;
         let sk = read::as_type(batch, "latency_sketch", &DataType::Binary)?;
-        let run = read::as_type(batch, "run_id", &DataType::Int64)?;
         let (services, methods, paths) =
             (services.as_string::<i32>(), methods.as_string::<i32>(), paths.as_string::<i32>());
         let (req, err, run) =
