@@ -192,6 +192,13 @@ impl PoolHandle {
             self.free_at_once.store(self.free_at_once.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             return Ok(Slot { handle: self.clone() });
         }
+        // Boxed: only a request that queues pays for the waiting future's size.
+        Box::pin(self.wait(deadline)).await
+    }
+
+    /// Queues for a slot until `deadline`, unless too many requests are queued already.
+    async fn wait(self: &Arc<Self>, deadline: Instant) -> Result<Slot, Refusal> {
+        let pool = &self.pool;
         let max_waiting = pool.max_waiting.load(Ordering::Relaxed);
         if pool.waiting.fetch_add(1, Ordering::AcqRel) >= max_waiting {
             pool.waiting.fetch_sub(1, Ordering::AcqRel);

@@ -200,16 +200,18 @@ impl ConnPool {
         }
         let replayable = body_done;
         loop {
+            // The rare paths (a new connection, a body too large to keep) are boxed so that
+            // every request's future does not carry their size.
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                None => (Box::pin(self.connect()).await?, false),
             };
             let exchanged = match conn.stream.write_all(&out).await {
                 // The upstream had closed this idle connection: the request did not go out.
                 Err(_) if reused && replayable => continue,
                 Err(err) => Err(SendError::Io(err)),
                 Ok(()) if body_done => read_head(&mut conn, &parts.method).await,
-                Ok(()) => match stream_body(&mut conn, &mut body, framing, sent_body).await {
+                Ok(()) => match Box::pin(stream_body(&mut conn, &mut body, framing, sent_body)).await {
                     Ok(()) => read_head(&mut conn, &parts.method).await,
                     Err(err) => Err(err),
                 },

@@ -166,7 +166,7 @@ impl TraceContext {
 
     /// Runs `fut` as the request this context belongs to: [`TraceContext::current`], outgoing
     /// `traceparent` headers and log lines inside it see this context.
-    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+    pub fn scope<F: Future>(self, fut: F) -> tokio::task::futures::TaskLocalFuture<TraceContext, F> {
         REQUEST_TRACE.scope(self, fut)
     }
 

@@ -135,8 +135,10 @@ impl UserFront {
     async fn dispatch(&self, matched: Matched<'_>, req: Request<Incoming>, peer_ip: &HeaderValue) -> Response {
         match matched {
             Matched::Proxy(template) => {
+                // Boxed: only requests under a fault pay for its future, the others do not
+                // carry its size.
                 if let Some(fault) = (self.faults)(req.method(), template)
-                    && let Some(failed) = service_kit::faults::apply(&fault).await
+                    && let Some(failed) = Box::pin(service_kit::faults::apply(&fault)).await
                 {
                     return failed;
                 }
