@@ -46,16 +46,11 @@ impl Drop for TestDb {
     #[allow(clippy::print_stderr)]
     fn drop(&mut self) {
         let name = self.name.clone();
+        // `drop` cannot await, and the test's runtime may be gone or busy: a thread of its own.
         let dropped = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.map_err(std::io::Error::other)?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>(())
-            })
+            rt.block_on(support::drop_database(&name));
+            Ok::<_, std::io::Error>(())
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
