@@ -14,7 +14,7 @@ use crate::engine::{Engine, RAW_COLUMNS, RawAccumulator, RowRef, read_metrics};
 use crate::markers::Marker;
 use crate::{read, sketch};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     #[default]
@@ -45,7 +45,7 @@ pub struct Query {
     pub group_by: GroupBy,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Point {
     /// Start of the step (RFC 3339).
     pub t: DateTime<Utc>,
@@ -59,7 +59,7 @@ pub struct Point {
     pub p99_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Series {
     /// Value of the grouping column; `null` when not grouped.
     pub group: Option<String>,
@@ -68,7 +68,7 @@ pub struct Series {
     pub points: Vec<Point>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Sources {
     /// Minutes answered from `metrics_1m`.
     pub rolled_up_minutes: i64,
@@ -76,7 +76,7 @@ pub struct Sources {
     pub raw_minutes: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Dashboard {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,

@@ -92,20 +92,21 @@ struct Tail {
 }
 
 /// Outcome of one accepted batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IngestOutcome {
     pub accepted: usize,
     pub duplicates: usize,
 }
 
 /// Outcome of one rollup run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RollupOutcome {
     pub run_id: i64,
     /// Facts read (after deduplication by `event_id`).
     pub facts: u64,
     pub rows: usize,
     /// Windows rebuilt, `[from, to)` in Unix seconds.
+    #[schema(value_type = Vec<Vec<i64>>)]
     pub windows: Vec<(i64, i64)>,
     /// CRC-32 of the rows without their run id: equal for equal facts.
     pub digest: String,

@@ -19,12 +19,15 @@ use serde_json::json;
 use service_kit::ApiError;
 use service_kit::metrics::Metrics;
 
+use crate::dashboard::Dashboard;
 use crate::dashboard::{self, GroupBy};
-use crate::engine::Engine;
+use crate::engine::{Engine, IngestOutcome, RollupOutcome};
 use crate::lake::{FACTS_TABLE, METRICS_TABLE};
 use crate::markers::MarkerSource;
 use crate::model::EventIds;
+use crate::model::RequestFact;
 use crate::validate::{self, BatchRejection};
+use service_kit::error::ErrorBody;
 
 /// Default largest ingest body (8 MiB); bigger bodies get 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
@@ -93,16 +96,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug, Serialize)]
+/// 400 for a batch: every broken rule of every record (up to a limit), nothing stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Rejection {
     error: RejectionDetail,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct RejectionDetail {
+    /// `validation_failed`.
+    #[schema(value_type = String)]
     code: &'static str,
     message: String,
     details: Vec<validate::RecordError>,
+    /// Broken rules beyond those listed.
     more_errors: usize,
 }
 
@@ -124,6 +131,14 @@ fn rejection(r: BatchRejection) -> Response {
 }
 
 /// `POST /api/v1/facts`: one fact, a JSON array or NDJSON; 200 only once durable.
+#[utoipa::path(post, path = "/api/v1/facts", tag = "facts",
+    request_body(content = Vec<RequestFact>, description = "One fact (a JSON object), a JSON array of facts, or NDJSON (one fact per line). Strict: unknown fields, wrong types and out-of-range values reject the whole batch."),
+    responses(
+        (status = 200, body = IngestOutcome, description = "Every fact is durable (written to the WAL and fsynced); `duplicates` were already stored"),
+        (status = 400, body = Rejection, description = "The batch broke rules; `details` names record, field and rule; nothing was stored"),
+        (status = 413, body = ErrorBody, description = "Body over the size limit"),
+        (status = 503, body = ErrorBody, description = "The facts could not be stored; retry (ingest is idempotent by `event_id`)"),
+    ))]
 async fn ingest(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -170,13 +185,19 @@ async fn ingest(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DashboardParams {
+    /// Start of the window (RFC 3339); default one hour before `to`.
     from: Option<String>,
+    /// End of the window (RFC 3339); default now. At most 31 days after `from`.
     to: Option<String>,
+    /// Only this service's facts.
     service: Option<String>,
+    /// `none` (default), `path_template`, `method` or `service`.
     group_by: Option<String>,
+    /// Step of the series: a multiple of 60 from 60 to 86400; default chosen from the window.
     step_seconds: Option<i64>,
 }
 
@@ -202,6 +223,12 @@ fn window(from: Option<&str>, to: Option<&str>) -> Result<(DateTime<Utc>, DateTi
     Ok((from, to))
 }
 
+/// `GET /api/v1/dashboard`: the "Service Health" series over a window.
+#[utoipa::path(get, path = "/api/v1/dashboard", tag = "facts", params(DashboardParams),
+    responses(
+        (status = 200, body = Dashboard, description = "Requests, errors, error rate, throughput and p50/p95/p99 per step, per group, with config-change markers"),
+        (status = 400, body = ErrorBody, description = "Invalid query; `details` names the field and rule"),
+    ))]
 async fn get_dashboard(
     State(state): State<Arc<AppState>>,
     params: Result<Query<DashboardParams>, axum::extract::rejection::QueryRejection>,
@@ -238,13 +265,28 @@ async fn get_dashboard(
     Ok(Json(board).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WindowParams {
+    /// Start of the window (RFC 3339); default one hour before `to`.
     from: Option<String>,
+    /// End of the window (RFC 3339); default now.
     to: Option<String>,
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Services {
+    /// Services with facts in the window.
+    services: Vec<String>,
+}
+
+/// `GET /api/v1/services`: the services that reported facts in a window.
+#[utoipa::path(get, path = "/api/v1/services", tag = "facts", params(WindowParams),
+    responses(
+        (status = 200, body = Services),
+        (status = 400, body = ErrorBody, description = "Invalid query; `details` names the field and rule"),
+    ))]
 async fn get_services(
     State(state): State<Arc<AppState>>,
     params: Result<Query<WindowParams>, axum::extract::rejection::QueryRejection>,
@@ -260,16 +302,29 @@ async fn get_services(
     };
     let board = dashboard::dashboard(&state.engine, &q, Vec::new()).await?;
     let services: Vec<_> = board.series.into_iter().filter_map(|s| s.group).collect();
-    Ok(Json(json!({ "services": services })).into_response())
+    Ok(Json(Services { services }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SqlRequest {
+    /// One read-only statement (no DDL, DML or SET) over `request_facts` and `metrics_1m`.
     sql: String,
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SqlRows {
+    /// The result rows as JSON objects, at most 10 000.
+    #[schema(value_type = Vec<Object>)]
+    rows: serde_json::Value,
+}
+
 /// `POST /api/v1/sql`: one read-only statement over `request_facts` and `metrics_1m`.
+#[utoipa::path(post, path = "/api/v1/sql", tag = "facts", request_body = SqlRequest,
+    responses(
+        (status = 200, body = SqlRows),
+        (status = 400, body = ErrorBody, description = "Malformed body, or a statement that does not parse, is not read-only or fails; `details` names `sql`"),
+    ))]
 async fn run_sql(
     State(state): State<Arc<AppState>>,
     body: Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
@@ -303,27 +358,45 @@ async fn run_sql(
     let rows = writer.into_inner();
     let rows: serde_json::Value =
         if rows.is_empty() { json!([]) } else { serde_json::from_slice(&rows).map_err(anyhow::Error::from)? };
-    Ok(Json(json!({ "rows": rows })).into_response())
+    Ok(Json(SqlRows { rows }).into_response())
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Flushed {
+    /// Facts committed to Iceberg by this flush.
+    flushed: usize,
+}
+
+/// `POST /api/v1/flush`: commits the acknowledged facts in the WAL to Iceberg now.
+#[utoipa::path(post, path = "/api/v1/flush", tag = "facts", responses((status = 200, body = Flushed)))]
 async fn flush(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let facts = state.engine.flush().await?;
+    let flushed = state.engine.flush().await?;
     state.unflushed.set(i64::try_from(state.engine.unflushed()).unwrap_or(i64::MAX));
-    Ok(Json(json!({ "flushed": facts })).into_response())
+    Ok(Json(Flushed { flushed }).into_response())
 }
 
+/// `POST /api/v1/rollup`: rolls the committed facts up into `metrics_1m` now.
+#[utoipa::path(post, path = "/api/v1/rollup", tag = "facts", responses((status = 200, body = RollupOutcome)))]
 async fn rollup(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(Json(state.engine.rollup(Utc::now()).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RecomputeParams {
+    /// Start of the window (RFC 3339).
     from: String,
+    /// End of the window (RFC 3339), after `from`.
     to: String,
 }
 
 /// `POST /api/v1/recompute?from=…&to=…`: rebuilds `metrics_1m` for the window.
+#[utoipa::path(post, path = "/api/v1/recompute", tag = "facts", params(RecomputeParams),
+    responses(
+        (status = 200, body = RollupOutcome),
+        (status = 400, body = ErrorBody, description = "Invalid window; `details` names the field and rule"),
+    ))]
 async fn recompute(
     State(state): State<Arc<AppState>>,
     params: Result<Query<RecomputeParams>, axum::extract::rejection::QueryRejection>,
@@ -337,18 +410,43 @@ async fn recompute(
     Ok(Json(state.engine.recompute(from, to).await?).into_response())
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Status {
+    /// Acknowledged facts in the WAL, not yet committed to Iceberg.
+    unflushed_facts: usize,
+    /// Every minute before this (Unix seconds) is rolled up, unless its hour is dirty.
+    rollup_watermark: Option<i64>,
+    /// Hours (Unix seconds) with late facts, to be rolled up again.
+    dirty_hours: Vec<i64>,
+    flush_interval_seconds: u64,
+    rollup_interval_seconds: u64,
+    /// Where the Iceberg tables live.
+    warehouse: String,
+}
+
+/// `GET /api/v1/status`: the lake's flush and rollup state.
+#[utoipa::path(get, path = "/api/v1/status", tag = "facts", responses((status = 200, body = Status)))]
 async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let rollup = state.engine.rollup_state();
-    Ok(Json(json!({
-        "unflushed_facts": state.engine.unflushed(),
-        "rollup_watermark": rollup.watermark,
-        "dirty_hours": rollup.dirty_hours,
-        "flush_interval_seconds": state.engine.settings.flush_interval.as_secs(),
-        "rollup_interval_seconds": state.engine.settings.rollup_interval.as_secs(),
-        "warehouse": state.engine.lake.warehouse,
-    }))
+    Ok(Json(Status {
+        unflushed_facts: state.engine.unflushed(),
+        rollup_watermark: rollup.watermark,
+        dirty_hours: rollup.dirty_hours.into_iter().collect(),
+        flush_interval_seconds: state.engine.settings.flush_interval.as_secs(),
+        rollup_interval_seconds: state.engine.settings.rollup_interval.as_secs(),
+        warehouse: state.engine.lake.warehouse.clone(),
+    })
     .into_response())
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "ObservaStack facts", description = "The request-fact lake: ingest, the Service Health dashboard's queries, SQL, and the flush and rollup jobs."),
+    paths(ingest, get_dashboard, get_services, run_sql, flush, rollup, recompute, status),
+    components(schemas(ErrorBody, service_kit::error::ErrorDetail, service_kit::FieldError)),
+    tags((name = "facts", description = "Request-fact lake (served on its own port; `/healthz`, `/readyz` and `/metrics` as every service, no `/config`)")),
+)]
+pub(crate) struct FactsApi;
 
 async fn page() -> Html<&'static str> {
     Html(include_str!("../assets/service-health.html"))

@@ -33,6 +33,11 @@ use tokio::net::TcpListener;
 pub use engine::{Engine, Settings};
 pub use model::RequestFact;
 
+/// OpenAPI description of the facts service's API (`/api/v1/*`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::FactsApi as utoipa::OpenApi>::openapi()
+}
+
 /// A built facts service: bound listener, engine and router, ready to serve.
 #[derive(Debug)]
 pub struct Application {
@@ -114,5 +119,43 @@ async fn run_flush(engine: &Engine) {
         Ok(0) => {}
         Ok(n) => tracing::info!(facts = n, "flushed facts to Iceberg"),
         Err(err) => tracing::error!(error = format!("{err:#}"), "flush failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `docs/api/facts.json` is the facts service's document; the `observastack` CLI, which
+    /// writes the others, does not link the lake. Regenerate with
+    /// `OBSERVASTACK_BLESS=1 cargo test --workspace --lib checked_in_openapi_document`.
+    #[test]
+    fn the_checked_in_openapi_document_matches_the_code() {
+        let doc = super::openapi();
+        let paths: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        for path in [
+            "/api/v1/facts",
+            "/api/v1/dashboard",
+            "/api/v1/services",
+            "/api/v1/sql",
+            "/api/v1/flush",
+            "/api/v1/rollup",
+            "/api/v1/recompute",
+            "/api/v1/status",
+        ] {
+            assert!(paths.contains(&path), "{path} is missing from {paths:?}");
+        }
+        let mut current = doc.to_pretty_json().unwrap_or_else(|e| panic!("{e}"));
+        current.push('\n');
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api/facts.json");
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        if stored != current {
+            if std::env::var_os("OBSERVASTACK_BLESS").is_some() {
+                std::fs::write(&path, current).unwrap_or_else(|e| panic!("{e}"));
+            } else {
+                panic!(
+                    "{} is out of date; regenerate it with OBSERVASTACK_BLESS=1 cargo test --workspace --lib checked_in_openapi_document",
+                    path.display()
+                );
+            }
+        }
     }
 }

@@ -6,12 +6,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Marker {
     pub at: DateTime<Utc>,
     pub service: String,
     pub field: String,
+    #[schema(value_type = Object)]
     pub old: serde_json::Value,
+    #[schema(value_type = Object)]
     pub new: serde_json::Value,
     /// `scenario` (the orchestrator applied a fault) or `learner`.
     pub source: String,

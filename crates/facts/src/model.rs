@@ -11,19 +11,26 @@ use uuid::Uuid;
 ///
 /// The strings are shared (`Arc<str>`): the facts of a batch repeat a handful of services,
 /// methods, routes and user agents, and up to a million facts wait in memory for a flush.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestFact {
+    /// Assigned (UUIDv7) when the fact comes without one.
+    #[schema(required = false)]
     pub event_id: Uuid,
     pub event_time: DateTime<Utc>,
     #[serde(with = "shared_str")]
+    #[schema(value_type = String)]
     pub service: Arc<str>,
     #[serde(with = "shared_str")]
+    #[schema(value_type = String)]
     pub method: Arc<str>,
+    /// The matched route template, never the raw path.
     #[serde(with = "shared_str")]
+    #[schema(value_type = String)]
     pub path_template: Arc<str>,
     pub status_code: u16,
     pub latency_ms: f64,
     #[serde(with = "shared_opt_str", default)]
+    #[schema(value_type = Option<String>)]
     pub user_agent_family: Option<Arc<str>>,
 }
 

@@ -24,11 +24,12 @@ const FIELDS: &[&str] =
     &["event_id", "event_time", "service", "method", "path_template", "status_code", "latency_ms", "user_agent_family"];
 
 /// One broken rule in one record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RecordError {
     /// Position of the record in the batch (0-based; NDJSON: line order of non-empty lines).
     pub index: usize,
     pub field: String,
+    #[schema(value_type = String)]
     pub rule: &'static str,
     pub message: String,
 }
