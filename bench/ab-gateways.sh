@@ -11,6 +11,9 @@
 # `--threads 1`). nginx and wrk must be installed (`bash scripts/bench-gateway.sh` installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+die() { printf 'ab: %s\n' "$*" >&2; exit 1; }
+# psql_admin, free_ports, wait_ready, cpu_ticks
+. bench/lib.sh
 [ $# -ge 1 ] || { echo "usage: bash bench/ab-gateways.sh GATEWAY_BIN [GATEWAY_BIN...]" >&2; exit 2; }
 ROUNDS=${AB_ROUNDS:-24}
 DURATION=${AB_DURATION:-3}
@@ -20,15 +23,14 @@ read -r -a GW_EXTRA <<<"${AB_GATEWAY_ARGS:-}"
 DB=observastack_ab
 PG=postgres://postgres@127.0.0.1:5432
 for tool in nginx wrk psql curl python3; do
-  command -v "$tool" >/dev/null || { echo "ab: $tool is required" >&2; exit 1; }
+  command -v "$tool" >/dev/null || die "$tool is required"
 done
-for bin in "$SHOP_BIN" "$@"; do [ -x "$bin" ] || { echo "ab: $bin is not an executable" >&2; exit 1; }; done
+for bin in "$SHOP_BIN" "$@"; do [ -x "$bin" ] || die "$bin is not an executable"; done
 bash scripts/ensure-postgres.sh >/dev/null
 
 TMP=$(mktemp -d /tmp/ab-gateways.XXXXXX)
 mkdir -p "$TMP/nginx"
 PIDS=()
-psql_admin() { PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -U postgres -d postgres -q -c "$1" >/dev/null; }
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -40,34 +42,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ports() { python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-ready() { # url pid
-  for _ in $(seq 1 450); do
-    kill -0 "$2" 2>/dev/null || { echo "ab: a process exited during startup (logs in $TMP)" >&2; exit 1; }
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)" = 200 ] && return 0
-    sleep 0.2
-  done
-  echo "ab: $1 not ready" >&2
-  exit 1
-}
 
 psql_admin "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 psql_admin "CREATE DATABASE $DB"
 OBSERVASTACK_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 export OBSERVASTACK_JWT_SECRET RUST_LOG=warn
-read -r -a PORTS <<<"$(ports $((2 + 2 * $#)))"
+read -r -a PORTS <<<"$(free_ports $((2 + 2 * $#)))"
 SHOP_URL=http://127.0.0.1:${PORTS[0]}
 "$SHOP_BIN" --listen "127.0.0.1:${PORTS[0]}" --database-url "$PG/$DB" --seed-products 1000 --seed-orders 1000 \
   >"$TMP/shop.log" 2>&1 &
 SHOP_PID=$!
 PIDS+=("$SHOP_PID")
-ready "$SHOP_URL/readyz" "$SHOP_PID"
+wait_ready shop "$SHOP_URL/readyz" "$SHOP_PID" 180
 
 declare -A URL PROC
 NAMES=(nginx)
@@ -89,19 +75,8 @@ for bin in "$@"; do
   echo "$name = $bin" >&2
   i=$((i + 1))
 done
-for name in "${NAMES[@]}"; do ready "${URL[$name]}" "${PROC[$name]}"; done
+for name in "${NAMES[@]}"; do wait_ready "$name" "${URL[$name]}" "${PROC[$name]}"; done
 
-ticks() { # utime+stime of every thread of the given pids
-  local sum=0 pid stat
-  for pid in "$@"; do
-    for stat in /proc/"$pid"/task/*/stat; do
-      # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-      read -r -a f <<<"$(sed 's/^.*) //' "$stat" 2>/dev/null)" || continue
-      [ ${#f[@]} -gt 12 ] && sum=$((sum + f[11] + f[12]))
-    done
-  done
-  echo "$sum"
-}
 proxy_pids() { if [ "$1" = nginx ]; then echo "${PROC[nginx]}" $(ps -o pid= --ppid "${PROC[nginx]}"); else echo "${PROC[$1]}"; fi; }
 TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
 
@@ -112,9 +87,9 @@ for round in $(seq 1 "$ROUNDS"); do
   for j in $(seq 0 $((${#NAMES[@]} - 1))); do
     name=${NAMES[$(((j + round) % ${#NAMES[@]}))]}
     read -r -a pids <<<"$(proxy_pids "$name")"
-    before=$(ticks "${pids[@]}")
+    before=$(cpu_ticks "${pids[@]}")
     out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "${URL[$name]}")
-    after=$(ticks "${pids[@]}")
+    after=$(cpu_ticks "${pids[@]}")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     echo "$round $name $rps $(((after - before) * TICK_NS / requests))" >>"$RESULTS"

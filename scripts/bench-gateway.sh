@@ -26,6 +26,8 @@ OUT_JSON=$ROOT/artifacts/bench-gateway.json
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+# psql_admin, free_ports, wait_ready, cpu_ticks
+. bench/lib.sh
 
 # ---------------------------------------------------------------------------------------------
 # Tools: installed when missing (Debian packages, oha built from crates.io; no prebuilt download)
@@ -77,8 +79,6 @@ SHOP_BIN=${BENCH_SHOP_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/shop}
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/gateway}
 [ -x "$SHOP_BIN" ] && [ -x "$GATEWAY_BIN" ] || die "$SHOP_BIN or $GATEWAY_BIN missing"
 
-psql_admin() { PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -q -c "$1" >/dev/null; }
-
 # ---------------------------------------------------------------------------------------------
 # Processes, cleanup
 # ---------------------------------------------------------------------------------------------
@@ -116,26 +116,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_ports() { # N distinct free loopback ports
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
 read -r SHOP_PORT GW_PORT GW_ADMIN_PORT NGINX_PORT <<<"$(free_ports 4)"
-
-wait_ready() { # name url pid [timeout_s]
-  local name=$1 url=$2 pid=$3 deadline=$((SECONDS + ${4:-90}))
-  while [ $SECONDS -lt $deadline ]; do
-    kill -0 "$pid" 2>/dev/null || die "$name exited during startup"
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)" = 200 ] && return 0
-    sleep 0.2
-  done
-  die "$name not ready at $url"
-}
 
 log "creating throwaway database $DB_NAME…"
 psql_admin "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" || die "cannot reach PostgreSQL as postgres@127.0.0.1"
@@ -198,16 +179,6 @@ proxy_pids() { # the process(es) that do the proxying for a target ("" for direc
     gateway) echo "$GATEWAY_PID" ;;
     direct) echo "" ;;
   esac
-}
-cpu_ticks() { # utime+stime (all threads) summed over the given pids, in clock ticks
-  local total=0 pid stat f
-  for pid in "$@"; do
-    read -r stat <"/proc/$pid/stat" 2>/dev/null || continue
-    stat=${stat##*) }          # drop "pid (comm) ": field 3 (state) is now index 0
-    read -r -a f <<<"$stat"
-    total=$((total + f[11] + f[12]))   # fields 14 utime, 15 stime
-  done
-  echo "$total"
 }
 machine_busy_ticks() { # all CPUs' non-idle time since boot (/proc/stat), in clock ticks
   local cpu user nice system idle iowait irq softirq steal rest
