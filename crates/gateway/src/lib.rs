@@ -10,6 +10,7 @@
 mod app;
 pub mod cli;
 pub mod config;
+mod h1;
 pub mod openapi;
 mod pool;
 mod proxy;

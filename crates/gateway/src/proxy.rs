@@ -14,13 +14,14 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 use http_body_util::{LengthLimitError, Limited};
 use service_kit::ApiError;
 use service_kit::error::{ErrorBody, ErrorDetail};
 use service_kit::telemetry::TraceContext;
 use tokio::time::Instant;
 
+use crate::h1::{RawRequest, Reply};
 use crate::pool::{Outcome, OutcomeCounters, PoolHandle, Refusal, UpstreamPool};
 use crate::server::forwarded_for;
 use crate::settings::UpstreamUrl;
@@ -150,25 +151,62 @@ impl Proxy {
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Body::new(Guarded::new(body, slot)))
             }
-            Ok(Err(err)) if is_body_too_large(&err) => {
-                ApiError::PayloadTooLarge { limit: self.body_limit }.into_response()
-            }
-            Ok(Err(err)) => {
-                target.counters.record(Outcome::UpstreamError);
-                tracing::warn!(upstream = %target.name, error = %error_chain(&err), "upstream request failed");
-                bad_gateway(format!("upstream `{}` could not be reached", target.name))
-            }
-            Err(_elapsed) => {
-                target.counters.record(Outcome::UpstreamTimeout);
-                tracing::debug!(upstream = %target.name, "upstream did not answer within the budget");
-                ApiError::Timeout(format!(
-                    "upstream `{}` did not answer within {} ms",
-                    target.name,
-                    self.pool.pool().timeout().as_millis()
-                ))
-                .into_response()
-            }
+            Ok(Err(err)) => self.failed(target, &err),
+            Err(_elapsed) => self.timed_out(target),
         }
+    }
+
+    /// [`Proxy::forward_parts`] for a request of the gateway's own HTTP/1.1 server: its
+    /// fields go to the upstream as they came, less hop-by-hop ones, and the upstream's
+    /// response head comes back encoded for the client.
+    pub(crate) async fn forward_raw(
+        &self,
+        target: &Target,
+        req: &RawRequest<'_>,
+        peer_ip: &HeaderValue,
+    ) -> http::Response<Reply> {
+        let deadline = Instant::now() + self.pool.pool().timeout();
+        let mut request = Vec::with_capacity(512 + req.body.len());
+        encode_raw_request(target, req, peer_ip, &mut request);
+        let slot = match self.pool.acquire(deadline).await {
+            Ok(slot) => slot,
+            Err(refusal) => return self.refuse(target, refusal).map(Reply::Local),
+        };
+        let mut head = Vec::with_capacity(512);
+        let exchange = target.conns.exchange(&request, &req.method, req.close, &mut head);
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(exchanged)) => {
+                target.counters.record(Outcome::Ok);
+                let reply = Reply::Upstream { head, body: exchanged.body, chunked: exchanged.chunked, slot };
+                let mut resp = http::Response::new(reply);
+                *resp.status_mut() = exchanged.status;
+                resp
+            }
+            Ok(Err(err)) => self.failed(target, &err).map(Reply::Local),
+            Err(_elapsed) => self.timed_out(target).map(Reply::Local),
+        }
+    }
+
+    /// The answer to an exchange with the upstream that failed.
+    fn failed(&self, target: &Target, err: &SendError) -> Response {
+        if is_body_too_large(err) {
+            return ApiError::PayloadTooLarge { limit: self.body_limit }.into_response();
+        }
+        target.counters.record(Outcome::UpstreamError);
+        tracing::warn!(upstream = %target.name, error = %error_chain(err), "upstream request failed");
+        bad_gateway(format!("upstream `{}` could not be reached", target.name))
+    }
+
+    /// The answer to an upstream that did not answer within the pool's timeout.
+    fn timed_out(&self, target: &Target) -> Response {
+        target.counters.record(Outcome::UpstreamTimeout);
+        tracing::debug!(upstream = %target.name, "upstream did not answer within the budget");
+        ApiError::Timeout(format!(
+            "upstream `{}` did not answer within {} ms",
+            target.name,
+            self.pool.pool().timeout().as_millis()
+        ))
+        .into_response()
     }
 
     /// Tunnels a WebSocket handshake to `target` and, once the upstream accepts it (`101`), the
@@ -311,6 +349,64 @@ fn forwarded_chain<'a>(headers: &HeaderMap, ip: &'a HeaderValue) -> Cow<'a, [u8]
         Some(prior) if !prior.trim().is_empty() => Cow::Owned([prior.as_bytes(), b", ", ip.as_bytes()].concat()),
         _ => Cow::Borrowed(ip.as_bytes()),
     }
+}
+
+/// Writes the request `req` as `target` receives it: the client's fields less hop-by-hop ones
+/// and `Host`, the upstream's `Host`, the client recorded in `x-forwarded-for`, this request's
+/// trace context, then the body.
+fn encode_raw_request(target: &Target, req: &RawRequest<'_>, peer_ip: &HeaderValue, out: &mut Vec<u8>) {
+    fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // Spans exported: OpenTelemetry's propagator writes the context (`traceparent`, and
+    // `tracestate` when there is one); otherwise the request's own context is written.
+    let mut propagated = HeaderMap::new();
+    let traceparent = if service_kit::telemetry::exporting() {
+        service_kit::telemetry::inject_current(&mut propagated);
+        None
+    } else {
+        TraceContext::current().map(|trace| trace.traceparent_bytes())
+    };
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.url.base_path().as_bytes());
+    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    field(out, b"host", target.conns.host_header().as_bytes());
+    let mut prior_chain: Option<&[u8]> = None;
+    for f in req.fields {
+        let name = f.name;
+        if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str()) {
+            prior_chain = prior_chain.or(Some(f.value.trim_ascii()).filter(|v| !v.is_empty()));
+            continue;
+        }
+        let replaced = name.eq_ignore_ascii_case(header::HOST.as_str())
+            || HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_str()))
+            || (traceparent.is_some() && name.eq_ignore_ascii_case("traceparent"))
+            || propagated.keys().any(|key| name.eq_ignore_ascii_case(key.as_str()));
+        if !replaced {
+            field(out, name.as_bytes(), f.value);
+        }
+    }
+    match prior_chain {
+        Some(prior) => field(out, X_FORWARDED_FOR.as_str().as_bytes(), &[prior, b", ", peer_ip.as_bytes()].concat()),
+        None => field(out, X_FORWARDED_FOR.as_str().as_bytes(), peer_ip.as_bytes()),
+    }
+    if let Some(traceparent) = &traceparent {
+        field(out, b"traceparent", traceparent);
+    }
+    for (name, value) in &propagated {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // A body-carrying method says its (empty) length, as hyper's client does.
+    if req.field("content-length").is_none() && matches!(req.method, Method::POST | Method::PUT | Method::PATCH) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.body);
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

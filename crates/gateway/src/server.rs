@@ -3,7 +3,6 @@
 //! graceful drain on shutdown. Connections may be upgraded (WebSocket through the control
 //! gateway), which hyper-util's `GracefulShutdown` cannot watch, so the drain is done here.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use tower::Service;
 
 use service_kit::server::{ACCEPT_BACKOFF, spawn_connection, wait_for_drain};
 
+use crate::h1;
 use crate::routes::Front;
 
 /// Pending connections the kernel queues per listener before the accept loop takes them.
@@ -89,19 +89,15 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
         match &front {
             Front::User(user) => {
-                let user = user.clone();
                 // Computed once per connection, sent with each of its requests.
                 let peer_ip = forwarded_for(peer.ip());
-                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                    let (user, peer_ip) = (user.clone(), peer_ip.clone());
-                    async move { Ok::<_, Infallible>(user.handle(req, &peer_ip).await) }
-                });
-                spawn_connection(builder.serve_connection(io, service).with_upgrades(), &stop, &live_rx);
+                let settings = h1::Settings { header_read_timeout, hyper: builder.clone() };
+                h1::spawn(stream, user.clone(), peer_ip, settings, &stop, &live_rx);
             }
             Front::Router(router) => {
+                let io = TokioIo::new(stream);
                 let router = router.clone();
                 let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                     let mut req = req.map(Body::new);

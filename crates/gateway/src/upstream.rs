@@ -73,23 +73,37 @@ pub enum SendError {
 }
 
 /// One connection and the bytes read from it that are not consumed yet (`buf[start..end]`).
-struct Conn {
-    stream: TcpStream,
+/// Used for both hops: upstream connections here, client connections in [`crate::h1`].
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Most bytes buffered at once.
+    limit: usize,
 }
 
 impl Conn {
     fn new(stream: TcpStream) -> Self {
-        Self { stream, buf: vec![0; READ_BUF], start: 0, end: 0 }
+        Self::with_limit(stream, MAX_HEAD)
     }
 
-    fn data(&self) -> &[u8] {
+    /// A connection that buffers up to `limit` bytes (a head and a body kept for a retry).
+    pub(crate) fn with_limit(stream: TcpStream, limit: usize) -> Self {
+        Self { stream, buf: vec![0; READ_BUF], start: 0, end: 0, limit }
+    }
+
+    pub(crate) fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
-    fn consume(&mut self, n: usize) {
+    /// The socket and the bytes read from it but not consumed.
+    pub(crate) fn into_parts(self) -> (TcpStream, Bytes) {
+        let unread = Bytes::copy_from_slice(self.data());
+        (self.stream, unread)
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start >= self.end {
             self.start = 0;
@@ -97,18 +111,23 @@ impl Conn {
         }
     }
 
+    /// Whether [`Conn::poll_fill`] can read more without going over the limit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.start == 0 && self.end == self.limit
+    }
+
     /// Reads more bytes after those buffered; `Ok(0)` is the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.end == self.buf.len() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
-            } else if self.buf.len() < MAX_HEAD {
-                let grown = (self.buf.len() * 2).min(MAX_HEAD);
+            } else if self.buf.len() < self.limit {
+                let grown = (self.buf.len() * 2).min(self.limit);
                 self.buf.resize(grown, 0);
             } else {
-                return Poll::Ready(Err(io::Error::other("response head too large")));
+                return Poll::Ready(Err(io::Error::other("message head too large")));
             }
         }
         let mut read = ReadBuf::new(&mut self.buf[self.end..]);
@@ -118,7 +137,7 @@ impl Conn {
         Poll::Ready(Ok(n))
     }
 
-    async fn fill(&mut self) -> io::Result<usize> {
+    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
         poll_fn(|cx| self.poll_fill(cx)).await
     }
 
@@ -128,6 +147,15 @@ impl Conn {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         self.start == self.end && self.stream.poll_read_ready(&mut cx).is_pending()
     }
+}
+
+/// An upstream response whose head [`ConnPool::exchange`] wrote for the client.
+pub struct Exchanged {
+    pub status: StatusCode,
+    pub body: UpstreamBody,
+    /// The body goes to the client chunked, as the head says (the upstream sent it chunked,
+    /// or until it closed the connection).
+    pub chunked: bool,
 }
 
 struct Idle {
@@ -180,6 +208,11 @@ impl ConnPool {
         Self { host, port: authority.port_u16().unwrap_or(80), host_header, idle: Mutex::new(VecDeque::new()) }
     }
 
+    /// The `Host` of requests to this upstream.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
+    }
+
     /// Sends `req` (origin-form URI; its `Host` is replaced by the upstream's) on an idle
     /// connection, or a new one, and returns the response once its head has arrived. A reused
     /// connection the upstream had closed is replaced and the request sent again, when its
@@ -200,12 +233,7 @@ impl ConnPool {
         }
         let replayable = body_done;
         loop {
-            // The rare paths (a new connection, a body too large to keep) are boxed so that
-            // every request's future does not carry their size.
-            let (mut conn, reused) = match self.checkout() {
-                Some(conn) => (conn, true),
-                None => (Box::pin(self.connect()).await?, false),
-            };
+            let (mut conn, reused) = self.conn().await?;
             let exchanged = match conn.stream.write_all(&out).await {
                 // The upstream had closed this idle connection: the request did not go out.
                 Err(_) if reused && replayable => continue,
@@ -226,6 +254,54 @@ impl ConnPool {
         }
     }
 
+    /// [`ConnPool::send`] for a request already encoded whole, head and body, in `request`
+    /// (see [`crate::h1`]). The response head is written to `client_head` as the client is to
+    /// receive it (see [`encode_client_head`]), with `connection: close` when `client_close`;
+    /// its body is left to read from the returned [`UpstreamBody`].
+    pub async fn exchange(
+        self: &Arc<Self>,
+        request: &[u8],
+        method: &Method,
+        client_close: bool,
+        client_head: &mut Vec<u8>,
+    ) -> Result<Exchanged, SendError> {
+        loop {
+            let (mut conn, reused) = self.conn().await?;
+            if let Err(err) = conn.stream.write_all(request).await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Io(err));
+            }
+            let encode = |_: &[u8], fields: &[httparse::Header<'_>], status, framing| {
+                encode_client_head(status, fields, framing, client_close, client_head);
+                Ok(())
+            };
+            match read_head_with(&mut conn, method, encode).await {
+                Ok(head) => {
+                    let mut body =
+                        UpstreamBody { conn: Some(conn), pool: self.clone(), framing: head.framing, reuse: head.reuse };
+                    if body.framing.is_done() {
+                        body.finish();
+                    }
+                    let chunked = matches!(head.framing, Framing::Chunked(_) | Framing::UntilClose);
+                    return Ok(Exchanged { status: head.status, body, chunked });
+                }
+                Err(SendError::Closed) if reused && method.is_idempotent() => client_head.clear(),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// An idle connection (`true`) or a new one.
+    async fn conn(&self) -> Result<(Conn, bool), SendError> {
+        match self.checkout() {
+            Some(conn) => Ok((conn, true)),
+            // Boxed: only the requests that open a connection carry the size of its future.
+            None => Ok((Box::pin(self.connect()).await?, false)),
+        }
+    }
+
     fn response(self: &Arc<Self>, conn: Conn, head: ResponseHead) -> Response<UpstreamBody> {
         let mut body = UpstreamBody { conn: Some(conn), pool: self.clone(), framing: head.framing, reuse: head.reuse };
         if body.framing.is_done() {
@@ -234,7 +310,7 @@ impl ConnPool {
         let mut resp = Response::new(body);
         *resp.status_mut() = head.status;
         *resp.version_mut() = Version::HTTP_11;
-        *resp.headers_mut() = head.headers;
+        *resp.headers_mut() = head.fields;
         resp
     }
 
@@ -406,20 +482,34 @@ async fn stream_body(
     }
 }
 
-struct ResponseHead {
+/// A final response head: its fields in the form the caller built (`H`), and how its body
+/// is framed.
+struct Head<H> {
+    fields: H,
     status: StatusCode,
-    headers: HeaderMap,
     framing: Framing,
     /// The connection may carry another request once the body has been read.
     reuse: bool,
 }
 
+type ResponseHead = Head<HeaderMap>;
+
 /// Reads the response head, skipping interim (1xx) responses.
 async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, SendError> {
+    read_head_with(conn, method, header_map).await
+}
+
+/// Reads the response head, skipping interim (1xx) responses; `build` turns the final head
+/// (its bytes and its parsed fields) into `H`.
+async fn read_head_with<H>(
+    conn: &mut Conn,
+    method: &Method,
+    mut build: impl FnMut(&[u8], &[httparse::Header<'_>], StatusCode, Framing) -> Result<H, SendError>,
+) -> Result<Head<H>, SendError> {
     let mut received = false;
     loop {
         if conn.start < conn.end {
-            match parse_head(conn.data(), method)? {
+            match parse_head(conn.data(), method, &mut build)? {
                 Parsed::Partial => {}
                 Parsed::Interim(len) => {
                     conn.consume(len);
@@ -440,18 +530,22 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, Sen
     }
 }
 
-enum Parsed {
+enum Parsed<H> {
     Partial,
     Interim(usize),
-    Complete(usize, ResponseHead),
+    Complete(usize, Head<H>),
 }
 
-fn parse_head(data: &[u8], method: &Method) -> Result<Parsed, SendError> {
+fn parse_head<H>(
+    data: &[u8],
+    method: &Method,
+    build: &mut impl FnMut(&[u8], &[httparse::Header<'_>], StatusCode, Framing) -> Result<H, SendError>,
+) -> Result<Parsed<H>, SendError> {
     // Most heads have a handful of fields: a small array is cheaper to set up.
     let mut fields = [httparse::EMPTY_HEADER; 16];
-    match parse_head_into(&mut fields, data, method) {
+    match parse_head_into(&mut fields, data, method, build) {
         Err(SendError::Protocol(TOO_MANY_FIELDS)) => {
-            parse_head_into(&mut [httparse::EMPTY_HEADER; MAX_HEADERS], data, method)
+            parse_head_into(&mut [httparse::EMPTY_HEADER; MAX_HEADERS], data, method, build)
         }
         parsed => parsed,
     }
@@ -459,11 +553,12 @@ fn parse_head(data: &[u8], method: &Method) -> Result<Parsed, SendError> {
 
 const TOO_MANY_FIELDS: &str = "too many header fields";
 
-fn parse_head_into<'b>(
+fn parse_head_into<'b, H>(
     fields: &mut [httparse::Header<'b>],
     data: &'b [u8],
     method: &Method,
-) -> Result<Parsed, SendError> {
+    build: &mut impl FnMut(&[u8], &[httparse::Header<'_>], StatusCode, Framing) -> Result<H, SendError>,
+) -> Result<Parsed<H>, SendError> {
     let mut parsed = httparse::Response::new(fields);
     let len = match parsed.parse(data) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -483,12 +578,25 @@ fn parse_head_into<'b>(
     let close = parsed.headers.iter().any(|f| {
         f.name.eq_ignore_ascii_case("connection") && tokens(f.value).any(|t| t.eq_ignore_ascii_case(b"close"))
     });
+    let fields = build(&data[..len], parsed.headers, status, framing)?;
+    let reuse = parsed.version == Some(1) && framing != Framing::UntilClose && !close;
+    Ok(Parsed::Complete(len, Head { fields, status, framing, reuse }))
+}
+
+/// The fields of a response head as a `HeaderMap`, less `Content-Length` beside chunked
+/// framing.
+fn header_map(
+    head: &[u8],
+    fields: &[httparse::Header<'_>],
+    _status: StatusCode,
+    framing: Framing,
+) -> Result<HeaderMap, SendError> {
     let chunked = matches!(framing, Framing::Chunked(_));
     // Header values are slices of one copy of the head, not one allocation each.
-    let head = Bytes::copy_from_slice(&data[..len]);
-    let base = data.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
+    let copy = Bytes::copy_from_slice(head);
+    let base = head.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
         // Transfer-Encoding overrides Content-Length; passing both on invites smuggling.
         if chunked && field.name.eq_ignore_ascii_case("content-length") {
             continue;
@@ -496,12 +604,63 @@ fn parse_head_into<'b>(
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| SendError::Protocol("invalid header name"))?;
         let offset = field.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(head.slice(offset..offset + field.value.len()))
+        let value = HeaderValue::from_maybe_shared(copy.slice(offset..offset + field.value.len()))
             .map_err(|_| SendError::Protocol("invalid header value"))?;
         headers.append(name, value);
     }
-    let reuse = parsed.version == Some(1) && framing != Framing::UntilClose && !close;
-    Ok(Parsed::Complete(len, ResponseHead { status, headers, framing, reuse }))
+    Ok(headers)
+}
+
+/// Hop-by-hop fields of a response (RFC 9110 §7.6.1), besides those its `Connection` names.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Writes the head the client receives for an upstream response with `fields`: HTTP/1.1,
+/// without hop-by-hop fields (and those `Connection` names), with the body framed by length
+/// when the upstream gave one and chunked otherwise, and `connection: close` when `close`.
+pub(crate) fn encode_client_head(
+    status: StatusCode,
+    fields: &[httparse::Header<'_>],
+    framing: Framing,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    let rechunked = matches!(framing, Framing::Chunked(_) | Framing::UntilClose);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named = fields.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")).flat_map(|f| tokens(f.value));
+    let named: Vec<&[u8]> = named.collect();
+    for field in fields {
+        let name = field.name.as_bytes();
+        let dropped = HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+            || (rechunked && name.eq_ignore_ascii_case(b"content-length"))
+            || named.iter().any(|token| name.eq_ignore_ascii_case(token));
+        if !dropped {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(field.value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if rechunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The comma-separated tokens of a header value, trimmed.
@@ -511,7 +670,7 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Where the reading of a response body stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     Done,
     /// Bytes still to come.
     Length(u64),
@@ -521,7 +680,7 @@ enum Framing {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Bytes of the current chunk still to come.
@@ -590,6 +749,20 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Appends the whole body to `out` when it has a length and all of it is buffered
+    /// already, as for most small answers, and ends it; otherwise leaves it to be polled.
+    pub(crate) fn take_buffered(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.framing.is_done() {
+            return true;
+        }
+        let (Framing::Length(left), Some(conn)) = (self.framing, self.conn.as_mut()) else { return false };
+        let Some(left) = usize::try_from(left).ok().filter(|left| *left <= conn.data().len()) else { return false };
+        out.extend_from_slice(&conn.data()[..left]);
+        conn.consume(left);
+        self.finish();
+        true
+    }
+
     fn finish(&mut self) {
         self.framing = Framing::Done;
         if let Some(conn) = self.conn.take()
@@ -752,6 +925,10 @@ impl<B: hyper::body::Body + Unpin, G: Unpin> hyper::body::Body for Guarded<B, G>
 mod tests {
     use super::*;
 
+    fn parse_head(data: &[u8], method: &Method) -> Result<Parsed<HeaderMap>, SendError> {
+        super::parse_head(data, method, &mut header_map)
+    }
+
     fn parse(raw: &str, method: &Method) -> ResponseHead {
         match parse_head(raw.as_bytes(), method) {
             Ok(Parsed::Complete(len, head)) => {
@@ -769,12 +946,12 @@ mod tests {
         let head = parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\nx-a: 2\r\n\r\nhello", &Method::GET);
         assert_eq!(head.framing, Framing::Length(5));
         assert!(head.reuse);
-        assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(head.fields.get_all("x-a").iter().count(), 2);
         let head = parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", &Method::HEAD);
         assert_eq!(head.framing, Framing::Done);
         let head = parse("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n", &Method::GET);
         assert_eq!(head.framing, Framing::Chunked(Chunk::Size));
-        assert!(head.headers.get(header::CONTENT_LENGTH).is_none());
+        assert!(head.fields.get(header::CONTENT_LENGTH).is_none());
         let head = parse("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n", &Method::GET);
         assert!(!head.reuse);
         let head = parse("HTTP/1.0 200 OK\r\n\r\n", &Method::GET);
@@ -791,7 +968,46 @@ mod tests {
         assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n", &Method::GET).is_err());
         let many: String = (0..40).map(|i| format!("x-h{i}: {i}\r\n")).collect();
         let head = parse(&format!("HTTP/1.1 200 OK\r\n{many}content-length: 0\r\n\r\n"), &Method::GET);
-        assert_eq!((head.headers.len(), head.framing), (41, Framing::Done));
+        assert_eq!((head.fields.len(), head.framing), (41, Framing::Done));
+    }
+
+    fn client_head(raw: &str, method: &Method, close: bool) -> String {
+        let mut out = Vec::new();
+        let mut encode = |_: &[u8], fields: &[httparse::Header<'_>], status, framing| {
+            encode_client_head(status, fields, framing, close, &mut out);
+            Ok(())
+        };
+        assert!(matches!(super::parse_head(raw.as_bytes(), method, &mut encode), Ok(Parsed::Complete(..))));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn the_client_head_drops_hop_by_hop_fields_and_reframes_what_has_no_length() {
+        assert_eq!(
+            client_head(
+                "HTTP/1.1 201 Whatever\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\n\r\n",
+                &Method::GET,
+                false,
+            ),
+            "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nx-a: 1\r\n\r\n"
+        );
+        assert_eq!(
+            client_head(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+                &Method::GET,
+                true
+            ),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            client_head("HTTP/1.0 200 OK\r\nx-b: 2\r\n\r\n", &Method::GET, false),
+            "HTTP/1.1 200 OK\r\nx-b: 2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        // A HEAD answer keeps the length of the body it does not carry.
+        assert_eq!(
+            client_head("HTTP/1.1 200 OK\r\ncontent-length: 308\r\n\r\n", &Method::HEAD, false),
+            "HTTP/1.1 200 OK\r\ncontent-length: 308\r\n\r\n"
+        );
     }
 
     #[test]

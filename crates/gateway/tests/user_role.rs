@@ -253,3 +253,145 @@ async fn an_upstream_that_closes_its_connections_is_still_served() {
     assert_eq!(after_head.status(), 200);
     assert_eq!(upstream.connections(), 6, "a bodiless HEAD answer leaves a reusable connection");
 }
+
+/// Reads one response from `stream` (after any bytes left over in `buf` from the last one):
+/// its status, its head and its body, framed by `content-length` or chunked.
+async fn read_response(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u16, String, Vec<u8>) {
+    async fn more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed mid-response: {}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        more(stream, buf).await;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    buf.drain(..head_end);
+    let status = head[9..12].parse().unwrap();
+    let mut body = Vec::new();
+    if head.contains("transfer-encoding: chunked") {
+        loop {
+            let line_end = loop {
+                if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break at;
+                }
+                more(stream, buf).await;
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap(), 16).unwrap();
+            while buf.len() < line_end + 2 + size + 2 {
+                more(stream, buf).await;
+            }
+            body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+            buf.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length: ")) {
+        let len: usize = len.trim().parse().unwrap();
+        while buf.len() < len {
+            more(stream, buf).await;
+        }
+        body = buf.drain(..len).collect();
+    }
+    (status, head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_and_an_unusual_one_is_served_by_hyper_on_the_same_connection() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let mut stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let mut buf = Vec::new();
+    // Two plain requests in one write, then a chunked one (hyper's), then a plain one again.
+    stream
+        .write_all(b"GET /api/ping HTTP/1.1\r\nhost: gw\r\n\r\nPOST /api/carts HTTP/1.1\r\nhost: gw\r\ncontent-length: 7\r\n\r\n{\"a\":1}")
+        .await
+        .unwrap();
+    let (status, _, body) = read_response(&mut stream, &mut buf).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["path"], "/api/ping");
+    let (status, _, body) = read_response(&mut stream, &mut buf).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["body"], r#"{"a":1}"#);
+    stream
+        .write_all(b"POST /api/carts HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _, body) = read_response(&mut stream, &mut buf).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["body"], r#"{"b":2}"#);
+    stream.write_all(b"GET /api/orders/7 HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n").await.unwrap();
+    let (status, head, _) = read_response(&mut stream, &mut buf).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await.unwrap().unwrap();
+    assert!(rest.is_empty() && buf.is_empty(), "nothing after the last answer");
+    let paths: Vec<String> = upstream.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/api/ping", "/api/carts", "/api/carts", "/api/orders/7"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_upstream_body_reaches_the_client_chunked_without_hop_by_hop_fields() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    let mut stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        stream
+            .write_all(
+                b"GET /api/products?x=1 HTTP/1.1\r\nhost: gw\r\nx-test-stream-ms: 20\r\nconnection: keep-alive\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let (status, head, body) = read_response(&mut stream, &mut buf).await;
+        assert_eq!(status, 200);
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert!(!head.contains("connection:"), "{head}");
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["query"], "x=1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_ambiguous_requests_get_400_and_reach_nothing() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::User, &upstream.url()));
+    for raw in [
+        &b"GET /api/ping HTTP/1.1\r\nhost: gw\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nxy"[..],
+        b"POST /api/carts HTTP/1.1\r\nhost: gw\r\ncontent-length: -1\r\n\r\n",
+        b"POST /api/carts HTTP/1.1\r\nhost: gw\r\ncontent-length: 1x\r\n\r\n",
+        b"GET /api/ping HTTP/1.1\r\nhost: gw\r\nno colon here\r\n\r\n",
+        b"GET /api/ping\x01 HTTP/1.1\r\nhost: gw\r\n\r\n",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+        stream.write_all(raw).await.unwrap();
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap();
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 400"), "{:?} got: {text}", String::from_utf8_lossy(raw));
+    }
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_completes_its_request_head_is_disconnected() {
+    let upstream = Upstream::start().await;
+    let mut s = settings(GatewayRole::User, &upstream.url());
+    s.header_read_timeout = Duration::from_millis(200);
+    let gw = TestGateway::start(s);
+    // One request answered first: the timeout counts from the end of the last exchange.
+    let mut stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let mut buf = Vec::new();
+    stream.write_all(b"GET /api/ping HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut stream, &mut buf).await.0, 200);
+    stream.write_all(b"GET /api/ping HTTP/1.1\r\nhost:").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "the gateway closes the connection: {closed:?} {rest:?}");
+    assert_eq!(upstream.seen().len(), 1);
+}

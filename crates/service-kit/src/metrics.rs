@@ -151,6 +151,25 @@ impl RequestTrace {
         if !crate::telemetry::exporting() {
             return Self::Context(TraceContext::continue_from(headers));
         }
+        Self::span(method, route, headers)
+    }
+
+    /// [`RequestTrace::start`] for a server that keeps the request's header fields unparsed:
+    /// `traceparent` is the caller's field, and `headers` builds the fields OpenTelemetry's
+    /// propagator reads, called only when spans are exported.
+    pub fn start_with(
+        method: &Method,
+        route: &str,
+        traceparent: Option<&[u8]>,
+        headers: impl FnOnce() -> HeaderMap,
+    ) -> Self {
+        if !crate::telemetry::exporting() {
+            return Self::Context(TraceContext::continue_from_value(traceparent));
+        }
+        Self::span(method, route, &headers())
+    }
+
+    fn span(method: &Method, route: &str, headers: &HeaderMap) -> Self {
         let span = tracing::info_span!(
             "http.request",
             otel.name = %format_args!("{method} {route}"),

@@ -17,7 +17,7 @@ use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service as _;
 
@@ -117,11 +117,12 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Runs one connection until it ends, or until `stop`, then closes it once its in-flight
 /// request is answered. The task holds a clone of `live` while it runs, so
 /// [`wait_for_drain`] sees when the last connection is gone.
-pub fn spawn_connection<S, B>(
-    connection: http1::UpgradeableConnection<TokioIo<TcpStream>, S>,
+pub fn spawn_connection<I, S, B>(
+    connection: http1::UpgradeableConnection<I, S>,
     stop: &watch::Receiver<bool>,
     live: &watch::Receiver<()>,
 ) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: HttpService<Incoming, ResBody = B> + Send + 'static,
     S::Future: Send,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -133,19 +134,34 @@ pub fn spawn_connection<S, B>(
     let live = live.clone();
     tokio::spawn(async move {
         let _live = live;
-        tokio::pin!(connection);
-        let ended = tokio::select! {
-            ended = connection.as_mut() => ended,
-            () = stopped(&mut stop) => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
-        if let Err(err) = ended {
-            // Client resets, header read timeouts and half-sent requests are routine.
-            tracing::debug!(error = %err, "connection ended with an error");
-        }
+        drive_connection(connection, &mut stop).await;
     });
+}
+
+/// Runs one connection until it ends, or until `stop`, then closes it once its in-flight
+/// request is answered.
+pub async fn drive_connection<I, S, B>(connection: http1::UpgradeableConnection<I, S>, stop: &mut watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stopped(stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = ended {
+        // Client resets, header read timeouts and half-sent requests are routine.
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
 }
 
 /// Waits until every connection spawned with a receiver of `live` has ended (the caller has

@@ -154,7 +154,12 @@ impl TraceContext {
     /// Continues the trace of an incoming `traceparent` with a fresh span id, or starts a new
     /// sampled trace when there is none or it is malformed.
     pub fn continue_from(headers: &http::HeaderMap) -> Self {
-        let parent = headers.get(TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes()));
+        Self::continue_from_value(headers.get(TRACEPARENT).map(http::HeaderValue::as_bytes))
+    }
+
+    /// [`TraceContext::continue_from`] given the `traceparent` field's value, if any.
+    pub fn continue_from_value(traceparent: Option<&[u8]>) -> Self {
+        let parent = traceparent.and_then(parse_traceparent);
         let (trace_id, flags) = parent.unwrap_or_else(|| (fastrand::u128(1..), 1));
         Self { trace_id, span_id: fastrand::u64(1..), flags }
     }

@@ -17,6 +17,7 @@ use service_kit::metrics::{RequestTrace, UNMATCHED_ROUTE};
 use service_kit::{ApiError, Metrics};
 
 use super::{FaultLookup, USER_ROUTES, healthz, split_route};
+use crate::h1::{RawRequest, Reply};
 use crate::proxy::{Proxy, Target, error_response};
 use crate::settings::GatewayRole;
 
@@ -82,24 +83,48 @@ impl UserFront {
         Ok(Self { proxy, shop, metrics, faults, paths, router, durations: Mutex::new(Vec::new()) })
     }
 
-    /// Serves one request from a client at `peer_ip` (its `x-forwarded-for` value).
+    /// Serves one request from a client at `peer_ip` (its `x-forwarded-for` value), as
+    /// hyper parsed it: the requests that [`crate::h1`] hands over.
     pub async fn handle(&self, req: Request<Incoming>, peer_ip: &HeaderValue) -> Response {
         let method = req.method().clone();
         let matched = self.route(&method, req.uri().path());
-        let route = match &matched {
-            Matched::Proxy(template) => template,
-            Matched::Health => HEALTHZ,
-            Matched::MethodNotAllowed(path) => path.template,
-            Matched::NotFound => UNMATCHED_ROUTE,
-        };
+        let route = matched.route();
         let trace = RequestTrace::start(&method, route, req.headers());
         let user_agent = self.metrics.facts.as_ref().and_then(|_| req.headers().get(http::header::USER_AGENT).cloned());
         let (resp, elapsed) = trace.run(self.dispatch(matched, req, peer_ip)).await;
-        self.duration(route, &method, resp.status()).observe(elapsed.as_secs_f64());
-        if let Some(facts) = &self.metrics.facts {
-            facts.emit(route, &method, resp.status().as_u16(), elapsed, user_agent.as_ref());
-        }
+        self.observed(route, &method, resp.status(), elapsed, user_agent.as_ref());
         resp
+    }
+
+    /// [`UserFront::handle`] for a request of the gateway's own HTTP/1.1 server.
+    pub(crate) async fn handle_raw(&self, req: &RawRequest<'_>, peer_ip: &HeaderValue) -> http::Response<Reply> {
+        let matched = self.route(&req.method, req.path());
+        let route = matched.route();
+        let trace = RequestTrace::start_with(&req.method, route, req.field("traceparent"), || req.header_map());
+        let user_agent = self
+            .metrics
+            .facts
+            .as_ref()
+            .and_then(|_| req.field("user-agent"))
+            .and_then(|value| HeaderValue::from_bytes(value).ok());
+        let (resp, elapsed) = trace.run(self.dispatch_raw(matched, req, peer_ip)).await;
+        self.observed(route, &req.method, resp.status(), elapsed, user_agent.as_ref());
+        resp
+    }
+
+    /// Records a request's duration and, when the fact lake is on, its fact.
+    fn observed(
+        &self,
+        route: &'static str,
+        method: &Method,
+        status: StatusCode,
+        elapsed: std::time::Duration,
+        user_agent: Option<&HeaderValue>,
+    ) {
+        self.duration(route, method, status).observe(elapsed.as_secs_f64());
+        if let Some(facts) = &self.metrics.facts {
+            facts.emit(route, method, status.as_u16(), elapsed, user_agent);
+        }
     }
 
     /// The `http_server_request_duration_seconds` series of one route, method and status,
@@ -133,35 +158,71 @@ impl UserFront {
     }
 
     async fn dispatch(&self, matched: Matched<'_>, req: Request<Incoming>, peer_ip: &HeaderValue) -> Response {
-        match matched {
-            Matched::Proxy(template) => {
-                // Boxed: only requests under a fault pay for its future, the others do not
-                // carry its size.
-                if let Some(fault) = (self.faults)(req.method(), template)
-                    && let Some(failed) = Box::pin(service_kit::faults::apply(&fault)).await
-                {
-                    return failed;
-                }
-                let (parts, body) = req.into_parts();
-                // Forwarded unchanged: method, path, query, body.
-                let path_and_query =
-                    parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-                self.proxy.forward_parts(&self.shop, parts, Body::new(body), path_and_query, Some(peer_ip)).await
-            }
-            // hyper sends no body in answer to HEAD.
-            Matched::Health => healthz(axum::extract::State(GatewayRole::User)).await.into_response(),
-            Matched::MethodNotAllowed(path) => {
-                let mut resp = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("{} is not allowed on {}", req.method(), req.uri().path()),
-                );
-                resp.headers_mut().insert(header::ALLOW, path.allow.clone());
-                resp
-            }
-            Matched::NotFound => {
-                ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path())).into_response()
-            }
+        let Matched::Proxy(template) = matched else {
+            return local(matched, req.method(), req.uri().path()).await;
+        };
+        if let Some(failed) = self.fault(req.method(), template).await {
+            return failed;
+        }
+        let (parts, body) = req.into_parts();
+        // Forwarded unchanged: method, path, query, body.
+        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        self.proxy.forward_parts(&self.shop, parts, Body::new(body), path_and_query, Some(peer_ip)).await
+    }
+
+    async fn dispatch_raw(
+        &self,
+        matched: Matched<'_>,
+        req: &RawRequest<'_>,
+        peer_ip: &HeaderValue,
+    ) -> http::Response<Reply> {
+        let Matched::Proxy(template) = matched else {
+            return local(matched, &req.method, req.path()).await.map(Reply::Local);
+        };
+        if let Some(failed) = self.fault(&req.method, template).await {
+            return failed.map(Reply::Local);
+        }
+        self.proxy.forward_raw(&self.shop, req, peer_ip).await
+    }
+
+    /// The answer of a fault in force on the route, if it fails the request (a latency fault
+    /// delays it and lets it through).
+    async fn fault(&self, method: &Method, template: &str) -> Option<Response> {
+        let fault = (self.faults)(method, template)?;
+        // Boxed: only requests under a fault pay for its future, the others do not carry its
+        // size.
+        Box::pin(service_kit::faults::apply(&fault)).await
+    }
+}
+
+impl Matched<'_> {
+    /// The `http_route` label of the request.
+    fn route(&self) -> &'static str {
+        match self {
+            Matched::Proxy(template) => template,
+            Matched::Health => HEALTHZ,
+            Matched::MethodNotAllowed(path) => path.template,
+            Matched::NotFound => UNMATCHED_ROUTE,
+        }
+    }
+}
+
+/// The gateway's own answer to a request it does not forward. The servers send no body in
+/// answer to HEAD.
+async fn local(matched: Matched<'_>, method: &Method, path: &str) -> Response {
+    match matched {
+        Matched::Health => healthz(axum::extract::State(GatewayRole::User)).await.into_response(),
+        Matched::MethodNotAllowed(routes) => {
+            let mut resp = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            );
+            resp.headers_mut().insert(header::ALLOW, routes.allow.clone());
+            resp
+        }
+        Matched::NotFound | Matched::Proxy(_) => {
+            ApiError::NotFound(format!("no route for {method} {path}")).into_response()
         }
     }
 }
