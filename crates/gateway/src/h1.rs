@@ -184,6 +184,8 @@ async fn serve(
 ) -> End {
     let mut stopping = pin!(service_kit::server::stopped(stop));
     let mut timer = HeadTimer { sleep: None, since: None, timeout: settings.header_read_timeout };
+    // When the body of the request being read must have arrived whole.
+    let mut body_deadline = None;
     loop {
         let step = if client.data().is_empty() { Step::Partial } else { next_request(&client, front, peer_ip).await };
         match step {
@@ -197,8 +199,9 @@ async fn serve(
                 }
             }
             Step::NeedBody => {
-                // As the head read: a body that does not arrive in time ends the connection.
-                match tokio::time::timeout(settings.header_read_timeout, Box::pin(client.fill())).await {
+                // As the head: a body that has not arrived whole in time ends the connection.
+                let deadline = *body_deadline.get_or_insert_with(|| Instant::now() + settings.header_read_timeout);
+                match tokio::time::timeout_at(deadline, Box::pin(client.fill())).await {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return End::Closed,
                 }
@@ -207,6 +210,7 @@ async fn serve(
             Step::Answered { consumed, resp, head_only, close } => {
                 client.consume(consumed);
                 timer.since = None;
+                body_deadline = None;
                 match write_reply(&mut client.stream, resp, head_only, close).await {
                     Ok(()) if !close => {}
                     Ok(()) | Err(_) => return End::Closed,

@@ -379,7 +379,7 @@ async fn malformed_or_ambiguous_requests_get_400_and_reach_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_completes_its_request_head_is_disconnected() {
+async fn a_client_that_never_completes_its_request_head_or_body_is_disconnected() {
     let upstream = Upstream::start().await;
     let mut s = settings(GatewayRole::User, &upstream.url());
     s.header_read_timeout = Duration::from_millis(200);
@@ -391,6 +391,11 @@ async fn a_client_that_never_completes_its_request_head_is_disconnected() {
     assert_eq!(read_response(&mut stream, &mut buf).await.0, 200);
     stream.write_all(b"GET /api/ping HTTP/1.1\r\nhost:").await.unwrap();
     let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "the gateway closes the connection: {closed:?} {rest:?}");
+    // A body shorter than its declared length, the rest never sent.
+    let mut stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    stream.write_all(b"POST /api/carts HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\n{}").await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     assert!(matches!(closed, Ok(Ok(0))), "the gateway closes the connection: {closed:?} {rest:?}");
     assert_eq!(upstream.seen().len(), 1);
