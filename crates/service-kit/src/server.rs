@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,14 +115,15 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// Runs one connection until it ends, or until `stop`, then closes it once its in-flight
-/// request is answered. The task holds a clone of `live` while it runs, so
-/// [`wait_for_drain`] sees when the last connection is gone.
-pub fn spawn_connection<I, S, B>(
-    connection: http1::UpgradeableConnection<I, S>,
-    stop: &watch::Receiver<bool>,
-    live: &watch::Receiver<()>,
-) where
+/// A hyper HTTP/1 connection, whatever its transport and service: what
+/// [`spawn_connection`] and [`drive_connection`] run.
+pub trait Connection: Future<Output = hyper::Result<()>> + Send + 'static {
+    /// Finishes the request in flight, then closes (hyper's graceful shutdown).
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Connection for http1::UpgradeableConnection<I, S>
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: HttpService<Incoming, ResBody = B> + Send + 'static,
     S::Future: Send,
@@ -130,6 +132,15 @@ pub fn spawn_connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+/// Runs one connection until it ends, or until `stop`, then closes it once its in-flight
+/// request is answered. The task holds a clone of `live` while it runs, so
+/// [`wait_for_drain`] sees when the last connection is gone.
+pub fn spawn_connection(connection: impl Connection, stop: &watch::Receiver<bool>, live: &watch::Receiver<()>) {
     let mut stop = stop.clone();
     let live = live.clone();
     tokio::spawn(async move {
@@ -140,16 +151,7 @@ pub fn spawn_connection<I, S, B>(
 
 /// Runs one connection until it ends, or until `stop`, then closes it once its in-flight
 /// request is answered.
-pub async fn drive_connection<I, S, B>(connection: http1::UpgradeableConnection<I, S>, stop: &mut watch::Receiver<bool>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B> + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+pub async fn drive_connection(connection: impl Connection, stop: &mut watch::Receiver<bool>) {
     tokio::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,
