@@ -182,18 +182,28 @@ async fn serve(
     settings: &Settings,
     stop: &mut watch::Receiver<bool>,
 ) -> End {
+    let stop_seen = stop.clone();
     let mut stopping = pin!(service_kit::server::stopped(stop));
-    let mut timer = HeadTimer { sleep: None, since: None, timeout: settings.header_read_timeout };
+    let mut timer = HeadTimer { timer: LazyTimer::default(), since: None, timeout: settings.header_read_timeout };
+    let mut upstream_timer = LazyTimer::default();
+    // `stopping` takes a lock all connections share at every poll: it is polled once, to be
+    // woken by a stop, and after that only once `stop_seen` (read without a lock) has changed.
+    let mut stop_polled = false;
     // When the body of the request being read must have arrived whole.
     let mut body_deadline = None;
     loop {
-        let step = if client.data().is_empty() { Step::Partial } else { next_request(&client, front, peer_ip).await };
+        let step = if client.data().is_empty() {
+            Step::Partial
+        } else {
+            next_request(&client, front, peer_ip, &mut upstream_timer).await
+        };
         match step {
             Step::Partial => {
                 if client.is_full() {
                     return End::HandOff(client);
                 }
-                match wait_for_head(&mut client, stopping.as_mut(), &mut timer).await {
+                let stop = Stop { future: stopping.as_mut(), seen: &stop_seen, polled: &mut stop_polled };
+                match wait_for_head(&mut client, stop, &mut timer).await {
                     Waited::Data => {}
                     Waited::Closed => return End::Closed,
                 }
@@ -227,10 +237,10 @@ enum Waited {
 
 /// Reads more of a request head; closes on end of stream, error, shutdown (only between
 /// requests) or when the head takes longer than the header-read timeout.
-async fn wait_for_head(client: &mut Conn, mut stopping: Pin<&mut impl Future>, timer: &mut HeadTimer) -> Waited {
+async fn wait_for_head<F: Future>(client: &mut Conn, mut stop: Stop<'_, '_, F>, timer: &mut HeadTimer) -> Waited {
     poll_fn(|cx| {
         // Between requests, a shutdown closes the connection as hyper's graceful shutdown does.
-        if client.data().is_empty() && stopping.as_mut().poll(cx).is_ready() {
+        if client.data().is_empty() && stop.poll_stopped(cx) {
             return Poll::Ready(Waited::Closed);
         }
         match client.poll_fill(cx) {
@@ -247,20 +257,44 @@ async fn wait_for_head(client: &mut Conn, mut stopping: Pin<&mut impl Future>, t
     .await
 }
 
-/// The header-read timeout of one connection, on one timer for its whole life: a timer
-/// armed and dropped per request cost as much as parsing the request. The timer fires at
-/// most once per timeout period and is then moved to the deadline of the head being read.
-struct HeadTimer {
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// When the head being read was first waited for.
-    since: Option<Instant>,
-    timeout: Duration,
+/// The process's stop signal as one connection watches it.
+struct Stop<'a, 'b, F> {
+    /// Resolves at the stop.
+    future: Pin<&'a mut F>,
+    /// A receiver of the same signal, to see a change without taking a lock.
+    seen: &'b watch::Receiver<bool>,
+    /// `future` was polled once already: it will wake the task at the stop.
+    polled: &'b mut bool,
 }
 
-impl HeadTimer {
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = *self.since.get_or_insert_with(Instant::now) + self.timeout;
+impl<F: Future> Stop<'_, '_, F> {
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> bool {
+        // A closed channel counts as a change: the sender is gone, as at a stop.
+        if *self.polled && !self.seen.has_changed().unwrap_or(true) {
+            return false;
+        }
+        *self.polled = true;
+        self.future.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// One timer for many deadlines that come one after another (one connection's head reads, or
+/// its upstream exchanges): a tokio timer armed and dropped per request cost about a tenth of
+/// a proxied request's instructions. The timer stays armed; it is moved only when it fires
+/// before the deadline in force (at most once per timeout period) or when a deadline comes
+/// earlier than the one it is set for (a timeout lowered through `/config`).
+#[derive(Default)]
+pub struct LazyTimer {
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl LazyTimer {
+    /// Whether `deadline` has passed; if not, the task is woken by then at the latest.
+    pub fn poll_passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
         let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
         while sleep.as_mut().poll(cx).is_ready() {
             if Instant::now() >= deadline {
                 return true;
@@ -269,11 +303,38 @@ impl HeadTimer {
         }
         false
     }
+
+    /// Runs `fut` until it ends (`Some`) or `deadline` passes (`None`).
+    pub async fn run_until<F: Future>(&mut self, deadline: Instant, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if self.poll_passed(cx, deadline) { Poll::Ready(None) } else { Poll::Pending }
+        })
+        .await
+    }
+}
+
+/// The header-read timeout of one connection.
+struct HeadTimer {
+    timer: LazyTimer,
+    /// When the head being read was first waited for.
+    since: Option<Instant>,
+    timeout: Duration,
+}
+
+impl HeadTimer {
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = *self.since.get_or_insert_with(Instant::now) + self.timeout;
+        self.timer.poll_passed(cx, deadline)
+    }
 }
 
 /// Parses the request at the front of `client`'s buffer and, when it is plain and whole,
 /// answers it.
-async fn next_request(client: &Conn, front: &UserFront, peer_ip: &HeaderValue) -> Step {
+async fn next_request(client: &Conn, front: &UserFront, peer_ip: &HeaderValue, timer: &mut LazyTimer) -> Step {
     let data = client.data();
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut fields);
@@ -291,7 +352,7 @@ async fn next_request(client: &Conn, front: &UserFront, peer_ip: &HeaderValue) -
     let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Step::Unfit };
     let head_only = method == Method::HEAD;
     let req = RawRequest { method, target, fields: parsed.headers, body: &data[head_len..total], close: plain.close };
-    let resp = front.handle_raw(&req, peer_ip).await;
+    let resp = front.handle_raw(&req, peer_ip, timer).await;
     Step::Answered { consumed: total, resp, head_only, close: plain.close }
 }
 
@@ -530,6 +591,23 @@ mod tests {
             assert_eq!(plain(unfit), None, "{}", String::from_utf8_lossy(unfit));
         }
         assert_eq!(plain(b"POST /a HTTP/1.1\r\ncontent-length: 65536\r\n\r\n"), Some((MAX_BODY, false)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_lazy_timer_serves_deadlines_that_move_later_and_earlier() {
+        let mut timer = LazyTimer::default();
+        let start = Instant::now();
+        assert_eq!(timer.run_until(start + Duration::from_secs(10), async { 7 }).await, Some(7));
+        // Earlier than the timer is set for (a timeout lowered): it passes then, not at 10 s.
+        let passed = timer.run_until(start + Duration::from_secs(1), std::future::pending::<()>()).await;
+        assert_eq!(passed, None);
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+        // Later than the timer fired: the work ends first.
+        let slept = timer.run_until(start + Duration::from_secs(5), tokio::time::sleep(Duration::from_secs(2))).await;
+        assert_eq!(slept, Some(()));
+        let passed = timer.run_until(start + Duration::from_secs(4), std::future::pending::<()>()).await;
+        assert_eq!(passed, None);
+        assert_eq!(Instant::now() - start, Duration::from_secs(4));
     }
 
     #[test]

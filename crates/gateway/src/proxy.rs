@@ -21,7 +21,7 @@ use service_kit::error::{ErrorBody, ErrorDetail};
 use service_kit::telemetry::TraceContext;
 use tokio::time::Instant;
 
-use crate::h1::{RawRequest, Reply};
+use crate::h1::{LazyTimer, RawRequest, Reply};
 use crate::pool::{Outcome, OutcomeCounters, PoolHandle, Refusal, UpstreamPool};
 use crate::server::forwarded_for;
 use crate::settings::UpstreamUrl;
@@ -164,6 +164,7 @@ impl Proxy {
         target: &Target,
         req: &RawRequest<'_>,
         peer_ip: &HeaderValue,
+        timer: &mut LazyTimer,
     ) -> http::Response<Reply> {
         let deadline = Instant::now() + self.pool.pool().timeout();
         let mut request = Vec::with_capacity(512 + req.body.len());
@@ -174,16 +175,16 @@ impl Proxy {
         };
         let mut head = Vec::with_capacity(512);
         let exchange = target.conns.exchange(&request, &req.method, req.close, &mut head);
-        match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(Ok(exchanged)) => {
+        match timer.run_until(deadline, exchange).await {
+            Some(Ok(exchanged)) => {
                 target.counters.record(Outcome::Ok);
                 let reply = Reply::Upstream { head, body: exchanged.body, chunked: exchanged.chunked, slot };
                 let mut resp = http::Response::new(reply);
                 *resp.status_mut() = exchanged.status;
                 resp
             }
-            Ok(Err(err)) => self.failed(target, &err).map(Reply::Local),
-            Err(_elapsed) => self.timed_out(target).map(Reply::Local),
+            Some(Err(err)) => self.failed(target, &err).map(Reply::Local),
+            None => self.timed_out(target).map(Reply::Local),
         }
     }
 

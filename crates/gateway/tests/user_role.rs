@@ -400,3 +400,22 @@ async fn a_client_that_never_completes_its_request_head_or_body_is_disconnected(
     assert!(matches!(closed, Ok(Ok(0))), "the gateway closes the connection: {closed:?} {rest:?}");
     assert_eq!(upstream.seen().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_at_shutdown() {
+    let upstream = Upstream::start().await;
+    let mut s = settings(GatewayRole::User, &upstream.url());
+    // Far longer than the test waits: the connection must close at the stop, not at the drain deadline.
+    s.drain = Duration::from_secs(120);
+    let gw = TestGateway::start(s);
+    let mut stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let mut buf = Vec::new();
+    stream.write_all(b"GET /api/ping HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut stream, &mut buf).await.0, 200);
+    let stopping = tokio::spawn(gw.stop());
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "the idle connection is closed: {closed:?}");
+    let stopped = tokio::time::timeout(Duration::from_secs(10), stopping).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+}

@@ -17,7 +17,7 @@ use service_kit::metrics::{RequestTrace, UNMATCHED_ROUTE};
 use service_kit::{ApiError, Metrics};
 
 use super::{FaultLookup, USER_ROUTES, healthz, split_route};
-use crate::h1::{RawRequest, Reply};
+use crate::h1::{LazyTimer, RawRequest, Reply};
 use crate::proxy::{Proxy, Target, error_response};
 use crate::settings::GatewayRole;
 
@@ -97,7 +97,13 @@ impl UserFront {
     }
 
     /// [`UserFront::handle`] for a request of the gateway's own HTTP/1.1 server.
-    pub(crate) async fn handle_raw(&self, req: &RawRequest<'_>, peer_ip: &HeaderValue) -> http::Response<Reply> {
+    /// `timer` carries the upstream budget (see [`crate::h1::LazyTimer`]).
+    pub(crate) async fn handle_raw(
+        &self,
+        req: &RawRequest<'_>,
+        peer_ip: &HeaderValue,
+        timer: &mut LazyTimer,
+    ) -> http::Response<Reply> {
         let matched = self.route(&req.method, req.path());
         let route = matched.route();
         let trace = RequestTrace::start_with(&req.method, route, req.field("traceparent"), || req.header_map());
@@ -107,7 +113,7 @@ impl UserFront {
             .as_ref()
             .and_then(|_| req.field("user-agent"))
             .and_then(|value| HeaderValue::from_bytes(value).ok());
-        let (resp, elapsed) = trace.run(self.dispatch_raw(matched, req, peer_ip)).await;
+        let (resp, elapsed) = trace.run(self.dispatch_raw(matched, req, peer_ip, timer)).await;
         self.observed(route, &req.method, resp.status(), elapsed, user_agent.as_ref());
         resp
     }
@@ -175,6 +181,7 @@ impl UserFront {
         matched: Matched<'_>,
         req: &RawRequest<'_>,
         peer_ip: &HeaderValue,
+        timer: &mut LazyTimer,
     ) -> http::Response<Reply> {
         let Matched::Proxy(template) = matched else {
             return local(matched, &req.method, req.path()).await.map(Reply::Local);
@@ -182,7 +189,7 @@ impl UserFront {
         if let Some(failed) = self.fault(&req.method, template).await {
             return failed.map(Reply::Local);
         }
-        self.proxy.forward_raw(&self.shop, req, peer_ip).await
+        self.proxy.forward_raw(&self.shop, req, peer_ip, timer).await
     }
 
     /// The answer of a fault in force on the route, if it fails the request (a latency fault
