@@ -38,7 +38,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::pool::Slot;
 use crate::routes::user::UserFront;
-use crate::upstream::{Conn, UpstreamBody};
+use crate::upstream::{Conn, UpstreamBody, tokens, write_field, write_status_line};
 
 /// Largest request body served here; a larger one goes to hyper, which streams it.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -395,7 +395,7 @@ impl Plain {
             {
                 return None;
             } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in field.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                for token in tokens(field.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
                     } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
@@ -483,29 +483,18 @@ async fn relay(stream: &mut TcpStream, mut out: Vec<u8>, body: &mut UpstreamBody
 /// The head of a response made here, whose body of `len` bytes follows; `date` added as hyper
 /// adds it.
 fn encode_local_head(status: StatusCode, headers: &HeaderMap, len: usize, close: bool, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write_status_line(out, status);
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::CONNECTION {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(len.to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, b"content-length", len.to_string().as_bytes());
     }
     if !headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, b"date", httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");

@@ -279,12 +279,8 @@ impl ConnPool {
             };
             match read_head_with(&mut conn, method, encode).await {
                 Ok(head) => {
-                    let mut body =
-                        UpstreamBody { conn: Some(conn), pool: self.clone(), framing: head.framing, reuse: head.reuse };
-                    if body.framing.is_done() {
-                        body.finish();
-                    }
                     let chunked = matches!(head.framing, Framing::Chunked(_) | Framing::UntilClose);
+                    let body = self.body(conn, &head);
                     return Ok(Exchanged { status: head.status, body, chunked });
                 }
                 Err(SendError::Closed) if reused && method.is_idempotent() => client_head.clear(),
@@ -302,11 +298,17 @@ impl ConnPool {
         }
     }
 
-    fn response(self: &Arc<Self>, conn: Conn, head: ResponseHead) -> Response<UpstreamBody> {
+    /// The body that follows `head` on `conn`; an empty one gives the connection back at once.
+    fn body<H>(self: &Arc<Self>, conn: Conn, head: &Head<H>) -> UpstreamBody {
         let mut body = UpstreamBody { conn: Some(conn), pool: self.clone(), framing: head.framing, reuse: head.reuse };
         if body.framing.is_done() {
             body.finish();
         }
+        body
+    }
+
+    fn response(self: &Arc<Self>, conn: Conn, head: ResponseHead) -> Response<UpstreamBody> {
+        let body = self.body(conn, &head);
         let mut resp = Response::new(body);
         *resp.status_mut() = head.status;
         *resp.version_mut() = Version::HTTP_11;
@@ -387,30 +389,24 @@ fn encode_head(
     extra: Extra<'_>,
     out: &mut Vec<u8>,
 ) {
-    fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    field(out, b"host", host.as_bytes());
+    write_field(out, b"host", host.as_bytes());
     for (name, value) in &parts.headers {
         let replaced = (extra.forwarded_for.is_some() && name == X_FORWARDED_FOR)
             || (extra.traceparent.is_some() && name == TRACEPARENT);
         if replaced || name == header::HOST || name == header::TRANSFER_ENCODING || name == header::UPGRADE {
             continue;
         }
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        write_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if let Some(value) = extra.forwarded_for {
-        field(out, X_FORWARDED_FOR.as_str().as_bytes(), value);
+        write_field(out, X_FORWARDED_FOR.as_str().as_bytes(), value);
     }
     if let Some(value) = extra.traceparent {
-        field(out, TRACEPARENT.as_str().as_bytes(), value);
+        write_field(out, TRACEPARENT.as_str().as_bytes(), value);
     }
     match framing {
         RequestFraming::Length(len) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
@@ -611,18 +607,23 @@ fn header_map(
     Ok(headers)
 }
 
-/// Hop-by-hop fields of a response (RFC 9110 §7.6.1), besides those its `Connection` names.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Writes one header field line. Inlined: a call per field cost more than the copies.
+#[inline]
+pub(crate) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an HTTP/1.1 status line with the status's canonical reason.
+pub(crate) fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
 
 /// Writes the head the client receives for an upstream response with `fields`: HTTP/1.1,
 /// without hop-by-hop fields (and those `Connection` names), with the body framed by length
@@ -635,23 +636,17 @@ pub(crate) fn encode_client_head(
     out: &mut Vec<u8>,
 ) {
     let rechunked = matches!(framing, Framing::Chunked(_) | Framing::UntilClose);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write_status_line(out, status);
     let named = fields.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")).flat_map(|f| tokens(f.value));
     let named: Vec<&[u8]> = named.collect();
     for field in fields {
         let name = field.name.as_bytes();
-        let dropped = HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+        let dropped = crate::proxy::is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"upgrade")
             || (rechunked && name.eq_ignore_ascii_case(b"content-length"))
             || named.iter().any(|token| name.eq_ignore_ascii_case(token));
         if !dropped {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(field.value);
-            out.extend_from_slice(b"\r\n");
+            write_field(out, name, field.value);
         }
     }
     if rechunked {
@@ -664,7 +659,7 @@ pub(crate) fn encode_client_head(
 }
 
 /// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 

@@ -378,6 +378,13 @@ async fn malformed_or_ambiguous_requests_get_400_and_reach_nothing() {
     assert!(upstream.seen().is_empty());
 }
 
+/// Waits (at most 10 s) for the gateway to close `stream`, with nothing more sent on it.
+async fn assert_closed_by_the_gateway(stream: &mut tokio::net::TcpStream) {
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "the gateway closes the connection: {closed:?} {rest:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_completes_its_request_head_or_body_is_disconnected() {
     let upstream = Upstream::start().await;
@@ -390,14 +397,11 @@ async fn a_client_that_never_completes_its_request_head_or_body_is_disconnected(
     stream.write_all(b"GET /api/ping HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
     assert_eq!(read_response(&mut stream, &mut buf).await.0, 200);
     stream.write_all(b"GET /api/ping HTTP/1.1\r\nhost:").await.unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
-    assert!(matches!(closed, Ok(Ok(0))), "the gateway closes the connection: {closed:?} {rest:?}");
+    assert_closed_by_the_gateway(&mut stream).await;
     // A body shorter than its declared length, the rest never sent.
     let mut stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
     stream.write_all(b"POST /api/carts HTTP/1.1\r\nhost: gw\r\ncontent-length: 10\r\n\r\n{}").await.unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
-    assert!(matches!(closed, Ok(Ok(0))), "the gateway closes the connection: {closed:?} {rest:?}");
+    assert_closed_by_the_gateway(&mut stream).await;
     assert_eq!(upstream.seen().len(), 1);
 }
 
@@ -413,9 +417,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_shutdown() {
     stream.write_all(b"GET /api/ping HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
     assert_eq!(read_response(&mut stream, &mut buf).await.0, 200);
     let stopping = tokio::spawn(gw.stop());
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
-    assert!(matches!(closed, Ok(Ok(0))), "the idle connection is closed: {closed:?}");
+    assert_closed_by_the_gateway(&mut stream).await;
     let stopped = tokio::time::timeout(Duration::from_secs(10), stopping).await;
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
 }
