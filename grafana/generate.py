@@ -51,6 +51,8 @@ ROUTE_VAR = {
     "sort": 1,
 }
 
+# Filtered by $service: a dashboard that carries them defines SERVICE_VAR (deploy/checks/observability.py
+# fails on a variable a dashboard uses without defining it).
 CONFIG_ANNOTATIONS = [
     {
         "name": "Config changes",
@@ -255,7 +257,7 @@ def gateway_pools():
 def database():
     d = Dashboard("observastack-database", "Database",
                   "The shop on PostgreSQL: pool, acquire waits, query mix, orders; PostgreSQL's own log.",
-                  ["database"], [], CONFIG_ANNOTATIONS)
+                  ["database"], [SERVICE_VAR], CONFIG_ANNOTATIONS)
     d.metric("DB pool utilisation", [("shop:db_pool_utilisation:ratio", "in use / size")], unit="percentunit")
     d.metric("Acquire p95", [("shop:db_pool_acquire_duration_seconds:p95_1m", "p95")], unit="s")
     d.metric("Acquire timeouts", [("rate(shop_db_pool_acquire_timeouts_total[$__rate_interval])", "timeouts")],
@@ -279,7 +281,7 @@ def database():
 def scenario():
     d = Dashboard("observastack-scenario", "Scenario",
                   "The current run as users feel it: the scenario runner's journeys (coordinated omission "
-                  "corrected), orders, and the orchestrator's run state.", ["scenario"], [],
+                  "corrected), orders, and the orchestrator's run state.", ["scenario"], [SERVICE_VAR],
                   CONFIG_ANNOTATIONS + RUN_ANNOTATIONS)
     d.metric("Run active", [("orchestrator_active_run", "active")], kind="stat", w=6, h=5)
     d.metric("Journey success", [("runner:journey_success:ratio1m", "success")], unit="percentunit", kind="stat",

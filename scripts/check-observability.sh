@@ -42,8 +42,46 @@ echo "  a weakened RouteErrorRatioHigh threshold fails the rule tests, as it sho
 echo "== grafana dashboards" >&2
 "$py" grafana/generate.py --check
 "$py" deploy/checks/observability.py static
+# LogQL with each dashboard's variables expanded from its own definitions, parsed by Grafana's grammar.
+"$py" deploy/checks/observability.py queries --datasource loki >"$work/logql.json"
 bash deploy/checks/node.sh
-node deploy/checks/logql.cjs grafana/dashboards/*.json
+node deploy/checks/logql.cjs "$work/logql.json"
+
+# The variable checks must catch a dashboard that uses a variable it does not define: each mutant
+# of grafana/dashboards has to fail `static` on exactly that, and `queries --datasource DS` (what
+# the LogQL parse and, in the same code, the live check expand) must refuse it.
+dashboard_mutant() {
+  local name=$1 file=$2 code=$3 ds=$4
+  rm -rf "$work/dashboards"
+  cp -r grafana/dashboards "$work/dashboards"
+  "$py" - "$work/dashboards/$file" "$code" <<'PY'
+import json, sys
+path, code = sys.argv[1:3]
+doc = json.load(open(path))
+before = json.dumps(doc)
+exec(code, {"doc": doc})
+if json.dumps(doc) == before:
+    sys.exit(f"the mutation changed nothing in {path}")
+json.dump(doc, open(path, "w"), indent=2)
+PY
+  if "$py" deploy/checks/observability.py static --dashboards "$work/dashboards" >/dev/null 2>"$work/mutant.err"; then
+    echo "FAIL: the dashboard checks missed a mutant: $name" >&2; exit 1
+  fi
+  grep -q "which its templating.list does not define" "$work/mutant.err" \
+    || { cat "$work/mutant.err" >&2; echo "FAIL: mutant '$name' failed for another reason" >&2; exit 1; }
+  if "$py" deploy/checks/observability.py queries --datasource "$ds" --dashboards "$work/dashboards" >/dev/null 2>&1; then
+    echo "FAIL: queries --datasource $ds expanded the mutant '$name' despite its undefined variable" >&2; exit 1
+  fi
+  echo "  caught: $name" >&2
+}
+dashboard_mutant "Database without its service variable (its config-change annotations use \$service)" database.json \
+  'doc["templating"]["list"] = [v for v in doc["templating"]["list"] if v["name"] != "service"]' prometheus
+dashboard_mutant "Scenario without its service variable" scenario.json \
+  'doc["templating"]["list"] = []' loki
+dashboard_mutant "a Service Overview panel filtering on an undefined \${instance}" service-overview.json \
+  'p = next(p for p in doc["panels"] if p.get("targets")); p["targets"][0]["expr"] = p["targets"][0]["expr"].replace("$service", "${instance}")' prometheus
+dashboard_mutant "Service Overview without service (the route variable's own query uses it)" service-overview.json \
+  'doc["templating"]["list"] = [v for v in doc["templating"]["list"] if v["name"] != "service"]' prometheus
 
 echo "== live: native stack + real Prometheus" >&2
 target="${CARGO_TARGET_DIR:-target}/debug"

@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
 """Checks of prometheus/ and grafana/ (run by scripts/check-observability.sh).
 
-    observability.py static                 dashboards and datasource provisioning, no network
-    observability.py live --prometheus URL --gateway URL --logs DIR --out FILE
+    observability.py static [--dashboards DIR]
+                                            dashboards and datasource provisioning, no network
+    observability.py queries --datasource loki [--dashboards DIR]
+                                            every query of that datasource as Grafana sends it
+                                            (variables expanded), JSON [[where, query], ...]
+    observability.py live --prometheus URL --logs DIR [--out FILE]
                                             against a real Prometheus scraping the native stack
+
+A dashboard query may only use the variables its own `templating.list` defines (plus Grafana's
+built-in `$__…` ones); before a query is parsed or run, every variable is expanded the way
+Grafana expands it when the dashboard loads: its current value, or for `All` its `allValue`
+(else the values its query returns from the live Prometheus, else `.*`).
 
 Prints one line per failed check and a closing "N passed, N failed" line; exits 1 on failure.
 """
@@ -61,8 +70,8 @@ def load_datasources():
     return {d["uid"]: d for d in doc["datasources"]}
 
 
-def dashboards():
-    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+def dashboards(folder=None):
+    for path in sorted(Path(folder or GRAFANA / "dashboards").glob("*.json")):
         yield path, json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -87,38 +96,117 @@ def datasource_refs(dashboard):
         yield f"annotation {ann.get('name')}", ann.get("datasource")
 
 
-def promql_exprs(dashboard):
-    """(where, expr, kind) of every Prometheus query of a dashboard: panel targets, variables,
-    annotations. kind is 'panel', 'variable' or 'annotation'."""
+def queries(dashboard):
+    """(where, expr, kind, datasource uid) of every query of a dashboard: panel targets,
+    variables, annotations. kind is 'panel', 'variable' or 'annotation'."""
     for panel in all_panels(dashboard):
         for target in panel.get("targets", []):
-            if (target.get("datasource") or panel.get("datasource") or {}).get("uid") == "prometheus":
-                yield f"{dashboard['uid']} panel '{panel['title']}' {target['refId']}", target["expr"], "panel"
+            uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid")
+            yield f"{dashboard['uid']} panel '{panel['title']}' {target['refId']}", target.get("expr", ""), "panel", uid
     for var in dashboard.get("templating", {}).get("list", []):
-        if (var.get("datasource") or {}).get("uid") == "prometheus":
-            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-            yield f"{dashboard['uid']} variable ${var['name']}", query, "variable"
+        query = var.get("query")
+        if (var.get("datasource") or {}).get("uid") and query is not None:
+            query = query["query"] if isinstance(query, dict) else query
+            yield f"{dashboard['uid']} variable ${var['name']}", query, "variable", var["datasource"]["uid"]
     for ann in dashboard.get("annotations", {}).get("list", []):
-        if (ann.get("datasource") or {}).get("uid") == "prometheus":
-            yield f"{dashboard['uid']} annotation '{ann['name']}'", ann["expr"], "annotation"
+        if "expr" in ann:
+            uid = (ann.get("datasource") or {}).get("uid")
+            yield f"{dashboard['uid']} annotation '{ann['name']}'", ann["expr"], "annotation", uid
+
+
+def promql_exprs(dashboard):
+    return [(where, expr, kind) for where, expr, kind, uid in queries(dashboard) if uid == "prometheus"]
 
 
 def logql_exprs(dashboard):
-    for panel in all_panels(dashboard):
-        for target in panel.get("targets", []):
-            if (target.get("datasource") or panel.get("datasource") or {}).get("uid") == "loki":
-                yield f"{dashboard['uid']} panel '{panel['title']}'", target["expr"]
-    for ann in dashboard.get("annotations", {}).get("list", []):
-        if (ann.get("datasource") or {}).get("uid") == "loki":
-            yield f"{dashboard['uid']} annotation '{ann['name']}'", ann["expr"]
+    return [(where, expr) for where, expr, _, uid in queries(dashboard) if uid == "loki"]
 
 
-def substitute(expr):
-    """A dashboard query as Grafana sends it with every variable at its 'All' value."""
-    for var, value in (("$__rate_interval", "1m"), ("$__interval", "15s"), ("$__range", "5m"),
-                       ("$service", ".*"), ("$route", ".*")):
-        expr = expr.replace(var, value)
-    return expr
+# --- dashboard variables ------------------------------------------------------------------------
+
+# Grafana's built-in variables (no dashboard defines them), with the value a query is tested with.
+BUILTIN_VARIABLES = {
+    "__rate_interval": "1m", "__interval": "15s", "__interval_ms": "15000",
+    "__range": "5m", "__range_s": "300", "__range_ms": "300000",
+}
+# Grafana's variable syntaxes: $name, ${name}, ${name:format}, [[name]], [[name:format]].
+VARIABLE_REF = re.compile(r"\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::[^\]]*)?\]\]")
+ALL = "$__all"
+
+
+def variable_refs(expr):
+    """Names of the variables an expression uses."""
+    return {m.group(1) or m.group(2) or m.group(3) for m in VARIABLE_REF.finditer(expr or "")}
+
+
+def defined_variables(dashboard):
+    return {v["name"]: v for v in dashboard.get("templating", {}).get("list", []) if v.get("name")}
+
+
+class UndefinedVariable(Exception):
+    pass
+
+
+def regex_escape(value):
+    """Grafana's escaping of one of several values in a Prometheus/Loki regex matcher."""
+    return re.sub(r"([\\^$*+?.()|{}\[\]])", r"\\\\\1", value)
+
+
+class Variables:
+    """A dashboard's variables, resolved the way Grafana resolves them when the dashboard loads.
+
+    `all_values(var, query)` returns the values of a query variable set to `All` without an
+    `allValue` (the live check asks Prometheus); without it, such a variable becomes `.*`."""
+
+    def __init__(self, dashboard, all_values=None):
+        self.defined = defined_variables(dashboard)
+        self.all_values = all_values
+        self.resolved = {}
+
+    def value(self, name, seen=()):
+        if name in BUILTIN_VARIABLES:
+            return BUILTIN_VARIABLES[name]
+        if name not in self.defined:
+            raise UndefinedVariable(f"${name} is not defined in templating.list")
+        if name in seen:
+            raise UndefinedVariable(f"${name} depends on itself ({' -> '.join(seen + (name,))})")
+        if name not in self.resolved:
+            self.resolved[name] = self._resolve(self.defined[name], seen + (name,))
+        return self.resolved[name]
+
+    def _resolve(self, var, seen):
+        kind = var.get("type", "query")
+        query = var["query"]["query"] if isinstance(var.get("query"), dict) else var.get("query", "")
+        current = (var.get("current") or {}).get("value")
+        if current in (None, "", []) and kind in ("constant", "textbox"):
+            current = query
+        if current in (None, "", []) and kind in ("custom", "interval"):
+            options = [o.get("value") for o in var.get("options", [])] or \
+                [x.strip() for x in str(query).split(",") if x.strip()]
+            current = options[:1]
+        if current in (None, "", []):
+            if not var.get("includeAll"):
+                raise UndefinedVariable(f"${var['name']} has no current value to expand")
+            current = ALL
+        values = current if isinstance(current, list) else [current]
+        if ALL in values:
+            if not var.get("includeAll"):
+                raise UndefinedVariable(f"${var['name']} is set to All but does not include All")
+            if var.get("allValue"):
+                return self.expand(var["allValue"], seen)
+            values = self.all_values(var, self.expand(query, seen)) if self.all_values and kind == "query" else []
+            if not values:
+                return ".*"
+        values = [self.expand(str(v), seen) for v in values]
+        if not var.get("multi") and not var.get("includeAll"):
+            return values[0]
+        if isinstance(current, str):
+            return regex_escape(values[0])
+        return "(" + "|".join(regex_escape(v) for v in values) + ")"
+
+    def expand(self, expr, seen=()):
+        """The expression as Grafana sends it: every variable replaced by its value."""
+        return VARIABLE_REF.sub(lambda m: self.value(m.group(1) or m.group(2) or m.group(3), seen), expr or "")
 
 
 def metric_names(expr):
@@ -138,14 +226,43 @@ def metric_names(expr):
 
 
 def variable_query(expr):
-    """label_values(metric{...}, label) → an instant query that is non-empty iff the variable has values."""
+    """label_values(metric{...}, label) → (an instant query that is non-empty iff the variable has
+    values, the label holding them)."""
     m = re.fullmatch(r"\s*label_values\((.*),\s*([A-Za-z_][A-Za-z0-9_]*)\)\s*", expr)
     if not m:
-        return expr
-    return f"count by ({m.group(2)}) ({m.group(1)})"
+        return expr, None
+    return f"count by ({m.group(2)}) ({m.group(1)})", m.group(2)
 
 
 # --- static -------------------------------------------------------------------------------------
+
+def variable_checks(c, name, dashboard):
+    """Every variable a query uses (panel targets, annotations, other variables' queries, of
+    any datasource) is defined by this dashboard's templating.list or is a Grafana built-in,
+    and expands to a value. Returns the number of references checked."""
+    defined = defined_variables(dashboard)
+    variables = Variables(dashboard)
+    n = 0
+    for where, expr, _, _ in queries(dashboard):
+        refs = variable_refs(expr)
+        n += len(refs)
+        undefined = sorted(refs - set(defined) - set(BUILTIN_VARIABLES))
+        c.check(not undefined, f"{name}: {where} uses {', '.join('$' + u for u in undefined)}, which its "
+                               f"templating.list does not define (defined: {sorted(defined)}): {expr}")
+        if undefined:
+            continue
+        try:
+            expanded = variables.expand(expr)
+            c.check(not VARIABLE_REF.search(expanded), f"{name}: {where} expands completely ({expanded})")
+        except UndefinedVariable as err:
+            c.check(False, f"{name}: {where} cannot be expanded: {err}")
+    for var in defined:
+        try:
+            variables.value(var)
+        except UndefinedVariable as err:
+            c.check(False, f"{name}: variable ${var} has no value: {err}")
+    return n
+
 
 def static(args):
     c = Checks()
@@ -178,8 +295,8 @@ def static(args):
     c.check(paths == ["/var/lib/grafana/dashboards"], f"dashboards are provisioned from /var/lib/grafana/dashboards ({paths})")
 
     uids = set()
-    n_dash = n_panels = n_logs = n_prom = n_logql = 0
-    for path, d in dashboards():
+    n_dash = n_panels = n_logs = n_prom = n_logql = n_vars = 0
+    for path, d in dashboards(args.dashboards):
         n_dash += 1
         name = path.name
         c.check(bool(d.get("uid")) and d["uid"] not in uids, f"{name}: has a unique uid")
@@ -209,13 +326,31 @@ def static(args):
             n_logql += 1
             c.check(re.match(r'^\{service_name(=|=~)"[^"]+"\}', expr) is not None,
                     f"{where}: LogQL starts with a service_name stream selector ({expr})")
-        for where, expr, _ in promql_exprs(d):
-            n_prom += 1
-            c.check("$" not in substitute(expr), f"{where}: every variable is known ({expr})")
+        n_prom += len(promql_exprs(d))
+        n_vars += variable_checks(c, name, d)
     c.check(n_dash >= 4, f"at least four dashboards (got {n_dash})")
     c.figures.update({"dashboards": n_dash, "panels": n_panels, "log panels": n_logs,
-                      "PromQL expressions in dashboards": n_prom, "LogQL expressions": n_logql})
+                      "PromQL expressions in dashboards": n_prom, "LogQL expressions": n_logql,
+                      "variable references, each defined by its dashboard": n_vars})
     return c.finish()
+
+
+def expanded_queries(args):
+    """Prints [[where, query], ...]: every query of one datasource with its variables expanded
+    (deploy/checks/logql.cjs parses the Loki ones with Grafana's grammar)."""
+    out = []
+    for path, d in dashboards(args.dashboards):
+        variables = Variables(d)
+        for where, expr, _, uid in queries(d):
+            if uid == args.datasource:
+                try:
+                    out.append([f"{path.name}: {where}", variables.expand(expr)])
+                except UndefinedVariable as err:
+                    print(f"FAIL: {path.name}: {where} cannot be expanded: {err}", file=sys.stderr)
+                    return 1
+    json.dump(out, sys.stdout, indent=1)
+    print()
+    return 0
 
 
 # --- live ---------------------------------------------------------------------------------------
@@ -262,14 +397,21 @@ def live(args):
         else:
             # An alert's expression is empty while nothing is wrong; it must parse and read real metrics.
             exprs.append((f"{file} alert {rule['alert']}", rule["expr"], False))
+    def all_values(_var, query_text):
+        # What Grafana's `All` sends for a variable without allValue: every value its query finds.
+        expr, label = variable_query(query_text)
+        ok, _, result = query(prom, expr)
+        return sorted({r["metric"][label] for r in result if label in r["metric"]}) if ok and label else []
+
     for _, d in dashboards():
+        variables = Variables(d, all_values)
         for where, expr, kind in promql_exprs(d):
-            sub = substitute(expr)
+            sent = variables.expand(expr)
             if kind == "variable":
-                exprs.append((where, variable_query(sub), True))
+                exprs.append((where, variable_query(sent)[0], True))
             else:
                 # Annotations are empty unless a config change or a run happened in the last minute.
-                exprs.append((where, sub, kind == "panel"))
+                exprs.append((where, sent, kind == "panel"))
 
     deadline = time.monotonic() + args.timeout
     while True:
@@ -342,7 +484,11 @@ def live(args):
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("static")
+    sp = sub.add_parser("static")
+    sp.add_argument("--dashboards", help="folder of dashboards to check (default grafana/dashboards)")
+    qp = sub.add_parser("queries")
+    qp.add_argument("--datasource", required=True, help="datasource uid, e.g. loki")
+    qp.add_argument("--dashboards", help="folder of dashboards (default grafana/dashboards)")
     lp = sub.add_parser("live")
     lp.add_argument("--prometheus", required=True)
     lp.add_argument("--logs", required=True)
@@ -354,7 +500,7 @@ def main():
     lp.add_argument("--extra-expr", action="append", default=[],
                     help="an expression that must return data too (the script's self-test passes one that cannot)")
     args = parser.parse_args()
-    return static(args) if args.cmd == "static" else live(args)
+    return {"static": static, "queries": expanded_queries, "live": live}[args.cmd](args)
 
 
 if __name__ == "__main__":
