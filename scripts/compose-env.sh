@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Secrets for the Docker Compose stack, generated on this machine, never shipped:
-#   bash scripts/compose-env.sh            creates .env (JWT signing secret, Grafana admin and
-#                                          PostgreSQL passwords; mode 0600), adding only the
-#                                          keys that are missing
+#   bash scripts/compose-env.sh            creates .env (JWT signing secret, Grafana admin,
+#                                          PostgreSQL and facts-reader passwords; mode 0600),
+#                                          adding only the keys that are missing
 #   bash scripts/compose-env.sh token [learner|instructor] [hours]
 #                                          prints a token signed with .env's secret (HS256, the
 #                                          claims `observastack token` writes)
-#   bash scripts/compose-env.sh login      prints the console/control URL and a learner token
-# OBSERVASTACK_ENV_FILE overrides the path of .env.
+#   bash scripts/compose-env.sh login      prints the console's one-time login URL (valid 24 h,
+#                                          usable once), the other URLs and a learner token
+# OBSERVASTACK_ENV_FILE overrides the path of .env; OBSERVASTACK_CONTROL_URL (default
+# http://localhost:8081) is the control gateway as the browser reaches it, and
+# OBSERVASTACK_HOST (default localhost) the host of the other printed URLs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env_file="${OBSERVASTACK_ENV_FILE:-.env}"
@@ -15,7 +18,7 @@ env_file="${OBSERVASTACK_ENV_FILE:-.env}"
 random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
 
 # Every key .env must hold, with how many random bytes (hex-encoded) it gets.
-keys="OBSERVASTACK_JWT_SECRET:32 GRAFANA_ADMIN_PASSWORD:16 POSTGRES_PASSWORD:16"
+keys="OBSERVASTACK_JWT_SECRET:32 GRAFANA_ADMIN_PASSWORD:16 POSTGRES_PASSWORD:16 FACTS_DB_PASSWORD:16"
 
 create_env() {
   umask 077
@@ -51,19 +54,41 @@ secret() {
 
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
-# Same claims as service-kit's JwtKeys::mint: issuer and audience `observastack`, a role.
-mint() {
-  local role="$1" hours="$2" key now exp header payload signature
-  case "$role" in learner|instructor) ;; *) echo "role must be learner or instructor, not '$role'" >&2; exit 2 ;; esac
-  case "$hours" in ''|*[!0-9]*) echo "hours must be a whole number, not '$hours'" >&2; exit 2 ;; esac
+# An HS256 JWT of the given claims (JSON), signed with .env's secret.
+sign() {
+  local header payload signature key
   key=$(secret)
-  now=$(date +%s)
-  exp=$((now + hours * 3600))
   header=$(printf '{"typ":"JWT","alg":"HS256"}' | b64url)
-  payload=$(printf '{"sub":"%s","role":"%s","aud":"observastack","iss":"observastack","iat":%d,"nbf":%d,"exp":%d}' \
-    "$role" "$role" "$now" "$now" "$exp" | b64url)
+  payload=$(printf '%s' "$1" | b64url)
   signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -mac HMAC -macopt "key:$key" -binary | b64url)
   printf '%s.%s.%s\n' "$header" "$payload" "$signature"
+}
+
+# Same claims as service-kit's JwtKeys::mint: issuer and audience `observastack`, a role.
+mint() {
+  local role="$1" hours="$2" now exp
+  case "$role" in learner|instructor) ;; *) echo "role must be learner or instructor, not '$role'" >&2; exit 2 ;; esac
+  case "$hours" in ''|*[!0-9]*) echo "hours must be a whole number, not '$hours'" >&2; exit 2 ;; esac
+  now=$(date +%s)
+  exp=$((now + hours * 3600))
+  sign "$(printf '{"sub":"%s","role":"%s","aud":"observastack","iss":"observastack","iat":%d,"nbf":%d,"exp":%d}' \
+    "$role" "$role" "$now" "$now" "$exp")"
+}
+
+# A random UUID (version 4 layout), for a login code's single-use `jti`.
+uuid4() {
+  local h
+  h=$(random_hex 16)
+  printf '%s-%s-4%s-%x%s-%s\n' "${h:0:8}" "${h:8:4}" "${h:13:3}" $((0x${h:16:1} & 3 | 8)) "${h:17:3}" "${h:20:12}"
+}
+
+# Same claims as orchestrator::console::mint_login_code: the console's own audience (never an
+# API token), 24 hours, a `jti` the orchestrator records on first use, so the URL works once.
+login_code() {
+  local now
+  now=$(date +%s)
+  sign "$(printf '{"sub":"learner","aud":"observastack-console-login","iss":"observastack","iat":%d,"nbf":%d,"exp":%d,"jti":"%s"}' \
+    "$now" "$now" $((now + 24 * 3600)) "$(uuid4)")"
 }
 
 case "${1:-create}" in
@@ -71,12 +96,17 @@ case "${1:-create}" in
   token) mint "${2:-learner}" "${3:-12}" ;;
   login)
     token=$(mint learner 12)
+    code=$(login_code)
     host="${OBSERVASTACK_HOST:-localhost}"
+    control="${OBSERVASTACK_CONTROL_URL:-http://$host:8081}"
     cat <<MSG
 ObservaStack (Docker Compose)
+  console (one-time login link; it works once, then the browser keeps a cookie):
+  ${control%/}/console/login?code=$code
   user gateway           http://$host:8080/api/products
-  control gateway        http://$host:8081   (Authorization: Bearer <token below>)
+  control gateway        ${control%/}   (Authorization: Bearer <token below>)
   observability gateway  http://$host:8082/api/services
+  service health         http://$host:8082/facts/dashboard
   Grafana                http://$host:3000   (anonymous read-only; admin password in $env_file)
   learner token (12 h):
   $token
