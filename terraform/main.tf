@@ -1,16 +1,31 @@
-# ObservaStack on one GCP VM running the Docker Compose stack from the published images, with
-# the three paths kept apart by firewall rules: user traffic public, control restricted to
-# allowed addresses, observability not public (IAP tunnel or allowed addresses only).
+# ObservaStack on one GCP VM running the Docker Compose stack, built on the VM from a checkout of
+# var.repo_url at var.git_ref, with the three paths kept apart by firewall rules: user traffic
+# public, control restricted to allowed addresses, observability not public (IAP tunnel or
+# allowed addresses only).
 
 locals {
   tag = var.name
+  # Every API a resource or an output's command here needs (deploy/checks/terraform.py maps each
+  # resource type to its API). Service Usage itself, which enables them, is on in every project.
   apis = [
-    "compute.googleapis.com",
-    "secretmanager.googleapis.com",
-    "iap.googleapis.com",
+    "compute.googleapis.com",              # network, firewall rules, address, VM
+    "secretmanager.googleapis.com",        # the stack's secrets and their IAM bindings
+    "iam.googleapis.com",                  # the VM's service account
+    "cloudresourcemanager.googleapis.com", # the project-level IAM binding (log writer)
+    "iap.googleapis.com",                  # `gcloud compute ssh --tunnel-through-iap` in the outputs
   ]
   # Google's IAP TCP-forwarding range: SSH (and tunnels to Grafana) only through IAP.
   iap_range = "35.235.240.0/20"
+
+  # The stack's URLs as a browser reaches them. Grafana and the Service Health view are on the
+  # observability path: direct only when observability_allowed_cidrs lets someone in, otherwise
+  # through the IAP tunnel (grafana_tunnel_command) on localhost.
+  address            = google_compute_address.stack.address
+  observability_host = length(var.observability_allowed_cidrs) > 0 ? local.address : "localhost"
+  user_url           = "http://${local.address}:8080"
+  control_url        = "http://${local.address}:8081"
+  grafana_url        = "http://${local.observability_host}:3000"
+  service_health_url = "http://${local.observability_host}:8082/facts/dashboard"
 }
 
 resource "google_project_service" "apis" {
@@ -108,11 +123,18 @@ resource "random_password" "postgres" {
   special = false
 }
 
+resource "random_password" "facts_db" {
+  length  = 32
+  special = false
+}
+
 locals {
+  # Secret Manager id suffix => value; startup.sh.tftpl writes each into .env under its key.
   secrets = {
     jwt-secret    = random_id.jwt_secret.hex
     grafana-admin = random_password.grafana_admin.result
     postgres      = random_password.postgres.result
+    facts-db      = random_password.facts_db.result
   }
 }
 
@@ -138,6 +160,7 @@ resource "google_secret_manager_secret_version" "stack" {
 resource "google_service_account" "vm" {
   account_id   = "${var.name}-vm"
   display_name = "ObservaStack VM"
+  depends_on   = [google_project_service.apis]
 }
 
 resource "google_secret_manager_secret_iam_member" "vm" {
@@ -148,9 +171,17 @@ resource "google_secret_manager_secret_iam_member" "vm" {
 }
 
 resource "google_project_iam_member" "vm_logging" {
-  project = var.project_id
-  role    = "roles/logging.logWriter"
-  member  = "serviceAccount:${google_service_account.vm.email}"
+  project    = var.project_id
+  role       = "roles/logging.logWriter"
+  member     = "serviceAccount:${google_service_account.vm.email}"
+  depends_on = [google_project_service.apis]
+}
+
+# A static address: the URLs in .env and in the outputs survive stopping and starting the VM.
+resource "google_compute_address" "stack" {
+  name       = "${var.name}-ip"
+  region     = var.region
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_compute_instance" "stack" {
@@ -169,7 +200,9 @@ resource "google_compute_instance" "stack" {
 
   network_interface {
     subnetwork = google_compute_subnetwork.subnet.id
-    access_config {}
+    access_config {
+      nat_ip = google_compute_address.stack.address
+    }
   }
 
   service_account {
@@ -186,13 +219,17 @@ resource "google_compute_instance" "stack" {
   metadata = {
     enable-oslogin = "TRUE"
     startup-script = templatefile("${path.module}/startup.sh.tftpl", {
-      repository_url = var.repository_url
-      version        = var.observastack_version
-      secret_prefix  = var.name
+      repo_url           = var.repo_url
+      git_ref            = var.git_ref
+      secret_prefix      = var.name
+      control_url        = local.control_url
+      grafana_url        = local.grafana_url
+      service_health_url = local.service_health_url
     })
   }
 
   depends_on = [
+    google_project_service.apis,
     google_secret_manager_secret_version.stack,
     google_secret_manager_secret_iam_member.vm,
   ]

@@ -1,5 +1,5 @@
 variable "project_id" {
-  description = "GCP project to deploy into (billing enabled; Compute Engine and Secret Manager APIs are enabled by this module)."
+  description = "GCP project to deploy into (billing enabled; the APIs the module uses are enabled by it, see local.apis in main.tf)."
   type        = string
 }
 
@@ -33,9 +33,9 @@ variable "machine_type" {
 }
 
 variable "disk_size_gb" {
-  description = "Boot disk size in GB (images, PostgreSQL, Prometheus, Loki and Tempo data)."
+  description = "Boot disk size in GB: the Docker build (its Rust build layers take several GB), images, PostgreSQL, Prometheus, Loki and Tempo data."
   type        = number
-  default     = 30
+  default     = 50
 }
 
 variable "subnet_cidr" {
@@ -44,16 +44,26 @@ variable "subnet_cidr" {
   default     = "10.42.0.0/24"
 }
 
-variable "observastack_version" {
-  description = "ObservaStack release to run: the git tag checked out on the VM and the version of the published images (OBSERVASTACK_VERSION)."
-  type        = string
-  default     = "0.1.0"
-}
-
-variable "repository_url" {
-  description = "Git repository holding docker-compose.yml and the Prometheus/Grafana configuration."
+variable "repo_url" {
+  description = "Git repository the VM checks out and builds the stack from (docker-compose.yml, deploy/Dockerfile, the Prometheus/Grafana configuration)."
   type        = string
   default     = "https://github.com/observastack/observastack.git"
+
+  validation {
+    condition     = can(regex("^https://[^\\s'\"]+$", var.repo_url))
+    error_message = "repo_url must be an https:// Git URL."
+  }
+}
+
+variable "git_ref" {
+  description = "Branch, tag or commit of repo_url to build and run. Changing it takes effect at the VM's next boot (the startup script fetches it again)."
+  type        = string
+  default     = "main"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._/-]+$", var.git_ref))
+    error_message = "git_ref must be a branch, tag or commit (letters, digits, '.', '_', '/', '-')."
+  }
 }
 
 variable "user_allowed_cidrs" {
