@@ -1,7 +1,7 @@
 //! The console's server side: serves the built web UI (`console/dist`) under `/console/`,
 //! exchanges the one-time login URL that `observastack up` prints for an HttpOnly,
-//! `SameSite=Strict` session cookie, and tells the UI which optional tools (Grafana, the
-//! Service Health view of the `facts` service) are configured.
+//! `SameSite=Strict` session cookie, tells the UI which optional tools (Grafana, the
+//! Service Health view of the `facts` service) are configured, and says who may frame it.
 //!
 //! A login code is a short-lived HS256 token signed with the stack's secret under its own
 //! audience, so it is never accepted as an API token; its `jti` is recorded in
@@ -47,6 +47,86 @@ pub struct ConsoleSettings {
     pub grafana_dashboards: Vec<(String, String)>,
     /// The `facts` service's Service Health view as the browser reaches it.
     pub service_health_url: Option<String>,
+    /// Origins allowed to show the console in a frame (an IDE's preview pane), exactly these;
+    /// none means nobody (`frame-ancestors 'none'` and `X-Frame-Options: DENY`).
+    pub frame_ancestors: Vec<FrameAncestor>,
+}
+
+/// An origin allowed to frame the console, for its CSP's `frame-ancestors`:
+/// `http(s)://host[:port]`, lowercased. The host may start with one `*.` label
+/// (`https://*.example.com` matches every subdomain of `example.com`, not `example.com` itself),
+/// because an IDE's preview pane can live on a host generated per view; the rest of the host
+/// needs at least two labels, so `https://*.com` is refused. Nothing else passes: no path,
+/// query or user, no `*` or wildcard port, no keywords (`'self'`), no other scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameAncestor(String);
+
+impl FrameAncestor {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FrameAncestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for FrameAncestor {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        const EXPECTED: &str = "expected an origin http(s)://host[:port] such as https://example.com:8443 \
+                                or https://*.example.com";
+        let fail = |why: &str| Err(format!("`{value}`: {why}; {EXPECTED}"));
+        let Some((scheme, rest)) = value.split_once("://") else {
+            return fail("not an origin");
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return fail("the scheme must be http or https");
+        }
+        if rest.contains(['/', '?', '#', '@', '\\']) {
+            return fail("an origin has no path, query, fragment or user");
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                let valid = !port.is_empty()
+                    && port.len() <= 5
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && port.parse::<u16>().is_ok_and(|p| p > 0);
+                if !valid {
+                    return fail("the port must be a number from 1 to 65535");
+                }
+                (host, Some(port))
+            }
+            None => (rest, None),
+        };
+        let host = host.to_ascii_lowercase();
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(name) => (true, name),
+            None => (false, host.as_str()),
+        };
+        if name.contains('*') {
+            return fail("only a leading `*.` label may be a wildcard");
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return fail("the host must be a DNS name or an IPv4 address");
+        }
+        if wildcard && name.split('.').count() < 2 {
+            return fail("a wildcard needs at least two labels after `*.`");
+        }
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        Ok(Self(format!("{scheme}://{host}{port}")))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,8 +162,12 @@ pub fn mint_login_code(keys: &JwtKeys, subject: &str, ttl: Duration) -> anyhow::
 struct ConsoleState {
     settings: ConsoleSettings,
     /// `Content-Security-Policy` of the console's pages: its own scripts, styles and API only,
-    /// plus Grafana and Service Health in a frame when configured.
+    /// plus Grafana and Service Health in a frame when configured, framed only by
+    /// `frame_ancestors`.
     csp: HeaderValue,
+    /// `X-Frame-Options: DENY` for browsers without CSP level 2, only when nobody may frame the
+    /// console: it has no allow-list, so with frame ancestors it would contradict the CSP.
+    frame_options: Option<HeaderValue>,
     keys: Arc<JwtKeys>,
     login_key: DecodingKey,
     login_validation: Validation,
@@ -104,14 +188,24 @@ pub fn router(settings: ConsoleSettings, secret: &[u8], keys: Arc<JwtKeys>, db: 
         .filter_map(origin_of)
         .map(|o| format!(" {o}"))
         .collect();
+    let ancestors = if settings.frame_ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        settings.frame_ancestors.iter().map(FrameAncestor::as_str).collect::<Vec<_>>().join(" ")
+    };
     let csp = format!(
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
-         connect-src 'self'; frame-src 'self'{frames}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+         connect-src 'self'; frame-src 'self'{frames}; frame-ancestors {ancestors}; base-uri 'none'; \
+         form-action 'self'"
     );
-    let csp = HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
+    // Every part is validated ASCII, so this cannot fail; if it did, framing stays refused.
+    let csp = HeaderValue::from_str(&csp)
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
+    let frame_options = settings.frame_ancestors.is_empty().then(|| HeaderValue::from_static("DENY"));
     let state = Arc::new(ConsoleState {
         settings,
         csp,
+        frame_options,
         keys,
         login_key: DecodingKey::from_secret(secret),
         login_validation: validation,
@@ -292,6 +386,9 @@ async fn asset(State(state): State<Arc<ConsoleState>>, req: Request) -> Response
     let headers = resp.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::CONTENT_SECURITY_POLICY, state.csp.clone());
+    if let Some(deny) = &state.frame_options {
+        headers.insert(header::X_FRAME_OPTIONS, deny.clone());
+    }
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(if immutable { "public, max-age=31536000, immutable" } else { "no-cache" }),
@@ -301,7 +398,59 @@ async fn asset(State(state): State<Arc<ConsoleState>>, req: Request) -> Response
 
 #[cfg(test)]
 mod tests {
-    use super::origin_of;
+    use super::{FrameAncestor, origin_of};
+
+    fn ancestor(value: &str) -> Result<String, String> {
+        value.parse::<FrameAncestor>().map(|a| a.to_string())
+    }
+
+    #[test]
+    fn frame_ancestors_are_http_origins_with_at_most_a_leading_wildcard_label() {
+        for (given, kept) in [
+            ("https://8081-abc.ws-eu02.gitpod.io", "https://8081-abc.ws-eu02.gitpod.io"),
+            ("HTTPS://Example.COM:8443", "https://example.com:8443"),
+            ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+            ("http://localhost", "http://localhost"),
+            ("https://*.ws-eu02.gitpod.io", "https://*.ws-eu02.gitpod.io"),
+        ] {
+            assert_eq!(ancestor(given).as_deref(), Ok(kept), "{given}");
+        }
+    }
+
+    #[test]
+    fn anything_but_an_origin_is_refused_as_a_frame_ancestor() {
+        for bad in [
+            "",
+            "example.com",
+            "*",
+            "'self'",
+            "'none'",
+            "https:",
+            "https://",
+            "ftp://example.com",
+            "javascript://example.com",
+            "https://example.com/",
+            "https://example.com/console",
+            "https://example.com?x=1",
+            "https://user@example.com",
+            "https://example.com:*",
+            "https://example.com:0",
+            "https://example.com:65536",
+            "https://example.com:",
+            "https://*",
+            "https://*.com",
+            "https://a.*.example.com",
+            "https://*example.com",
+            "https://exa mple.com",
+            "https://example.com; script-src *",
+            "https://-example.com",
+            "https://example..com",
+            "https://[::1]:8080",
+        ] {
+            let err = ancestor(bad).expect_err(bad);
+            assert!(err.contains("http(s)://host[:port]"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn frame_sources_are_bare_origins() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use orchestrator::console::FrameAncestor;
 use orchestrator::{Application, Settings};
 use service_kit::auth::MIN_SECRET_BYTES;
 
@@ -58,6 +59,17 @@ struct Cli {
     /// Observability tab embeds and links to it.
     #[arg(long, env = "OBSERVASTACK_SERVICE_HEALTH_URL")]
     service_health_url: Option<String>,
+    /// An origin allowed to show the console in a frame, such as an IDE's preview pane:
+    /// http(s)://host[:port], the host optionally starting with `*.` (repeatable; the env var
+    /// takes a comma-separated list, empty for none). None: nobody may frame the console.
+    #[arg(
+        long = "frame-ancestor",
+        env = "OBSERVASTACK_FRAME_ANCESTORS",
+        value_name = "ORIGIN",
+        value_delimiter = ',',
+        value_parser = parse_frame_ancestor
+    )]
+    frame_ancestors: Vec<Option<FrameAncestor>>,
     /// Log filter directives.
     #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn")]
     log: String,
@@ -72,6 +84,13 @@ fn parse_service(s: &str) -> Result<(String, String), String> {
         return Err(format!("`{url}`: a service URL starts with http:// or https://"));
     }
     Ok((name.to_owned(), url.to_owned()))
+}
+
+/// An empty item (`OBSERVASTACK_FRAME_ANCESTORS=` as Docker Compose passes an unset default, or
+/// `a,,b`) means no origin; anything else must be an origin.
+fn parse_frame_ancestor(s: &str) -> Result<Option<FrameAncestor>, String> {
+    let s = s.trim();
+    if s.is_empty() { Ok(None) } else { s.parse().map(Some) }
 }
 
 fn parse_dashboard(s: &str) -> Result<(String, String), String> {
@@ -111,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             grafana_url: cli.grafana_url.filter(|u| !u.is_empty()),
             grafana_dashboards: cli.grafana_dashboards,
             service_health_url: cli.service_health_url.filter(|u| !u.is_empty()),
+            frame_ancestors: cli.frame_ancestors.into_iter().flatten().collect(),
         },
         ..Settings::default()
     };

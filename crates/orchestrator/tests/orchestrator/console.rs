@@ -1,10 +1,13 @@
 //! The console's server side: the one-time login URL, the session cookie it sets, the built
-//! assets and the settings the UI reads.
+//! assets, the settings the UI reads and who may frame it.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
+use orchestrator::console::{ConsoleSettings, FrameAncestor};
 use reqwest::StatusCode;
-use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
 use serde_json::Value;
 use service_kit::{JwtKeys, Role};
 
@@ -137,6 +140,7 @@ async fn built_assets_are_served_under_console_and_settings_name_the_tools() {
             grafana_url: Some("http://127.0.0.1:3000/".to_owned()),
             grafana_dashboards: vec![("Shop".to_owned(), "/d/shop".to_owned())],
             service_health_url: Some("http://127.0.0.1:8104/health".to_owned()),
+            frame_ancestors: Vec::new(),
         };
     })
     .await;
@@ -187,4 +191,81 @@ async fn an_unbuilt_console_says_how_to_build_it() {
         browser().get(stack.url("/console/settings.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(settings["grafana_url"], Value::Null);
     stack.stop().await;
+}
+
+/// A built console with just an `index.html`, in a fresh temporary folder.
+fn built_console() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("observastack-console-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<!doctype html><title>console</title>").unwrap();
+    dir
+}
+
+/// The `frame-ancestors` directive of the console page's CSP, and its `X-Frame-Options`.
+async fn framing_of_the_console(frame_ancestors: Vec<FrameAncestor>) -> (String, Option<String>) {
+    let dir = built_console();
+    let assets = dir.clone();
+    let stack = Stack::start_with(fixture_scenarios(), move |s| {
+        s.console = ConsoleSettings { assets: Some(assets), frame_ancestors, ..ConsoleSettings::default() };
+    })
+    .await;
+    let page = browser().get(stack.url("/console/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
+    let directives: Vec<&str> = csp.split(';').map(str::trim).filter(|d| d.starts_with("frame-ancestors")).collect();
+    assert_eq!(directives.len(), 1, "one frame-ancestors directive in {csp}");
+    let options = page.headers().get(X_FRAME_OPTIONS).map(|v| v.to_str().unwrap().to_owned());
+    stack.stop().await;
+    std::fs::remove_dir_all(dir).ok();
+    (directives[0].to_owned(), options)
+}
+
+#[tokio::test]
+async fn nobody_may_frame_the_console_unless_an_origin_is_configured() {
+    let (directive, options) = framing_of_the_console(Vec::new()).await;
+    assert_eq!(directive, "frame-ancestors 'none'");
+    assert_eq!(options.as_deref(), Some("DENY"), "old browsers are told the same");
+}
+
+#[tokio::test]
+async fn the_console_may_be_framed_by_exactly_the_configured_origin() {
+    let preview = "https://8081-amaranth-smelt-9ba20cc1.ws-eu02.gitpod.io".parse().unwrap();
+    let (directive, options) = framing_of_the_console(vec![preview]).await;
+    assert_eq!(directive, "frame-ancestors https://8081-amaranth-smelt-9ba20cc1.ws-eu02.gitpod.io");
+    assert_eq!(options, None, "X-Frame-Options has no allow-list; DENY would contradict the CSP");
+
+    let both = vec!["https://*.ws-eu02.gitpod.io".parse().unwrap(), "http://localhost:8081".parse().unwrap()];
+    let (directive, _) = framing_of_the_console(both).await;
+    assert_eq!(directive, "frame-ancestors https://*.ws-eu02.gitpod.io http://localhost:8081");
+}
+
+/// Runs the orchestrator binary with these frame ancestors and no JWT secret: it must stop
+/// before serving anything; returns its exit code and stderr.
+fn start_orchestrator(args: &[&str], env: Option<&str>) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+    cmd.args(args).env_remove("OBSERVASTACK_JWT_SECRET").env_remove("OBSERVASTACK_FRAME_ANCESTORS");
+    if let Some(value) = env {
+        cmd.env("OBSERVASTACK_FRAME_ANCESTORS", value);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_console_frame_ancestor_that_is_not_an_origin_stops_the_orchestrator_at_start_up() {
+    for (args, env) in [
+        (&["--frame-ancestor", "https://ide.example.com/preview"][..], None),
+        (&["--frame-ancestor", "*"][..], None),
+        (&[][..], Some("https://ide.example.com,'self'")),
+    ] {
+        let (code, stderr) = start_orchestrator(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains("--frame-ancestor"), "the error names the option: {stderr}");
+        assert!(stderr.contains("http(s)://host[:port]"), "and says what is expected: {stderr}");
+    }
+    // An empty list (Docker Compose's default) is no frame ancestor, not an error: start-up
+    // goes on to the next requirement, the JWT secret.
+    let (code, stderr) = start_orchestrator(&[], Some(""));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("OBSERVASTACK_JWT_SECRET") && !stderr.contains("frame-ancestor"), "{stderr}");
 }
