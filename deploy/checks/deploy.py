@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 NO_HEALTHCHECK = {"otel-collector": "scratch image without a shell or HTTP client; scraped by Prometheus"}
 APP_SERVICES = {"shop", "gateway-user", "gateway-control", "gateway-observability", "orchestrator", "runner", "facts"}
 EXPECTED_SERVICES = APP_SERVICES | {"postgres", "otel-collector", "prometheus", "grafana", "loki", "tempo"}
-# Bind mounts that may appear, all read-only.
+# Bind mounts that may appear, all read-only. Nothing of the host's: services send their logs
+# over OTLP, so the collector reads no Docker log files (absent on Docker Desktop, rootless, Gitpod).
 ALLOWED_BINDS = {"./prometheus", "./grafana/provisioning", "./grafana/dashboards", "./deploy/otel-collector.yaml",
-                 "./deploy/loki.yaml", "./deploy/tempo.yaml", "/var/lib/docker/containers"}
+                 "./deploy/loki.yaml", "./deploy/tempo.yaml"}
 SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|DATABASE_URL)", re.I)
 
 
@@ -125,6 +126,11 @@ def compose_checks(c, resolved, raw):
                     c.check(Path(source).exists(), f"{name}: bind mount {rel} exists in the repository")
         nets = set(svc.get("networks", {}))
         c.check(nets <= declared_networks and nets, f"{name}: joins declared networks only ({sorted(nets)})")
+        if name == "otel-collector":
+            mounts = {v.get("source", "").removeprefix(str(ROOT) + "/") for v in svc.get("volumes", [])}
+            c.check(mounts == {"deploy/otel-collector.yaml"},
+                    f"otel-collector: mounts its config only, no host logs or state (got {sorted(mounts)})")
+            c.check(svc.get("user") in (None, ""), f"otel-collector: runs as its image's non-root user (user: {svc.get('user')})")
         for net in nets:
             members.setdefault(net, set()).add(name)
 
@@ -277,6 +283,11 @@ def telemetry_config_checks(c):
         c.check(ext in col.get("extensions", {}), f"otel-collector: extension {ext} is declared")
     pipelines = service.get("pipelines", {})
     c.check(set(pipelines) == {"traces", "logs", "metrics"}, f"otel-collector: traces, logs and metrics pipelines ({sorted(pipelines)})")
+    logs_in = pipelines.get("logs", {}).get("receivers", [])
+    c.check(logs_in == ["otlp"], f"otel-collector: logs arrive over OTLP only ({logs_in})")
+    file_readers = [n for n in list(col.get("receivers") or {}) + list(col.get("extensions") or {})
+                    if n.split("/")[0] in ("filelog", "file_storage")]
+    c.check(not file_readers, f"otel-collector: reads no files of the host ({file_readers})")
     for name, pipeline in pipelines.items():
         for kind in ("receivers", "processors", "exporters"):
             for component in pipeline.get(kind, []):

@@ -1,6 +1,6 @@
-//! Telemetry wired once per process: JSON log lines that carry `trace_id`/`span_id`, an
-//! OpenTelemetry tracer (OTLP/HTTP export when an endpoint is given) and W3C `traceparent`
-//! propagation. The returned guard flushes buffered spans on drop.
+//! Telemetry wired once per process: JSON log lines that carry `trace_id`/`span_id`, and, when an
+//! OTLP endpoint is given, spans and log records exported over OTLP/HTTP with W3C `traceparent`
+//! propagation. The returned guard flushes buffered spans and log records on drop.
 //!
 //! Without an endpoint no OpenTelemetry layer is installed: building an OTel span per request
 //! that nobody exports cost more than the proxying itself. Requests then carry a plain
@@ -13,41 +13,58 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Context, global};
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::level_filters::LevelFilter;
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_opentelemetry::{OpenTelemetrySpanExt as _, OtelData};
 use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::filter::{FilterExt as _, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Flushes and shuts the tracer down when dropped (at the end of `main`).
-#[must_use = "dropping the guard stops trace export"]
+/// Flushes and shuts the tracer and the logger down when dropped (at the end of `main`).
+#[must_use = "dropping the guard stops trace and log export"]
 pub struct TelemetryGuard {
-    provider: Option<SdkTracerProvider>,
+    tracer: Option<SdkTracerProvider>,
+    logger: Option<SdkLoggerProvider>,
+}
+
+impl TelemetryGuard {
+    /// `true` when spans and log records are exported (an OTLP endpoint was given).
+    pub fn exporting(&self) -> bool {
+        self.tracer.is_some()
+    }
 }
 
 impl std::fmt::Debug for TelemetryGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TelemetryGuard")
+        f.debug_struct("TelemetryGuard").field("exporting", &self.exporting()).finish()
     }
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Some(provider) = self.provider.take()
-            && let Err(err) = provider.shutdown()
+        // The tracer first, so that a failure to flush spans can still leave as a log record.
+        if let Some(tracer) = self.tracer.take()
+            && let Err(err) = tracer.shutdown()
         {
             tracing::warn!(error = %err, "trace exporter did not shut down cleanly");
+        }
+        if let Some(logger) = self.logger.take()
+            && let Err(err) = logger.shutdown()
+        {
+            tracing::warn!(error = %err, "log exporter did not shut down cleanly");
         }
     }
 }
@@ -66,32 +83,68 @@ pub fn exporting() -> bool {
 /// (the value of `OTEL_EXPORTER_OTLP_ENDPOINT`, read by the binary); `filter` is an
 /// `EnvFilter` directive such as `info,sqlx=warn`.
 pub fn init(service: &str, otlp_endpoint: Option<&str>, filter: &str) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("invalid log filter `{filter}`: {e}"))?;
-    let logs = json_layer(service, std::io::stdout).with_filter(filter);
-    let Some(endpoint) = otlp_endpoint.filter(|e| !e.is_empty()) else {
-        if tracing_subscriber::registry().with(logs).try_init().is_err() {
-            // Several services share one process in integration tests; the first one wins.
-            tracing::debug!(service, "global subscriber already installed");
-        }
-        return Ok(TelemetryGuard { provider: None });
-    };
-    global::set_text_map_propagator(TraceContextPropagator::new());
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
-        .build()?;
-    let provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
-        .with_batch_exporter(exporter)
-        .build();
-    let tracer = provider.tracer(service.to_owned());
-    let installed =
-        tracing_subscriber::registry().with(logs).with(tracing_opentelemetry::layer().with_tracer(tracer)).try_init();
-    match installed {
-        Ok(()) => EXPORTING.store(true, Ordering::Relaxed),
+    let (dispatch, guard) = build(service, otlp_endpoint, filter, std::io::stdout)?;
+    if guard.exporting() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+    }
+    match tracing::dispatcher::set_global_default(dispatch) {
+        Ok(()) => EXPORTING.store(guard.exporting(), Ordering::Relaxed),
+        // Several services share one process in integration tests; the first one wins.
         Err(_) => tracing::debug!(service, "global subscriber already installed"),
     }
-    Ok(TelemetryGuard { provider: Some(provider) })
+    Ok(guard)
+}
+
+/// The subscriber [`init`] installs, not installed, with its JSON lines written to `writer`:
+/// tests run it with `tracing::dispatcher::with_default`. With an endpoint, spans go to
+/// `{endpoint}/v1/traces` and events, under the same `filter`, to `{endpoint}/v1/logs`, both
+/// with the resource `service.name` = `service`.
+pub fn build<W>(
+    service: &str,
+    otlp_endpoint: Option<&str>,
+    filter: &str,
+    writer: W,
+) -> anyhow::Result<(Dispatch, TelemetryGuard)>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let logs = json_layer(service, writer).with_filter(level_filter(filter)?);
+    let Some(endpoint) = otlp_endpoint.filter(|e| !e.is_empty()).map(|e| e.trim_end_matches('/')) else {
+        let guard = TelemetryGuard { tracer: None, logger: None };
+        return Ok((Dispatch::new(tracing_subscriber::registry().with(logs)), guard));
+    };
+    let resource = Resource::builder().with_service_name(service.to_owned()).build();
+    let span_exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{endpoint}/v1/traces"))
+        .build()?;
+    let log_exporter =
+        opentelemetry_otlp::LogExporter::builder().with_http().with_endpoint(format!("{endpoint}/v1/logs")).build()?;
+    let tracer =
+        SdkTracerProvider::builder().with_resource(resource.clone()).with_batch_exporter(span_exporter).build();
+    let logger = SdkLoggerProvider::builder().with_resource(resource).with_batch_exporter(log_exporter).build();
+    // The exporter's own events would be exported by the exporter, each export logging the next.
+    let export_filter = level_filter(filter)?.and(exporter_targets_off());
+    let subscriber = tracing_subscriber::registry()
+        .with(logs)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer.tracer(service.to_owned())))
+        .with(OpenTelemetryTracingBridge::new(&logger).with_filter(export_filter));
+    Ok((Dispatch::new(subscriber), TelemetryGuard { tracer: Some(tracer), logger: Some(logger) }))
+}
+
+fn level_filter(filter: &str) -> anyhow::Result<EnvFilter> {
+    EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("invalid log filter `{filter}`: {e}"))
+}
+
+/// Every target but those of the crates that export. Targets match by prefix: `opentelemetry`
+/// covers `opentelemetry_sdk` and `opentelemetry-otlp`, `hyper` covers `hyper_util`, and `tower`
+/// covers `tower_http` too (its `trace` feature, the one that logs, is off).
+fn exporter_targets_off() -> Targets {
+    ["opentelemetry", "reqwest", "hyper", "h2", "tower"]
+        .into_iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |targets, target| {
+            targets.with_target(target, LevelFilter::OFF)
+        })
 }
 
 /// The JSON log layer alone, writing to `writer`; tests use it to read what was logged.
