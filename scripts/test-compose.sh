@@ -211,7 +211,8 @@ done
 ok "Prometheus: every ObservaStack target up through the observability gateway"
 via=$(curl -sf 'http://127.0.0.1:9090/api/v1/targets?state=active' | python3 -c '
 import json, sys
-print(sorted({t["scrapeUrl"].split("/api/")[0] for t in json.load(sys.stdin)["data"]["activeTargets"] if t["labels"]["job"] != "prometheus"}))')
+jobs = set(sys.argv[1].split())
+print(sorted({t["scrapeUrl"].split("/api/")[0] for t in json.load(sys.stdin)["data"]["activeTargets"] if t["labels"]["job"] in jobs}))' "$want")
 [ "$via" = "['http://gateway-observability:8082']" ] || fail "Prometheus scrapes other than the observability gateway: $via"
 
 # --- 6. The console in Chromium ---------------------------------------------------------------
@@ -225,6 +226,19 @@ mkdir -p "$artifacts"
 (cd console && CONSOLE_LOGIN_URL="$login" CONSOLE_ARTIFACTS="$artifacts" \
   SERVICE_HEALTH_URL=http://127.0.0.1:8082/facts/dashboard GRAFANA_URL=http://127.0.0.1:3000 \
   node e2e/compose.mjs) || fail "the console journey (screenshots in $artifacts)"
+
+# The lake shows the run's config changes as deploy markers, read from PostgreSQL through its
+# read-only role, which can change nothing there.
+markers=$(curl -sf "http://127.0.0.1:8082/facts/api/v1/dashboard?from=$(date -u -d '-1 hour' +%FT%TZ)&to=$(date -u -d '+1 minute' +%FT%TZ)" \
+  | python3 -c 'import json, sys; print(" ".join(sorted({m["source"] + ":" + m["field"] for m in json.load(sys.stdin)["markers"]})))')
+[ "$markers" = "learner:release.version scenario:release.version" ] || fail "deploy markers on the Service Health page: '$markers'"
+ok "deploy markers: $markers"
+facts_password=$(sed -n 's/^FACTS_DB_PASSWORD=//p' "$work/env")
+if compose exec -T -e PGPASSWORD="$facts_password" postgres psql -h 127.0.0.1 -U facts_reader -d observastack \
+  -c 'DELETE FROM orchestrator.run_events' >/dev/null 2>&1; then
+  fail "the facts service's database role can delete run events"
+fi
+ok "the lake's database role is read-only"
 
 # --- 7. Network paths from inside the containers ---------------------------------------------
 phase "network paths inside the stack"
@@ -254,7 +268,6 @@ inside() { # inside SERVICE URL EXPECTED DESCRIPTION [HEADER]
 inside gateway-user http://orchestrator:8102/readyz unreachable "the orchestrator"
 inside gateway-user http://postgres:5432/ unreachable "PostgreSQL"
 inside gateway-user http://gateway-control:8081/healthz unreachable "the control gateway"
-inside gateway-user http://facts:8104/readyz unreachable "the lake"
 # The shop shares the business network with the user gateway (it is its upstream); its /config
 # answers nothing without a token.
 inside gateway-user http://shop:8101/config 401 "the shop's /config without a token"

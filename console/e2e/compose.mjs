@@ -79,7 +79,7 @@ try {
     const frame = page.frameLocator('iframe.grafana');
     await frame.getByRole('heading', { name: 'Service Health', level: 1 }).waitFor();
     // The page's own reads pass through the same gateway path, and list the stack's services.
-    await frame.locator('#service option[value="shop"]').waitFor({ state: 'attached', timeout: 60_000 });
+    await frame.locator('#service option', { hasText: /^shop$/ }).waitFor({ state: 'attached', timeout: 60_000 });
     // Grafana's dashboards are offered at the stack's Grafana address (Grafana itself does not
     // run in this test: it cannot be fetched here).
     await pick.selectOption({ label: 'Database' });

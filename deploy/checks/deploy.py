@@ -27,7 +27,7 @@ EXPECTED_SERVICES = APP_SERVICES | {"postgres", "otel-collector", "prometheus", 
 # Bind mounts that may appear, all read-only. Nothing of the host's: services send their logs
 # over OTLP, so the collector reads no Docker log files (absent on Docker Desktop, rootless, Gitpod).
 ALLOWED_BINDS = {"./prometheus", "./grafana/provisioning", "./grafana/dashboards", "./deploy/otel-collector.yaml",
-                 "./deploy/loki.yaml", "./deploy/tempo.yaml"}
+                 "./deploy/loki.yaml", "./deploy/tempo.yaml", "./deploy/postgres/initdb.d"}
 SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|DATABASE_URL)", re.I)
 
 
@@ -91,9 +91,18 @@ def compose_checks(c, resolved, raw):
             c.check(image.startswith("docker.io/observastack/"), f"{name}: uses the published image ({image})")
             repo = image.split("/")[-1].split(":")[0]
             c.check(repo in dockerfile_targets, f"{name}: deploy/Dockerfile has a `{repo}` target for its image")
+            # A fresh clone runs: Compose builds what it cannot pull, from this checkout.
+            build = svc.get("build") or {}
+            c.check(build.get("context") == str(ROOT) and build.get("dockerfile") == "deploy/Dockerfile"
+                    and build.get("target") == repo,
+                    f"{name}: builds from this checkout with deploy/Dockerfile --target {repo} when the image is missing ({build})")
             c.check(svc.get("read_only") is True and "ALL" in svc.get("cap_drop", []),
                     f"{name}: read-only root filesystem and no capabilities")
             c.check(svc.get("user") in (None, "", "65532", "65532:65532"), f"{name}: runs as the image's non-root user")
+        # Scenarios burn CPU on purpose: nothing may take the whole machine.
+        limits = ((svc.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+        c.check(float(limits.get("cpus") or 0) > 0 and int(limits.get("memory") or 0) > 0,
+                f"{name}: has a CPU and a memory limit ({limits})")
         health = svc.get("healthcheck", {})
         has_probe = bool(health.get("test")) and not health.get("disable")
         one_shot = svc.get("restart") in (None, "no") and not svc.get("ports")
@@ -161,7 +170,8 @@ def network_checks(c, resolved, members):
     c.check(reach == {"shop", "runner", "gateway-control", "gateway-observability", "otel-collector", "facts"},
             f"gateway-user reaches only shop, runner, the other gateways' public/admin listeners and the telemetry sinks (got {sorted(reach)})")
     c.check(members.get("business") == {"gateway-user", "shop"}, f"business network is gateway-user + shop ({members.get('business')})")
-    c.check(members.get("data") == {"postgres", "shop", "orchestrator"}, f"data network is postgres + shop + orchestrator ({members.get('data')})")
+    c.check(members.get("data") == {"postgres", "shop", "orchestrator", "facts"},
+            f"data network is postgres + shop + orchestrator + facts, the last for deploy markers ({members.get('data')})")
     c.check(set(services["postgres"]["networks"]) == {"data"}, "postgres is on the data network only")
     for name in ("prometheus", "grafana", "loki", "tempo"):
         c.check(set(services[name]["networks"]) == {"observability"}, f"{name} is on the observability network only")
@@ -225,15 +235,22 @@ def dockerfile_checks(c):
     lines = re.sub(r"\\\n", " ", text).splitlines()
     lines = [l.strip() for l in lines if l.strip() and not l.strip().startswith("#")]
     stages, current = {"<global>": {"base": None, "lines": []}}, "<global>"
+    # Global ARGs (before the first FROM) parameterise base images; their defaults are what a
+    # user's build uses, so those are checked.
+    global_args = {}
     for line in lines:
         instr, _, rest = line.partition(" ")
         instr = instr.upper()
+        if instr == "ARG" and current == "<global>":
+            key, _, default = rest.partition("=")
+            global_args[key.strip()] = default.strip()
         if instr == "FROM":
             m = re.match(r"(\S+)(?:\s+AS\s+(\S+))?", rest, re.I)
-            base, current = m.group(1), (m.group(2) or m.group(1))
+            base = re.sub(r"\$\{(\w+)\}", lambda a: global_args.get(a.group(1), a.group(0)), m.group(1))
+            current = m.group(2) or base
             stages[current] = {"base": base, "lines": []}
-            if base not in stages:
-                c.check("${" in base or (":" in base.split("/")[-1] and not base.endswith(":latest")),
+            if base not in stages and base != "scratch":
+                c.check("${" not in base and ":" in base.split("/")[-1] and not base.endswith(":latest"),
                         f"Dockerfile: base image {base} carries a tag, not latest")
         else:
             stages[current]["lines"].append((instr, rest))
