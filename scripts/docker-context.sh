@@ -4,7 +4,8 @@
 # Usage: scripts/docker-context.sh BIN_DIR CONTEXT_DIR [ARCH]
 #   BIN_DIR      a folder holding shop, gateway, runner, orchestrator, facts and observastack
 #                (e.g. target/release, or target/debug after `cargo test`)
-#   CONTEXT_DIR  created or emptied; receives bin/ARCH/*, console/dist/ and scenarios/
+#   CONTEXT_DIR  created or emptied; receives bin/ARCH/*, console/dist/, scenarios/ and empty/
+#                (the facts image's /data)
 #   ARCH         Docker's name for the binaries' architecture (default: this machine's)
 # The binaries are stripped of symbols and debug info on the way (the images stay small).
 # The console is built first when it is missing or stale (scripts/ensure-console.sh).
@@ -23,7 +24,7 @@ done
 bash scripts/ensure-console.sh
 
 rm -rf "$context"
-mkdir -p "$context/bin/$arch" "$context/console"
+mkdir -p "$context/bin/$arch" "$context/console" "$context/empty"
 for b in $binaries; do
   if command -v objcopy >/dev/null 2>&1; then
     objcopy --strip-all "$bin_dir/$b" "$context/bin/$arch/$b"

