@@ -15,6 +15,22 @@ from pathlib import Path
 
 PROM = {"type": "prometheus", "uid": "prometheus"}
 LOKI = {"type": "loki", "uid": "loki"}
+
+# Loki holds what the services send over OTLP (deploy/otel-collector.yaml → Loki's /otlp): the
+# stream label is `service_name` (the resource's `service.name`), the line is the message, and
+# everything else is structured metadata, filtered with `| name=~"…"` right after the selector,
+# no parser: `severity_text` (TRACE…ERROR, from the tracing level), `trace_id`, `span_id`,
+# `scope_name` (the event's tracing target, e.g. `shop::db`, `sqlx::query`) and the event's own
+# fields (`error`, `actor`, `changes`, …). The lines are not JSON: `| json` finds nothing.
+WARNINGS = '| severity_text=~"WARN|ERROR"'
+# Who changed what, from the fields of service-kit's "config changed" event.
+CONFIG_CHANGED = ('|= "config changed" | line_format '
+                  '"{{.actor}} ({{.role}}, {{.action}}) revision {{.revision}}: {{.changes}}"')
+# Warnings and errors about the database: sqlx's own events (slow statements, PostgreSQL notices),
+# the shop's pool and the orchestrator's store, and any error whose text names the database
+# (sqlx's "error returned from database: …", "pool timed out …").
+DATABASE_TROUBLE = (WARNINGS + ' | scope_name=~"sqlx::.*|shop::db|orchestrator::store"'
+                    ' or error=~"(?i).*(database|pool timed out).*"')
 SCHEMA_VERSION = 39
 OUT = Path(__file__).resolve().parent / "dashboards"
 
@@ -71,7 +87,7 @@ CONFIG_ANNOTATIONS = [
         "datasource": LOKI,
         "enable": False,
         "iconColor": "yellow",
-        "expr": '{service_name=~"$service"} |= "config changed"',
+        "expr": '{service_name=~"$service"} ' + CONFIG_CHANGED,
         "titleFormat": "config changed",
         "tagKeys": "service_name",
     },
@@ -140,8 +156,8 @@ class Dashboard:
         self.panels.append(panel)
 
     def logs(self, title, expr, w=24, h=10, description=""):
-        """A Loki log panel; trace ids in lines link to Tempo through the Loki datasource's
-        derived field."""
+        """A Loki log panel; a line's `trace_id` (structured metadata) links to Tempo through
+        the Loki datasource's derived field."""
         self.panels.append({
             "type": "logs",
             "title": title,
@@ -212,9 +228,9 @@ def service_overview():
     d.metric("Build", [('observastack_build_info{service=~"$service"}', "{{service}} {{version}}")],
              kind="stat", w=6)
     d.row("Logs")
-    d.logs("Warnings and errors", '{service_name=~"$service"} | json | level=~"WARN|ERROR"', w=12,
-           description="Open a line and follow its trace_id to Tempo.")
-    d.logs("Config changes (who, when, old → new)", '{service_name=~"$service"} |= "config changed" | json', w=12)
+    d.logs("Warnings and errors", '{service_name=~"$service"} ' + WARNINGS, w=12,
+           description="Open a line: its trace_id links to the trace in Tempo.")
+    d.logs("Config changes (who, when, old → new)", '{service_name=~"$service"} ' + CONFIG_CHANGED, w=12)
     return d
 
 
@@ -250,13 +266,14 @@ def gateway_pools():
     d.metric("CPU per service", [('service:process_cpu_seconds:rate1m{service=~"$service"}', "{{service}}")],
              unit="percentunit")
     d.row("Logs")
-    d.logs("Gateway and shop warnings", '{service_name=~"gateway-.*|shop"} | json | level=~"WARN|ERROR"')
+    d.logs("Gateway and shop warnings", '{service_name=~"gateway-.*|shop"} ' + WARNINGS)
     return d
 
 
 def database():
     d = Dashboard("observastack-database", "Database",
-                  "The shop on PostgreSQL: pool, acquire waits, query mix, orders; PostgreSQL's own log.",
+                  "The shop on PostgreSQL: pool, acquire waits, query mix, orders; the services' database "
+                  "warnings and errors.",
                   ["database"], [SERVICE_VAR], CONFIG_ANNOTATIONS)
     d.metric("DB pool utilisation", [("shop:db_pool_utilisation:ratio", "in use / size")], unit="percentunit")
     d.metric("Acquire p95", [("shop:db_pool_acquire_duration_seconds:p95_1m", "p95")], unit="s")
@@ -273,8 +290,12 @@ def database():
     d.metric("Shop request latency p95 by route",
              [('service_route:http_server_request_duration_seconds:p95_1m{service="shop"}', "{{http_route}}")],
              unit="s", w=12, exemplar=True)
-    d.logs("PostgreSQL log", '{service_name="postgres"}', w=12)
-    d.logs("Shop warnings and errors", '{service_name="shop"} | json | level=~"WARN|ERROR"', w=12)
+    d.logs("Database warnings and errors (shop, orchestrator)",
+           '{service_name=~"shop|orchestrator"} ' + DATABASE_TROUBLE, w=12,
+           description="What the shop and the orchestrator log about PostgreSQL: sqlx's own warnings (slow "
+                       "statements, PostgreSQL notices), pool timeouts, failed queries. PostgreSQL's own log "
+                       "does not reach Loki: see `docker compose logs postgres`.")
+    d.logs("Shop warnings and errors", '{service_name="shop"} ' + WARNINGS, w=12)
     return d
 
 
@@ -296,8 +317,8 @@ def scenario():
              [("runner_in_flight_journeys", "in flight"),
               ("sum(rate(runner_dropped_journeys_total[$__rate_interval]))", "dropped/s")], w=12)
     d.metric("Runs by outcome", [("orchestrator_runs_total", "{{outcome}}")], kind="stat", w=12)
-    d.logs("Orchestrator (state changes, hints, faults applied)", '{service_name="orchestrator"} | json', w=12)
-    d.logs("Runner", '{service_name="runner"} | json', w=12)
+    d.logs("Orchestrator (state changes, hints, faults applied)", '{service_name="orchestrator"}', w=12)
+    d.logs("Runner", '{service_name="runner"}', w=12)
     return d
 
 

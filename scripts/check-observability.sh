@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Checks prometheus/ and grafana/ against the real thing:
 #   1. promtool check config / check rules; promtool test rules (and that the tests can fail);
-#   2. dashboards and datasource provisioning (valid, uids, log panels, trace↔log links);
-#   3. live: starts the native stack (`observastack up`, own port offset and database), puts
-#      load on it (runner journeys, then the bad release so 5xx exist), starts a real Prometheus
-#      on loopback with prometheus/prometheus.yml rewritten to loopback targets, and asserts that
-#      every target is up, every rule evaluates, and every recording rule and dashboard query
-#      returns data. Everything it started is stopped on exit.
+#   2. dashboards and datasource provisioning (valid, uids, log panels, trace↔log links, LogQL
+#      that reads Loki's OTLP records: structured metadata, no JSON parsing), LogQL parsed with
+#      Grafana's grammar;
+#   3. live: starts the native stack (`observastack up`, own port offset and database) exporting
+#      over OTLP to a loopback sink that stores each log record as Loki's OTLP endpoint would,
+#      puts load on it (runner journeys, then the bad release so 5xx exist), starts a real
+#      Prometheus on loopback with prometheus/prometheus.yml rewritten to loopback targets, and
+#      asserts that every target is up, every rule evaluates, every recording rule and dashboard
+#      query returns data (the LogQL ones on the captured records), and the log → trace and
+#      trace → logs links find real records. Everything it started is stopped on exit.
 # Env: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/debug), OBSERVASTACK_CHECK_PORT_OFFSET
 # (default 500), DATABASE_URL (admin URL of the PostgreSQL to create the throwaway database in).
 set -euo pipefail
@@ -42,10 +46,50 @@ echo "  a weakened RouteErrorRatioHigh threshold fails the rule tests, as it sho
 echo "== grafana dashboards" >&2
 "$py" grafana/generate.py --check
 "$py" deploy/checks/observability.py static
-# LogQL with each dashboard's variables expanded from its own definitions, parsed by Grafana's grammar.
+# LogQL with each dashboard's variables expanded from its own definitions (and Tempo's
+# trace-to-logs query for a sample span), parsed by Grafana's grammar.
 "$py" deploy/checks/observability.py queries --datasource loki >"$work/logql.json"
 bash deploy/checks/node.sh
 node deploy/checks/logql.cjs "$work/logql.json"
+
+# The Loki checks must catch the JSON-line era's queries and links, which find nothing in OTLP
+# records: each mutant has to fail `static` with the reason named.
+loki_mutant() {
+  local name=$1 expect=$2 file=$3 code=$4
+  rm -rf "$work/loki-mutant"
+  mkdir -p "$work/loki-mutant"
+  cp -r grafana/dashboards "$work/loki-mutant/dashboards"
+  cp grafana/provisioning/datasources/datasources.yml "$work/loki-mutant/datasources.yml"
+  local path="$work/loki-mutant/$file"
+  case "$file" in *.json) path="$work/loki-mutant/dashboards/$file" ;; esac
+  "$py" - "$path" "$code" <<'PY'
+import json, sys, yaml
+path, code = sys.argv[1:3]
+is_json = path.endswith(".json")
+doc = json.load(open(path)) if is_json else yaml.safe_load(open(path))
+before = json.dumps(doc)
+exec(code, {"doc": doc})
+if json.dumps(doc) == before:
+    sys.exit(f"the mutation changed nothing in {path}")
+with open(path, "w") as f:
+    json.dump(doc, f, indent=2) if is_json else yaml.safe_dump(doc, f)
+PY
+  if "$py" deploy/checks/observability.py static --dashboards "$work/loki-mutant/dashboards" \
+      --datasources "$work/loki-mutant/datasources.yml" >/dev/null 2>"$work/mutant.err"; then
+    echo "FAIL: the Loki checks missed a mutant: $name" >&2; exit 1
+  fi
+  grep -qF -- "$expect" "$work/mutant.err" \
+    || { cat "$work/mutant.err" >&2; echo "FAIL: Loki mutant '$name' failed for another reason" >&2; exit 1; }
+  echo "  caught: $name" >&2
+}
+loki_mutant "warnings parsed from a JSON line (| json | level=~)" "filters on \`level\`" service-overview.json \
+  'p = next(p for p in doc["panels"] if p["title"] == "Warnings and errors"); p["targets"][0]["expr"] = p["targets"][0]["expr"].replace("| severity_text=~", "| json | level=~")'
+loki_mutant "a log panel of PostgreSQL, which sends nothing to Loki" 'service_name="postgres" selects no service' database.json \
+  'p = next(p for p in doc["panels"] if p.get("type") == "logs"); p["targets"][0]["expr"] = "{service_name=\"postgres\"}"'
+loki_mutant "the derived field's regex over a JSON line" "reads the trace_id structured metadata by name" datasources.yml \
+  'f = next(d for d in doc["datasources"] if d["uid"] == "loki")["jsonData"]["derivedFields"][0]; f.pop("matcherType"); f["matcherRegex"] = "\"trace_id\":\"([0-9a-f]{32})\""'
+loki_mutant "trace to logs searching the line for the trace id" "filters on the trace_id structured metadata" datasources.yml \
+  't = next(d for d in doc["datasources"] if d["uid"] == "tempo")["jsonData"]["tracesToLogsV2"]; t["query"] = t["query"].replace("| trace_id=", "|= ")'
 
 # The variable checks must catch a dashboard that uses a variable it does not define: each mutant
 # of grafana/dashboards has to fail `static` on exactly that, and `queries --datasource DS` (what
@@ -94,10 +138,10 @@ stack_url="${admin_url%/*}/$db"
 [ -n "${OBSERVASTACK_BINS_BUILT:-}" ] || cargo build --workspace --bins --locked -q
 bash scripts/ensure-postgres.sh
 
-up_pid="" prom_pid=""
+up_pid="" prom_pid="" sink_pid=""
 cleanup() {
   # Only what this script started, by pid: Prometheus, then `observastack up` (which stops its
-  # children on SIGTERM).
+  # children on SIGTERM), then the OTLP sink.
   if [ -n "$prom_pid" ] && kill "$prom_pid" 2>/dev/null; then
     wait "$prom_pid" 2>/dev/null || true
   fi
@@ -113,6 +157,9 @@ cleanup() {
     kill -KILL "$up_pid" 2>/dev/null || true
     wait "$up_pid" 2>/dev/null || true
   fi
+  if [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null; then
+    wait "$sink_pid" 2>/dev/null || true
+  fi
   psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -120,8 +167,19 @@ trap cleanup EXIT
 psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
 
 port() { echo $(($1 + offset)); }
+# The services export logs and spans over OTLP, as in compose, to a sink that keeps each log
+# record as Loki's OTLP endpoint would store it (stream labels, structured metadata, line).
+otlp_addr="127.0.0.1:$(port 4318)"
+"$py" deploy/checks/observability.py otlp-sink --listen "$otlp_addr" --out "$work/otlp" 2>"$work/sink.log" &
+sink_pid=$!
+for _ in $(seq 1 40); do
+  curl -sf -o /dev/null -X POST -H 'Content-Type: application/x-protobuf' "http://$otlp_addr/v1/logs" && break
+  kill -0 "$sink_pid" 2>/dev/null || { cat "$work/sink.log" >&2; echo "FAIL: the OTLP sink exited" >&2; exit 1; }
+  sleep 0.25
+done
 OBSERVASTACK_STATE_DIR="$work/state" "$target/observastack" up --bin-dir "$target" --port-offset "$offset" \
-  --database-url "$stack_url" --seed-products 500 --seed-orders 500 --scenarios scenarios >"$work/up.log" 2>&1 &
+  --database-url "$stack_url" --seed-products 500 --seed-orders 500 --scenarios scenarios \
+  --otlp-endpoint "http://$otlp_addr" >"$work/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 1 240); do
   grep -q "ObservaStack is up." "$work/up.log" && break
@@ -189,11 +247,21 @@ done
 sleep 25
 patch shop '{"release": {"version": "2.4.1"}}'
 min_targets=$(($(tr ',' '\n' <<<"$services" | wc -l) + 1))
-"$py" deploy/checks/observability.py live --prometheus "http://$prom_addr" --logs "$work/state/logs" \
-  --min-targets "$min_targets" --timeout 150 --expect-alert 'RouteErrorRatioHigh:http_route=/api/checkout'
-# The live check must be able to fail: a panel reading a metric nobody exports has to fail it.
-if "$py" deploy/checks/observability.py live --prometheus "http://$prom_addr" --logs "$work/state/logs" \
-  --min-targets "$min_targets" --timeout 0 --extra-expr 'rate(shop_requests_that_do_not_exist_total[1m])' >/dev/null 2>&1; then
+live=(--prometheus "http://$prom_addr" --otlp "$work/otlp" --services "$services" --min-targets "$min_targets")
+"$py" deploy/checks/observability.py live "${live[@]}" --timeout 150 \
+  --expect-alert 'RouteErrorRatioHigh:http_route=/api/checkout'
+# The live check must be able to fail: a panel reading a metric nobody exports has to fail it,
+# and so must the JSON-line era's warnings query on the real OTLP records.
+if "$py" deploy/checks/observability.py live "${live[@]}" --timeout 0 \
+  --extra-expr 'rate(shop_requests_that_do_not_exist_total[1m])' >/dev/null 2>&1; then
   echo "FAIL: the live check accepted an expression over a metric that does not exist" >&2; exit 1
 fi
 echo "  an expression over a missing metric fails the live check, as it should" >&2
+old_warnings='{service_name="shop"} | json | level=~"WARN|ERROR"'
+if "$py" deploy/checks/observability.py live "${live[@]}" --timeout 0 --extra-logql "$old_warnings" \
+    >/dev/null 2>"$work/live-mutant.err"; then
+  echo "FAIL: the live check found records for $old_warnings in OTLP logs, which carry no JSON" >&2; exit 1
+fi
+grep -qF -- "--extra-logql $old_warnings: returns records" "$work/live-mutant.err" \
+  || { cat "$work/live-mutant.err" >&2; echo "FAIL: the JSON-era query failed the live check for another reason" >&2; exit 1; }
+echo "  the JSON-line era's '| json | level=~' query finds no OTLP record and fails the live check, as it should" >&2
