@@ -43,7 +43,12 @@ struct ControlApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ObservaStack observability gateway", description = "Read-only views of the stack's services."),
-    paths(routes::healthz, observability::list_services, observability::service_metrics, observability::service_health),
+    paths(
+        routes::healthz,
+        observability::list_services,
+        observability::service_metrics,
+        observability::service_health
+    ),
     components(schemas(
         routes::Health,
         routes::ServiceList,

@@ -84,9 +84,12 @@ async fn observability_gateway_serves_the_service_health_page_and_its_reads_unde
         ]
     );
     // The lake's writes and SQL stay out of reach: not routed, and every write is a 405.
-    for (method, path) in
-        [("POST", "/facts/api/v1/sql"), ("POST", "/facts/api/v1/facts"), ("GET", "/facts/api/v1/sql"), ("GET", "/facts/")]
-    {
+    for (method, path) in [
+        ("POST", "/facts/api/v1/sql"),
+        ("POST", "/facts/api/v1/facts"),
+        ("GET", "/facts/api/v1/sql"),
+        ("GET", "/facts/"),
+    ] {
         let status = http().request(method.parse().unwrap(), gw.url(path)).send().await.unwrap().status();
         assert!(status == 404 || status == 405, "{method} {path}: {status}");
     }
