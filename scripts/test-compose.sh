@@ -146,13 +146,15 @@ bash scripts/docker-context.sh "$target/debug" "$work/context" >&2
 echo "image sizes (uncompressed, from debug binaries stripped of symbols):" >>"$report"
 for image in shop gateway runner orchestrator facts cli; do
   DOCKER_BUILDKIT=1 docker build -q -f deploy/Dockerfile --target "$image" -t "observastack-ci/$image:test" \
-    --build-arg BINARIES=prebuilt \
+    --label org.observastack.test=compose --build-arg BINARIES=prebuilt \
     --build-arg BUSYBOX_IMAGE=observastack-ci/busybox:bookworm \
     --build-arg RUNTIME_IMAGE=observastack-ci/runtime:bookworm \
     "$work/context" >/dev/null
   size=$(docker image inspect --format '{{.Size}}' "observastack-ci/$image:test")
   awk -v name="$image" -v size="$size" 'BEGIN { printf "  %-13s %6.1f MB\n", name, size / 1e6 }' >>"$report"
 done
+# The previous run's images, now untagged, go; nothing else of the machine's is touched.
+docker image prune -f --filter label=org.observastack.test=compose >/dev/null
 ok "six images built"
 
 # --- 4. Up ------------------------------------------------------------------------------------
