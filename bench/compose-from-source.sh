@@ -3,7 +3,9 @@
 # source with deploy/Dockerfile (Rust release build inside the image, the console with npm).
 # No registry is reached here, so the Dockerfile's base images are swapped (build args) for
 # stand-ins built from Debian: the host's Rust toolchain on the Debian base, Debian's Node.js,
-# and scripts/test-compose.sh's busybox and runtime images (run that script once first).
+# and scripts/test-compose.sh's busybox and runtime images (run that script once first). Where
+# this host trusts extra CAs (a TLS-intercepting proxy in front of crates.io and npm), the Rust
+# and Node stand-ins trust them too.
 #   bash bench/compose-from-source.sh        prints the build's wall time and each image's size
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,16 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/*
 DOCKERFILE
 rmdir "$empty"
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  for image in "observastack-ci/rust:$version" observastack-ci/node:bookworm; do
+    DOCKER_BUILDKIT=1 docker build -q -t "$image" -f - /usr/local/share/ca-certificates >/dev/null <<DOCKERFILE
+FROM $image
+COPY *.crt /usr/local/share/ca-certificates/
+RUN update-ca-certificates >/dev/null
+ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+DOCKERFILE
+  done
+fi
 
 echo "== building the six images from source (no build cache)" >&2
 docker builder prune -af >/dev/null
