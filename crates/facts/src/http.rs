@@ -12,7 +12,6 @@ use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use datafusion::arrow::json::ArrayWriter;
 use datafusion::execution::context::SQLOptions;
-use iceberg_datafusion::IcebergStaticTableProvider;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,6 +25,7 @@ use crate::lake::{FACTS_TABLE, METRICS_TABLE};
 use crate::markers::MarkerSource;
 use crate::model::EventIds;
 use crate::model::RequestFact;
+use crate::sqltable::SnapshotTable;
 use crate::validate::{self, BatchRejection};
 use service_kit::error::ErrorBody;
 
@@ -332,12 +332,8 @@ async fn run_sql(
     let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
     let engine = &state.engine;
     let ctx = crate::read::session(engine.lake.storage(), &engine.lake.warehouse)?;
-    let facts = IcebergStaticTableProvider::try_new_from_table(engine.lake.facts_table().await?)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let metrics = IcebergStaticTableProvider::try_new_from_table(engine.lake.metrics_table().await?)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let facts = SnapshotTable::new(engine.lake.facts_table().await?, "event_time")?;
+    let metrics = SnapshotTable::new(engine.lake.metrics_table().await?, "minute")?;
     ctx.register_table(FACTS_TABLE, Arc::new(facts)).map_err(anyhow::Error::from)?;
     ctx.register_table(METRICS_TABLE, Arc::new(metrics)).map_err(anyhow::Error::from)?;
     // No DDL (external tables could read any file), no DML, no SET.

@@ -302,21 +302,34 @@ impl Lake {
         from_us: i64,
         to_us: i64,
     ) -> anyhow::Result<Vec<String>> {
-        if table.metadata().current_snapshot().is_none() {
-            return Ok(Vec::new());
-        }
-        let filter = Reference::new(column)
-            .greater_than_or_equal_to(Datum::timestamptz_micros(from_us))
-            .and(Reference::new(column).less_than(Datum::timestamptz_micros(to_us)));
-        let scan = table.scan().with_filter(filter).build()?;
-        let tasks: Vec<_> = scan.plan_files().await?.try_collect().await?;
-        Ok(tasks.into_iter().map(|t| t.data_file_path).collect())
+        plan_files_between(table, column, Some(from_us), Some(to_us)).await
     }
 
     /// Arrow schema (with Iceberg field ids) of `table`'s current schema.
     pub fn arrow_schema(table: &Table) -> anyhow::Result<ArrowSchemaRef> {
         Ok(Arc::new(iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())?))
     }
+}
+
+/// Data files of `table` that may hold rows with `column` in `[from_us, to_us)`, a `None`
+/// leaving that side open (partition and column-statistics pruning by the iceberg crate).
+pub async fn plan_files_between(
+    table: &Table,
+    column: &str,
+    from_us: Option<i64>,
+    to_us: Option<i64>,
+) -> anyhow::Result<Vec<String>> {
+    if table.metadata().current_snapshot().is_none() {
+        return Ok(Vec::new());
+    }
+    let from = from_us.map(|t| Reference::new(column).greater_than_or_equal_to(Datum::timestamptz_micros(t)));
+    let to = to_us.map(|t| Reference::new(column).less_than(Datum::timestamptz_micros(t)));
+    let mut scan = table.scan();
+    if let Some(filter) = from.into_iter().chain(to).reduce(|a, b| a.and(b)) {
+        scan = scan.with_filter(filter);
+    }
+    let tasks: Vec<_> = scan.build()?.plan_files().await?.try_collect().await?;
+    Ok(tasks.into_iter().map(|t| t.data_file_path).collect())
 }
 
 /// Deletes the `metadata.json` files that `before` still listed and the commit that produced

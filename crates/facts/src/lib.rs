@@ -11,6 +11,7 @@ pub mod model;
 pub mod objstore;
 pub mod read;
 pub mod sketch;
+pub mod sqltable;
 pub mod validate;
 pub mod wal;
 
