@@ -45,7 +45,13 @@ async fn a_restarted_orchestrator_resumes_the_run_with_its_history_intact() {
     .expect("with a close frame");
     assert_eq!(u16::from(close.code), 1001);
 
-    let current = stack.get_json("/api/runs/current").await;
+    // The new orchestrator answers as soon as it is ready; it resumes the run just after, so
+    // the `resumed` milestone is awaited rather than expected on the first read.
+    let current = wait_for("the resumed milestone", Duration::from_secs(30), || async {
+        let current = stack.get_json("/api/runs/current").await;
+        (!milestones(&current, "resumed").is_empty()).then_some(current)
+    })
+    .await;
     assert_eq!(current["id"], id.as_str(), "the same run is still the active one");
     assert!(matches!(current["state"].as_str(), Some("incident" | "recovering")), "{current}");
     let events = current["events"].as_array().unwrap();
