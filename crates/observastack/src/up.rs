@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use service_kit::{JwtKeys, Role};
+use service_kit::Role;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio::process::{Child, Command};
@@ -284,6 +284,102 @@ struct Running {
     restarts: Vec<Instant>,
 }
 
+/// A started stack: its child processes and their exit reports. `up` supervises it until
+/// Ctrl-C; `scenario verify` runs scenarios against it. Stop it with [`Stack::stop`]; dropped
+/// without, its children are killed (`kill_on_drop`).
+pub struct Stack {
+    bins: PathBuf,
+    logs: PathBuf,
+    running: Vec<Running>,
+    exit_tx: mpsc::UnboundedSender<(usize, u32, std::io::Result<std::process::ExitStatus>)>,
+    exit_rx: mpsc::UnboundedReceiver<(usize, u32, std::io::Result<std::process::ExitStatus>)>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").field("logs", &self.logs).finish_non_exhaustive()
+    }
+}
+
+/// Whether [`Stack::start`] starts the fact lake (when its binary is there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactLake {
+    IfBuilt,
+    Without,
+}
+
+impl Stack {
+    /// Starts every service in order, each once the previous one is ready, with the stack's
+    /// secret from `state_dir` (created on first use). PostgreSQL must be prepared already
+    /// ([`prepare_database`]).
+    pub async fn start(state_dir: &Path, args: &UpArgs, lake: FactLake) -> anyhow::Result<Self> {
+        let bins = bin_dir(args)?;
+        for binary in ["shop", "gateway"] {
+            if !bins.join(binary).is_file() {
+                bail!(
+                    "`{binary}` binary not found in {}; build the workspace first (`cargo build --release`) or pass --bin-dir",
+                    bins.display()
+                );
+            }
+        }
+
+        let secret = state::ensure_secret(state_dir)?;
+        let logs = state::logs_dir(state_dir);
+        std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+
+        let (exit_tx, mut exit_rx) =
+            mpsc::unbounded_channel::<(usize, u32, std::io::Result<std::process::ExitStatus>)>();
+        let mut running: Vec<Running> = Vec::new();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+
+        let facts_dir = state_dir.join("facts");
+        let with_facts = lake == FactLake::IfBuilt && bins.join("facts").is_file();
+        if lake == FactLake::IfBuilt && !with_facts {
+            ui::progress(&format!("note: no `facts` binary in {}; starting without the fact lake", bins.display()));
+        }
+        let specs = plan(args, &secret, with_facts.then_some(facts_dir.as_path()));
+        for (index, spec) in specs.into_iter().enumerate() {
+            let what = if spec.name == "shop" { "starting shop (migrations, seed data)" } else { "starting " };
+            ui::step(&if spec.name == "shop" { what.to_owned() } else { format!("{what}{}", spec.name) });
+            let started = Instant::now();
+            let child = spawn(&bins, &logs, &spec)?;
+            let pid = child.id();
+            watch_exit(index, child, exit_tx.clone());
+            running.push(Running { spec: spec.clone(), pid, restarts: Vec::new() });
+            let deadline = Duration::from_secs(args.ready_timeout_secs);
+            if let Err(err) = wait_ready(&http, &spec, deadline, &mut exit_rx).await {
+                ui::done("failed");
+                stop_all(&mut running, &mut exit_rx).await;
+                let tail = log_tail(&logs, spec.name);
+                bail!("{err}\n--- last lines of {}/{}.log ---\n{tail}", logs.display(), spec.name);
+            }
+            ui::done(&format!("ready in {:.1} s", started.elapsed().as_secs_f64()));
+        }
+        Ok(Self { bins, logs, running, exit_tx, exit_rx })
+    }
+
+    /// Where the services write their logs.
+    pub fn logs(&self) -> &Path {
+        &self.logs
+    }
+
+    /// A service that exited since the stack started, its status and the last lines of its
+    /// log; `None` while every service runs.
+    pub fn exited(&mut self) -> Option<String> {
+        let (index, pid, status) = self.exit_rx.try_recv().ok()?;
+        let service = self.running.get_mut(index).filter(|s| s.pid == Some(pid))?;
+        service.pid = None;
+        let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        let name = service.spec.name;
+        let tail = log_tail(&self.logs, name);
+        Some(format!("{name} exited ({status})\n--- last lines of {}/{name}.log ---\n{tail}", self.logs.display()))
+    }
+
+    pub async fn stop(&mut self) {
+        stop_all(&mut self.running, &mut self.exit_rx).await;
+    }
+}
+
 pub async fn run(state_dir: &Path, args: UpArgs) -> anyhow::Result<ExitCode> {
     ui::step("checking PostgreSQL");
     if let Err(err) = prepare_database(&args.database_url).await {
@@ -292,56 +388,16 @@ pub async fn run(state_dir: &Path, args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     ui::done("ok");
 
-    let bins = bin_dir(&args)?;
-    for binary in ["shop", "gateway"] {
-        if !bins.join(binary).is_file() {
-            bail!(
-                "`{binary}` binary not found in {}; build the workspace first (`cargo build --release`) or pass --bin-dir",
-                bins.display()
-            );
-        }
-    }
-
-    let secret = state::ensure_secret(state_dir)?;
-    let keys = JwtKeys::from_secret(secret.as_bytes())?;
-    let logs = state::logs_dir(state_dir);
-    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-
-    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<(usize, u32, std::io::Result<std::process::ExitStatus>)>();
-    let mut running: Vec<Running> = Vec::new();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-
-    let facts_dir = state_dir.join("facts");
-    let with_facts = bins.join("facts").is_file();
-    if !with_facts {
-        ui::progress(&format!("note: no `facts` binary in {}; starting without the fact lake", bins.display()));
-    }
-    let specs = plan(&args, &secret, with_facts.then_some(facts_dir.as_path()));
-    for (index, spec) in specs.into_iter().enumerate() {
-        let what = if spec.name == "shop" { "starting shop (migrations, seed data)" } else { "starting " };
-        ui::step(&if spec.name == "shop" { what.to_owned() } else { format!("{what}{}", spec.name) });
-        let started = Instant::now();
-        let child = spawn(&bins, &logs, &spec)?;
-        let pid = child.id();
-        watch_exit(index, child, exit_tx.clone());
-        running.push(Running { spec: spec.clone(), pid, restarts: Vec::new() });
-        let deadline = Duration::from_secs(args.ready_timeout_secs);
-        if let Err(err) = wait_ready(&http, &spec, deadline, &mut exit_rx).await {
-            ui::done("failed");
-            stop_all(&mut running, &mut exit_rx).await;
-            let tail = log_tail(&logs, spec.name);
-            bail!("{err}\n--- last lines of {}/{}.log ---\n{tail}", logs.display(), spec.name);
-        }
-        ui::done(&format!("ready in {:.1} s", started.elapsed().as_secs_f64()));
-    }
-
+    let mut stack = Stack::start(state_dir, &args, FactLake::IfBuilt).await?;
+    let keys = state::load_keys(state_dir)?;
     let token = keys.mint("learner", Role::Learner, Duration::from_secs(12 * 3600))?;
     let login_code = orchestrator::console::mint_login_code(&keys, "learner", orchestrator::console::LOGIN_CODE_TTL)?;
-    print_summary(&args, &token, &login_code, &logs);
+    print_summary(&args, &token, &login_code, &stack.logs);
 
-    let outcome = supervise(&bins, &logs, &mut running, &exit_tx, &mut exit_rx).await;
+    let Stack { bins, logs, running, exit_tx, exit_rx } = &mut stack;
+    let outcome = supervise(bins, logs, running, exit_tx, exit_rx).await;
     ui::step("stopping");
-    stop_all(&mut running, &mut exit_rx).await;
+    stack.stop().await;
     ui::done("stopped");
     outcome
 }
