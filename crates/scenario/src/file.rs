@@ -18,6 +18,9 @@ pub(crate) struct ScenarioFile {
     pub baseline: BaselineFile,
     pub load: LoadSpec,
     pub faults: Vec<FaultFile>,
+    /// Absent: every learner-changeable field the faults set.
+    #[serde(default)]
+    pub cause: Option<Vec<CauseFile>>,
     pub hints: Vec<HintFile>,
     pub success: SuccessFile,
     pub solution: SolutionFile,
@@ -37,6 +40,13 @@ pub(crate) struct FaultFile {
     pub at_secs: f64,
     pub patch: Value,
     pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CauseFile {
+    pub service: String,
+    pub fields: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,11 +14,11 @@ use toml::de::{DeTable, DeValue};
 use crate::catalog::{ServiceCatalog, ServiceSpec, merge_patch};
 use crate::condition::Condition;
 use crate::diagnostic::{Diagnostic, FieldPath, Segment, Severity, line_col};
-use crate::file::{ConfigPredicateFile, ScenarioFile, ServicePatchFile};
+use crate::file::{CauseFile, ConfigPredicateFile, ScenarioFile, ServicePatchFile};
 use crate::load::LoadSpec;
 use crate::model::{
-    Baseline, ConfigPredicate, Debrief, Expectation, Fault, Hint, HintTrigger, Scenario, ServicePatch, Solution,
-    Success,
+    Baseline, Cause, ConfigPredicate, Debrief, Expectation, Fault, Hint, HintTrigger, Scenario, ServicePatch,
+    Solution, Success, dotted_overlap,
 };
 use crate::sli::Subject;
 
@@ -399,8 +399,10 @@ impl<'a> Linter<'a> {
             }
         }
 
+        let cause = self.check_cause(&file, &defaults, &faulted);
         let hints = self.check_hints(&file);
-        let (patches, solved) = self.check_solution(&file, &defaults, &faulted);
+        let (patches, solved) = self.check_solution(&file, &faulted);
+        self.check_solution_targets_cause(&file, &cause);
         let success = self.check_success(&file, &faulted, &solved);
         let debrief = root.key("debrief");
         self.non_empty_text(&debrief.key("what_broke"), &file.debrief.what_broke);
@@ -421,6 +423,7 @@ impl<'a> Linter<'a> {
             baseline: Baseline { duration_secs: file.baseline.duration_secs },
             load: file.load,
             faults,
+            cause,
             hints: hints?,
             success: success?,
             solution: Solution { summary: file.solution.summary, steps: file.solution.steps, patches },
@@ -491,6 +494,102 @@ impl<'a> Linter<'a> {
         faults
     }
 
+    /// The cause as written (each field known and learner-changeable), or, when the file
+    /// names none, every learner-changeable field the faults change, by service.
+    fn check_cause(
+        &mut self,
+        file: &ScenarioFile,
+        defaults: &BTreeMap<String, Value>,
+        faulted: &BTreeMap<String, Value>,
+    ) -> Vec<Cause> {
+        let mut fault_fields: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut faults_change_something = false;
+        for (service, config) in faulted {
+            let (Some(default), Some(spec)) = (defaults.get(service), self.catalog.get(service)) else { continue };
+            let mut changed = BTreeSet::new();
+            changed_leaves(default, config, "", &mut changed);
+            faults_change_something |= !changed.is_empty();
+            changed.retain(|f| !spec.is_instructor_only(f));
+            if !changed.is_empty() {
+                fault_fields.insert(service.clone(), changed);
+            }
+        }
+        let Some(written) = &file.cause else {
+            if fault_fields.is_empty() && faults_change_something && self.patches_valid {
+                self.error(
+                    &FieldPath::root().key("faults"),
+                    "has_cause",
+                    "the faults change no field a learner may change, so no fix can be graded targeted; name \
+                     the fields a targeted fix changes in a `[[cause]]` table",
+                );
+            }
+            return fault_fields
+                .into_iter()
+                .map(|(service, fields)| Cause { service, fields: fields.into_iter().collect() })
+                .collect();
+        };
+        let list = FieldPath::root().key("cause");
+        self.non_empty_list(&list, written, "cause (a `[[cause]]` table), or leave `cause` out");
+        let mut out = Vec::new();
+        for (i, CauseFile { service, fields }) in written.iter().enumerate() {
+            let path = list.index(i);
+            let Some(spec) = self.service(&path.key("service"), service) else { continue };
+            let fields_path = path.key("fields");
+            self.non_empty_list(&fields_path, fields, "field in each `[[cause]]` table");
+            for (j, field) in fields.iter().enumerate() {
+                let at = fields_path.index(j);
+                if spec.field_schema(field).is_none() {
+                    self.error(&at, "known_field", format!("`{service}` has no config field `{field}`"));
+                } else if spec.is_instructor_only(field) {
+                    self.error(
+                        &at,
+                        "learner_writable",
+                        format!(
+                            "only the instructor may change `{field}` of `{service}`; the cause names what a learner's fix changes"
+                        ),
+                    );
+                } else if !fault_fields.get(service).is_some_and(|f| f.iter().any(|f| dotted_overlap(f, field))) {
+                    self.warn(
+                        &at,
+                        "faulted",
+                        format!(
+                            "no fault changes `{service}` `{field}`; a learner changing it will be graded targeted all the same"
+                        ),
+                    );
+                }
+            }
+            out.push(Cause { service: service.clone(), fields: fields.clone() });
+        }
+        out
+    }
+
+    /// The reference solution must be what grading calls targeted.
+    fn check_solution_targets_cause(&mut self, file: &ScenarioFile, cause: &[Cause]) {
+        // A solution already refused says so; this would only repeat it.
+        if cause.is_empty() || file.solution.patches.is_empty() || !self.patches_valid {
+            return;
+        }
+        let touches = file.solution.patches.iter().any(|p| {
+            let mut keys = Vec::new();
+            key_paths(&p.patch, "", &mut keys);
+            // Leaves only: a parent key (`workers`) says nothing about which field changed.
+            let leaf = |k: &String| !keys.iter().any(|o| o.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with('.')));
+            keys.iter().filter(|k| leaf(k)).any(|k| cause.iter().any(|c| c.covers(&p.service, k)))
+        });
+        if !touches {
+            let names: Vec<String> =
+                cause.iter().flat_map(|c| c.fields.iter().map(move |f| format!("{} {f}", c.service))).collect();
+            self.error(
+                &FieldPath::root().key("solution").key("patches"),
+                "targets_cause",
+                format!(
+                    "no solution patch changes a cause field ({}), so the reference solution would be graded blanket",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+
     /// A condition on a journey the load never starts is never known.
     fn journey_in_mix(&self, file: &ScenarioFile, condition: &Condition) -> bool {
         match condition.subject {
@@ -557,7 +656,6 @@ impl<'a> Linter<'a> {
     fn check_solution(
         &mut self,
         file: &ScenarioFile,
-        defaults: &BTreeMap<String, Value>,
         faulted: &BTreeMap<String, Value>,
     ) -> (Vec<ServicePatch>, BTreeMap<String, Value>) {
         let root = FieldPath::root().key("solution");
@@ -571,7 +669,6 @@ impl<'a> Linter<'a> {
         let list = root.key("patches");
         self.non_empty_list(&list, &file.solution.patches, "solution patch (a `[[solution.patches]]` table)");
         let mut solved = faulted.clone();
-        let mut touched = BTreeSet::new();
         for (i, ServicePatchFile { service, patch }) in file.solution.patches.iter().enumerate() {
             let path = list.index(i);
             let Some(spec) = self.service(&path.key("service"), service) else { continue };
@@ -595,33 +692,12 @@ impl<'a> Linter<'a> {
                 );
             }
             let learner_may = denied.is_empty();
-            touched.extend(keys.into_iter().map(|k| (service.clone(), k)));
             if let Some(state) = solved.get_mut(service) {
                 let mut candidate = state.clone();
                 if self.apply_patch(&patch_path, spec, &mut candidate, patch) && learner_may {
                     *state = candidate;
                 }
             }
-        }
-        let mut fault_fields = BTreeSet::new();
-        for (service, config) in faulted {
-            let mut changed = BTreeSet::new();
-            if let Some(default) = defaults.get(service) {
-                changed_leaves(default, config, "", &mut changed);
-            }
-            fault_fields.extend(changed.into_iter().map(|f| (service.clone(), f)));
-        }
-        let reverts = fault_fields.iter().any(|fault| touched.contains(fault));
-        if self.patches_valid && !fault_fields.is_empty() && !file.solution.patches.is_empty() && !reverts {
-            let names: Vec<String> = fault_fields.iter().map(|(s, f)| format!("{s} {f}")).collect();
-            self.warn(
-                &list,
-                "repairs_fault",
-                format!(
-                    "no solution patch touches a field the faults changed ({}); is this the fix?",
-                    names.join(", ")
-                ),
-            );
         }
         let patches = file
             .solution

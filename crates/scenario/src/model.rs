@@ -33,6 +33,9 @@ pub struct Scenario {
     pub load: LoadSpec,
     /// In time order of `at_secs` (stable for equal offsets).
     pub faults: Vec<Fault>,
+    /// What the scenario names as the cause: the fields a targeted fix changes. Grading
+    /// calls a learner's change *targeted* when it touches one of them.
+    pub cause: Vec<Cause>,
     pub hints: Vec<Hint>,
     pub success: Success,
     pub solution: Solution,
@@ -56,6 +59,28 @@ pub struct Fault {
     pub patch: Value,
     /// Shown on the timeline.
     pub note: Option<String>,
+}
+
+/// Fields of one service that count as the cause of the incident.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Cause {
+    pub service: String,
+    /// Dotted config paths; a change of the path or of anything under it counts.
+    pub fields: Vec<String>,
+}
+
+impl Cause {
+    /// Whether a change of `field` on `service` touches this cause: the same path, a path
+    /// under it, or an object that holds it.
+    pub fn covers(&self, service: &str, field: &str) -> bool {
+        self.service == service && self.fields.iter().any(|c| dotted_overlap(c, field))
+    }
+}
+
+/// `a` and `b` name the same config node, or one is inside the other.
+pub fn dotted_overlap(a: &str, b: &str) -> bool {
+    let inside = |outer: &str, inner: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('.'));
+    a == b || inside(a, b) || inside(b, a)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

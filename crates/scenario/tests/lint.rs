@@ -186,3 +186,23 @@ fn the_guides_worked_example_lints_as_the_guide_says() {
     assert!(diagnostics.is_empty(), "{diagnostics:#?}");
     assert!(scenario.is_some());
 }
+
+#[test]
+fn the_cause_defaults_to_the_learner_changeable_fields_the_faults_set() {
+    let path = shipped().join("gateway-pool-lowered.toml");
+    let written = std::fs::read_to_string(&path).unwrap();
+    let start = written.find("[[cause]]").unwrap();
+    let end = start + written[start..].find("\n\n").unwrap();
+    let derived = format!("{}{}", &written[..start], &written[end..]);
+    let catalog = catalog();
+    let from_file = Scenario::parse(&written, &path, &catalog).unwrap();
+    let from_faults = Scenario::parse(&derived, &path, &catalog).unwrap();
+    // The shop's injected latency is instructor-only, so only the gateway's pool is the cause.
+    let expected = vec![scenario::Cause { service: "gateway".into(), fields: vec!["upstream.pool_size".into()] }];
+    assert_eq!(from_faults.cause, expected);
+    assert_eq!(from_file.cause, expected);
+    assert!(expected[0].covers("gateway", "upstream.pool_size"));
+    assert!(expected[0].covers("gateway", "upstream"));
+    assert!(!expected[0].covers("gateway", "upstream.timeout_ms"));
+    assert!(!expected[0].covers("shop", "upstream.pool_size"));
+}
