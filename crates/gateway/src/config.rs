@@ -1,8 +1,9 @@
 //! Runtime configuration of a gateway (`/config` on the admin listener): the upstream pool
 //! knobs learners repair and the per-route faults the orchestrator injects.
 //!
-//! The type is generic over a role marker only so that `check()` can reject fault keys naming
-//! routes the role does not serve; the wire shape and the schema are the same for every role.
+//! The type is generic over a role marker so that `check()` can reject fault keys naming routes
+//! the role does not serve, and so that the control role can keep every field to the
+//! instructor; the wire shape and the schema are the same for every role.
 
 use std::marker::PhantomData;
 
@@ -13,13 +14,22 @@ use service_kit::{FieldError, RuntimeConfig};
 
 use crate::routes::{CONTROL_ROUTES, OBSERVABILITY_ROUTES, USER_ROUTES};
 
-/// A gateway role at the type level: names the routes fault keys may refer to.
+/// A gateway role at the type level: names the routes fault keys may refer to and the fields
+/// only the instructor may change.
 pub trait RoleRoutes:
     std::fmt::Debug + Clone + Default + PartialEq + Serialize + for<'de> Deserialize<'de> + Send + Sync + 'static
 {
     /// `"<METHOD> <route template>"` of every public route of the role.
     const ROUTES: &'static [&'static str];
+    /// [`RuntimeConfig::instructor_only`] of the role's config: the faults by default.
+    const INSTRUCTOR_ONLY: &'static [&'static str] = &["faults"];
+    /// [`RuntimeConfig::instructor_only_reason`] of the role's config.
+    const INSTRUCTOR_ONLY_REASON: &'static str = service_kit::config::FAULTS_REASON;
 }
+
+/// Why a learner may not change the control gateway (quoted in the 403).
+pub const CONTROL_INSTRUCTOR_ONLY_REASON: &str =
+    "the control gateway carries the control path itself: a learner change could cut the learner off from it";
 
 /// Marker for the user role.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -36,6 +46,10 @@ impl RoleRoutes for User {
 }
 impl RoleRoutes for Control {
     const ROUTES: &'static [&'static str] = CONTROL_ROUTES;
+    // Every field: `upstream.timeout_ms=1` would time out every control request, the one that
+    // would undo it included.
+    const INSTRUCTOR_ONLY: &'static [&'static str] = &["upstream", "faults"];
+    const INSTRUCTOR_ONLY_REASON: &'static str = CONTROL_INSTRUCTOR_ONLY_REASON;
 }
 impl RoleRoutes for Observability {
     const ROUTES: &'static [&'static str] = OBSERVABILITY_ROUTES;
@@ -88,6 +102,14 @@ impl<R: RoleRoutes> GatewayConfig<R> {
 }
 
 impl<R: RoleRoutes> RuntimeConfig for GatewayConfig<R> {
+    fn instructor_only() -> &'static [&'static str] {
+        R::INSTRUCTOR_ONLY
+    }
+
+    fn instructor_only_reason() -> &'static str {
+        R::INSTRUCTOR_ONLY_REASON
+    }
+
     fn check(&self) -> Vec<FieldError> {
         check_route_keys(&self.faults, R::ROUTES)
     }
@@ -118,6 +140,21 @@ mod tests {
         assert!(user.check().is_empty());
         let control = GatewayConfig::<Control>::new(UpstreamConfig::default(), faults);
         assert_eq!(control.check().len(), 1);
+    }
+
+    #[test]
+    fn every_field_of_the_control_gateway_is_instructor_only_and_only_faults_elsewhere() {
+        // A field added later must not become a learner knob of the control path by omission.
+        let schema = serde_json::to_value(schemars::schema_for!(GatewayConfig<Control>)).unwrap_or_default();
+        let mut fields: Vec<&str> =
+            schema["properties"].as_object().map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+        fields.sort_unstable();
+        let mut locked = GatewayConfig::<Control>::instructor_only().to_vec();
+        locked.sort_unstable();
+        assert!(!fields.is_empty());
+        assert_eq!(fields, locked);
+        assert_eq!(GatewayConfig::<User>::instructor_only(), ["faults"]);
+        assert_eq!(GatewayConfig::<Observability>::instructor_only(), ["faults"]);
     }
 
     #[test]

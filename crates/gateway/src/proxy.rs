@@ -414,7 +414,7 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of these: one pass over the names instead of a removal (a hash
     // and a probe) per hop-by-hop name.
     if !headers.keys().any(|name| HOP_BY_HOP.contains(&name.as_str())) {

@@ -108,3 +108,15 @@ async fn admin_listener_serves_health_and_metrics_openly_and_config_only_with_a_
     }
     assert!(text.contains(r#"service="gateway-user""#));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_and_observability_gateways_keep_their_learner_knobs() {
+    let upstream = Upstream::start().await;
+    for role in [GatewayRole::User, GatewayRole::Observability] {
+        let gw = TestGateway::start(settings(role, &upstream.url()));
+        let knobs = json!({"upstream": {"pool_size": 8, "timeout_ms": 2000, "max_waiting": 50}});
+        let resp = gw.patch_config(Role::Learner, knobs.clone()).await;
+        assert_eq!(resp.status(), 200, "{role:?}");
+        assert_eq!(config_values(&gw).await["values"]["upstream"], knobs["upstream"], "{role:?}");
+    }
+}

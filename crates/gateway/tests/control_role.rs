@@ -230,3 +230,131 @@ async fn control_gateway_serves_a_services_metrics_with_a_token() {
     assert_eq!(resp.status(), 200);
     assert_eq!(upstream.seen()[0].path, "/metrics");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_gateway_marks_every_config_request_it_forwards_overwriting_a_client_sent_mark() {
+    let upstream = Upstream::start().await;
+    let gw = control_gateway(&upstream).await;
+    let learner = token(Role::Learner);
+    let resp = http()
+        .patch(gw.url("/api/services/shop/config"))
+        .bearer_auth(&learner)
+        .header("x-observastack-through", "somewhere-else")
+        .header("x-observastack-client", "cli")
+        .json(&json!({"db": {"pool_size": 4}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http().get(gw.url("/api/services/shop/config/history")).bearer_auth(&learner).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.seen();
+    for request in &seen {
+        let marks: Vec<&str> =
+            request.headers.get_all("x-observastack-through").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(marks, ["control-gateway"], "{} {}", request.method, request.path);
+    }
+    // The client's own name travels on untouched.
+    assert_eq!(seen[0].headers.get("x-observastack-client").unwrap(), "cli");
+}
+
+/// A second gateway whose own `/config` the control gateway under test fronts, as
+/// `gateway-user` and `gateway-control` (a stand-in for the control gateway's own admin
+/// listener, which is bound only once the gateway is built).
+async fn fronting(role: GatewayRole, name: &str) -> (TestGateway, TestGateway) {
+    let upstream = Upstream::start().await;
+    let fronted = TestGateway::start(with_services(settings(role, &upstream.url()), &[]));
+    let admin = fronted.admin_url("");
+    let control = TestGateway::start(with_services(
+        settings(GatewayRole::Control, "http://127.0.0.1:1"),
+        &[(name, admin.trim_end_matches('/'))],
+    ));
+    (fronted, control)
+}
+
+async fn history(gw: &TestGateway) -> Vec<Value> {
+    let resp = http().get(gw.admin_url("/config/history")).bearer_auth(token(Role::Learner)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_entries_say_whether_a_change_came_directly_or_through_the_control_gateway() {
+    let (user, control) = fronting(GatewayRole::User, "gateway-user").await;
+    let learner = token(Role::Learner);
+    let resp = http()
+        .patch(control.url("/api/services/gateway-user/config"))
+        .bearer_auth(&learner)
+        .header("x-observastack-client", "cli")
+        .json(&json!({"upstream": {"pool_size": 8}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http()
+        .patch(user.admin_url("/config"))
+        .bearer_auth(&learner)
+        .header("user-agent", "curl/8.5.0")
+        .json(&json!({"upstream": {"pool_size": 9}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let entries = history(&user).await;
+    let seen: Vec<(u64, &str, &Value)> = entries
+        .iter()
+        .map(|e| (e["revision"].as_u64().unwrap(), e["client"].as_str().unwrap(), &e["through"]))
+        .collect();
+    assert_eq!(seen, [(3, "curl", &Value::Null), (2, "cli", &json!("control-gateway"))]);
+    // The control path serves the same history.
+    let through: Vec<Value> = http()
+        .get(control.url("/api/services/gateway-user/config/history"))
+        .bearer_auth(&learner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(through, entries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_may_not_change_the_control_gateway_and_the_refusal_says_why() {
+    let (target, control) = fronting(GatewayRole::Control, "gateway-control").await;
+    let learner = token(Role::Learner);
+    for patch in [json!({"upstream": {"timeout_ms": 1}}), json!({"upstream": {"pool_size": 1, "max_waiting": 0}})] {
+        let resp = http()
+            .patch(control.url("/api/services/gateway-control/config"))
+            .bearer_auth(&learner)
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{patch}");
+        let body: Value = resp.json().await.unwrap();
+        let fields: Vec<&str> =
+            body["error"]["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+        assert!(fields.iter().all(|f| f.starts_with("upstream.")) && !fields.is_empty(), "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`upstream."), "{message}");
+        assert!(message.contains(gateway::config::CONTROL_INSTRUCTOR_ONLY_REASON), "{message}");
+    }
+    // Directly on the admin listener, and by reset, too.
+    let resp = target.patch_config(Role::Learner, json!({"upstream": {"timeout_ms": 1}})).await;
+    assert_eq!(resp.status(), 403);
+    let resp = http().delete(target.admin_url("/config")).bearer_auth(&learner).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "a reset to the defaults changes nothing, so there is nothing to refuse");
+    assert!(history(&target).await.is_empty());
+
+    // The instructor (the orchestrator, `POST /api/reset`) still may.
+    let resp = target.patch_config(Role::Instructor, json!({"upstream": {"timeout_ms": 5000}})).await;
+    assert_eq!(resp.status(), 200);
+    let resp = http().delete(target.admin_url("/config")).bearer_auth(&learner).send().await.unwrap();
+    assert_eq!(resp.status(), 403, "a learner's reset would change an instructor-only field");
+    let resp = http().delete(target.admin_url("/config")).bearer_auth(token(Role::Instructor)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["values"]["upstream"]["timeout_ms"], 10000);
+}

@@ -44,10 +44,18 @@ impl Default for SlisConfig {
     }
 }
 
+/// Why a learner may not change the runner (quoted in the 403): throttling or stopping the load
+/// would "heal" any scenario without a diagnosis.
+pub const INSTRUCTOR_ONLY_REASON: &str = "during a run the offered load is part of the incident: only the instructor role (the orchestrator) may change the runner";
+
 impl RuntimeConfig for RunnerConfig {
-    /// The runner has no injected faults: every field is an operational knob.
+    /// Every field: the load is the scenario's, not a knob.
     fn instructor_only() -> &'static [&'static str] {
-        &[]
+        &["enabled", "load", "slis", "request_timeout_ms"]
+    }
+
+    fn instructor_only_reason() -> &'static str {
+        INSTRUCTOR_ONLY_REASON
     }
 
     fn check(&self) -> Vec<FieldError> {
@@ -70,5 +78,18 @@ mod tests {
         let fields: Vec<String> = config.check().into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["load.target_rate"]);
         assert!(RunnerConfig::default().check().is_empty());
+    }
+
+    #[test]
+    fn every_top_level_field_is_instructor_only() {
+        // A field added later must not become a learner knob by omission.
+        let schema = serde_json::to_value(schemars::schema_for!(RunnerConfig)).unwrap_or_default();
+        let mut fields: Vec<&str> =
+            schema["properties"].as_object().map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+        fields.sort_unstable();
+        let mut locked = RunnerConfig::instructor_only().to_vec();
+        locked.sort_unstable();
+        assert!(!fields.is_empty());
+        assert_eq!(fields, locked);
     }
 }

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, header};
 use axum::routing::get;
 use axum::{Extension, Json, Router, middleware};
 use chrono::{DateTime, Utc};
@@ -25,16 +26,73 @@ use crate::metrics::Metrics;
 /// Ranges, enums and unknown-field rules live in the type (`#[schemars(range(..))]`,
 /// `#[serde(deny_unknown_fields)]`) and reach clients through `GET /config/schema`.
 pub trait RuntimeConfig: Serialize + DeserializeOwned + JsonSchema + Default + Clone + Send + Sync + 'static {
-    /// Dotted field prefixes only the `instructor` role may change: the injected faults, so a
-    /// learner repairs the system as an operator would instead of switching the fault off.
+    /// Dotted field prefixes only the `instructor` role may change: by default the injected
+    /// faults (see [`FAULTS_REASON`]).
     fn instructor_only() -> &'static [&'static str] {
         &["faults"]
+    }
+
+    /// Why [`RuntimeConfig::instructor_only`] fields are the instructor's, quoted in the 403 a
+    /// learner gets, so the refusal explains itself.
+    fn instructor_only_reason() -> &'static str {
+        FAULTS_REASON
     }
 
     /// Rules a JSON Schema cannot express (cross-field rules, allowed map keys).
     fn check(&self) -> Vec<FieldError> {
         Vec::new()
     }
+}
+
+/// The default [`RuntimeConfig::instructor_only_reason`].
+pub const FAULTS_REASON: &str = "the injected faults are the incident: a learner repairs the system as an operator would instead of switching the fault off";
+
+/// Request header naming the client program that sent a change (`cli`, `console`, …).
+pub const CLIENT_HEADER: &str = "x-observastack-client";
+/// Request header naming the path a change came through; set by the control gateway.
+pub const THROUGH_HEADER: &str = "x-observastack-through";
+/// The only [`THROUGH_HEADER`] value: the control gateway forwarded the request.
+pub const THROUGH_CONTROL_GATEWAY: &str = "control-gateway";
+/// `client` of a change whose request named no usable client.
+pub const UNKNOWN_CLIENT: &str = "unknown";
+
+/// Which client made a change and through which path, read from the request's headers. Both
+/// are the caller's word (a direct caller could claim anything), so they are sanitised and
+/// serve the record, never a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeOrigin {
+    pub client: String,
+    pub through: Option<String>,
+}
+
+impl Default for ChangeOrigin {
+    fn default() -> Self {
+        Self { client: UNKNOWN_CLIENT.to_owned(), through: None }
+    }
+}
+
+impl ChangeOrigin {
+    /// `client` from [`CLIENT_HEADER`], else the User-Agent's product token (`curl/8.5` →
+    /// `curl`), else `unknown`; `through` is `control-gateway` when [`THROUGH_HEADER`] says so.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let client = text(CLIENT_HEADER)
+            .filter(|v| is_client_token(v))
+            .map(str::to_owned)
+            .or_else(|| {
+                let name = text(header::USER_AGENT.as_str())?.split('/').next()?.trim().to_ascii_lowercase();
+                is_client_token(&name).then_some(name)
+            })
+            .unwrap_or_else(|| UNKNOWN_CLIENT.to_owned());
+        let through = text(THROUGH_HEADER).filter(|v| *v == THROUGH_CONTROL_GATEWAY).map(str::to_owned);
+        Self { client, through }
+    }
+}
+
+/// Lowercase `[a-z0-9._-]{1,32}`: short enough for a table cell, nothing to escape anywhere.
+fn is_client_token(value: &str) -> bool {
+    (1..=32).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A configuration value together with the revision it was published at.
@@ -69,7 +127,8 @@ pub struct FieldChange {
     pub new: Value,
 }
 
-/// One accepted change: who, when, and old → new for every field it touched.
+/// One accepted change: who, with which client, through which path, when, and old → new for
+/// every field it touched.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChangeRecord {
     pub service: String,
@@ -77,6 +136,12 @@ pub struct ChangeRecord {
     pub at: DateTime<Utc>,
     pub actor: String,
     pub role: Role,
+    /// The client program: header `x-observastack-client` (`cli`, `console`), else the
+    /// User-Agent's product token (`curl`), else `unknown`; lowercase `[a-z0-9._-]{1,32}`.
+    pub client: String,
+    /// `control-gateway` when the control gateway forwarded the change; `null` for a direct call.
+    #[schema(required = true)]
+    pub through: Option<String>,
     pub action: ChangeAction,
     pub changes: Vec<FieldChange>,
 }
@@ -157,11 +222,16 @@ impl<T: RuntimeConfig> ConfigStore<T> {
     }
 
     /// Merges `patch` (RFC 7396 JSON merge patch) into the current configuration.
-    pub async fn patch(&self, caller: &Caller, patch: Value) -> Result<Arc<Snapshot<T>>, ApiError> {
+    pub async fn patch(
+        &self,
+        caller: &Caller,
+        origin: &ChangeOrigin,
+        patch: Value,
+    ) -> Result<Arc<Snapshot<T>>, ApiError> {
         if !patch.is_object() {
             return Err(ApiError::field("(body)", "type", "a config patch must be a JSON object"));
         }
-        self.apply(caller, ChangeAction::Patch, |current| {
+        self.apply(caller, origin, ChangeAction::Patch, |current| {
             let mut merged = current.clone();
             merge_patch(&mut merged, &patch);
             merged
@@ -170,22 +240,28 @@ impl<T: RuntimeConfig> ConfigStore<T> {
     }
 
     /// Replaces the configuration; fields left out take their defaults.
-    pub async fn replace(&self, caller: &Caller, document: Value) -> Result<Arc<Snapshot<T>>, ApiError> {
+    pub async fn replace(
+        &self,
+        caller: &Caller,
+        origin: &ChangeOrigin,
+        document: Value,
+    ) -> Result<Arc<Snapshot<T>>, ApiError> {
         if !document.is_object() {
             return Err(ApiError::field("(body)", "type", "a config document must be a JSON object"));
         }
-        self.apply(caller, ChangeAction::Put, |_| document.clone()).await
+        self.apply(caller, origin, ChangeAction::Put, |_| document.clone()).await
     }
 
     /// Resets every field to its default.
-    pub async fn reset(&self, caller: &Caller) -> Result<Arc<Snapshot<T>>, ApiError> {
+    pub async fn reset(&self, caller: &Caller, origin: &ChangeOrigin) -> Result<Arc<Snapshot<T>>, ApiError> {
         let defaults = serde_json::to_value(T::default()).map_err(anyhow::Error::from)?;
-        self.apply(caller, ChangeAction::Reset, |_| defaults.clone()).await
+        self.apply(caller, origin, ChangeAction::Reset, |_| defaults.clone()).await
     }
 
     async fn apply(
         &self,
         caller: &Caller,
+        origin: &ChangeOrigin,
         action: ChangeAction,
         build: impl FnOnce(&Value) -> Value,
     ) -> Result<Arc<Snapshot<T>>, ApiError> {
@@ -199,7 +275,16 @@ impl<T: RuntimeConfig> ConfigStore<T> {
             Err(err) => {
                 let label = if matches!(err, ApiError::Forbidden { .. }) { "forbidden" } else { "rejected" };
                 self.metrics.config_changes.with_label_values(&[label]).inc();
-                tracing::info!(actor = %caller.subject, role = %caller.role, ?action, outcome = label, error = %err, "config change refused");
+                tracing::info!(
+                    actor = %caller.subject,
+                    role = %caller.role,
+                    client = %origin.client,
+                    through = origin.through.as_deref(),
+                    ?action,
+                    outcome = label,
+                    error = %err,
+                    "config change refused"
+                );
                 return Err(err);
             }
         };
@@ -213,6 +298,8 @@ impl<T: RuntimeConfig> ConfigStore<T> {
             at: Utc::now(),
             actor: caller.subject.clone(),
             role: caller.role,
+            client: origin.client.clone(),
+            through: origin.through.clone(),
             action,
             changes,
         };
@@ -223,6 +310,8 @@ impl<T: RuntimeConfig> ConfigStore<T> {
         tracing::info!(
             actor = %record.actor,
             role = %record.role,
+            client = %record.client,
+            through = record.through.as_deref(),
             revision,
             action = ?action,
             changes = %serde_json::to_string(&record.changes).unwrap_or_default(),
@@ -251,8 +340,14 @@ impl<T: RuntimeConfig> ConfigStore<T> {
                 })
                 .collect();
             if !denied.is_empty() {
+                let names: Vec<String> = denied.iter().map(|e| format!("`{}`", e.field)).collect();
                 return Err(ApiError::Forbidden {
-                    message: format!("role `{}` may not change fault fields", caller.role),
+                    message: format!(
+                        "role `{}` may not change {}: {}",
+                        caller.role,
+                        names.join(", "),
+                        T::instructor_only_reason()
+                    ),
                     fields: denied,
                 });
             }
@@ -388,7 +483,7 @@ pub struct HistoryQuery {
 }
 
 /// `/config` routes for `store`, guarded by `keys`: any valid token reads, any role writes,
-/// and fault fields additionally need `instructor`.
+/// and the type's instructor-only fields additionally need `instructor`.
 pub fn router<T: RuntimeConfig>(store: Arc<ConfigStore<T>>, keys: Arc<JwtKeys>) -> Router {
     Router::new()
         .route("/config", get(get_config::<T>).patch(patch_config::<T>).put(put_config::<T>).delete(reset_config::<T>))
@@ -419,26 +514,29 @@ async fn get_history<T: RuntimeConfig>(
 async fn patch_config<T: RuntimeConfig>(
     State(store): State<Arc<ConfigStore<T>>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(patch): JsonBody<Value>,
 ) -> Result<Json<ConfigView>, ApiError> {
-    let snapshot = store.patch(&caller, patch).await?;
+    let snapshot = store.patch(&caller, &ChangeOrigin::from_headers(&headers), patch).await?;
     Ok(Json(store.view(&snapshot)?))
 }
 
 async fn put_config<T: RuntimeConfig>(
     State(store): State<Arc<ConfigStore<T>>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(document): JsonBody<Value>,
 ) -> Result<Json<ConfigView>, ApiError> {
-    let snapshot = store.replace(&caller, document).await?;
+    let snapshot = store.replace(&caller, &ChangeOrigin::from_headers(&headers), document).await?;
     Ok(Json(store.view(&snapshot)?))
 }
 
 async fn reset_config<T: RuntimeConfig>(
     State(store): State<Arc<ConfigStore<T>>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
 ) -> Result<Json<ConfigView>, ApiError> {
-    let snapshot = store.reset(&caller).await?;
+    let snapshot = store.reset(&caller, &ChangeOrigin::from_headers(&headers)).await?;
     Ok(Json(store.view(&snapshot)?))
 }
 
@@ -458,6 +556,45 @@ mod tests {
     fn diff_reports_leaves_with_dotted_paths() {
         let changes = diff(&json!({"db": {"pool_size": 10}, "x": 1}), &json!({"db": {"pool_size": 2}, "x": 1}));
         assert_eq!(changes, vec![FieldChange { field: "db.pool_size".into(), old: json!(10), new: json!(2) }]);
+    }
+
+    fn origin(pairs: &[(&'static str, &str)]) -> ChangeOrigin {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            let value =
+                axum::http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|e| panic!("{value}: {e}"));
+            headers.append(*name, value);
+        }
+        ChangeOrigin::from_headers(&headers)
+    }
+
+    #[test]
+    fn the_client_comes_from_its_header_else_the_user_agent_else_is_unknown() {
+        assert_eq!(origin(&[(CLIENT_HEADER, "cli"), ("user-agent", "curl/8.5.0")]).client, "cli");
+        assert_eq!(origin(&[("user-agent", "curl/8.5.0")]).client, "curl");
+        assert_eq!(origin(&[("user-agent", "Mozilla/5.0 (X11; Linux x86_64)")]).client, "mozilla");
+        assert_eq!(origin(&[]).client, "unknown");
+    }
+
+    #[test]
+    fn a_client_name_outside_the_allowed_alphabet_or_length_is_ignored() {
+        let agent = ("user-agent", "curl/8.5.0");
+        for bad in ["CLI", "my client", "a\"b", "", &"x".repeat(33), "émoji"] {
+            assert_eq!(origin(&[(CLIENT_HEADER, bad), agent]).client, "curl", "{bad:?}");
+        }
+        assert_eq!(origin(&[(CLIENT_HEADER, &"x".repeat(32))]).client, "x".repeat(32));
+        assert_eq!(origin(&[(CLIENT_HEADER, "console-2.0_beta")]).client, "console-2.0_beta");
+        assert_eq!(origin(&[("user-agent", "<script>/1")]).client, "unknown");
+        assert_eq!(origin(&[("user-agent", &format!("{}/1", "a".repeat(40)))]).client, "unknown");
+    }
+
+    #[test]
+    fn through_is_the_control_gateway_or_nothing() {
+        assert_eq!(origin(&[(THROUGH_HEADER, "control-gateway")]).through.as_deref(), Some("control-gateway"));
+        for other in ["user-gateway", "Control-Gateway", "control-gateway "] {
+            assert_eq!(origin(&[(THROUGH_HEADER, other)]).through, None, "{other:?}");
+        }
+        assert_eq!(origin(&[]).through, None);
     }
 
     #[test]

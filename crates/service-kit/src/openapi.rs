@@ -76,7 +76,7 @@ fn get_schema() {}
         (status = 200, body = ConfigView),
         (status = 400, body = ErrorBody, description = "Invalid JSON, unknown field, wrong type or out-of-range value; `details` names each field and rule"),
         (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody, description = "The role may not change a field (fault fields need `instructor`)"),
+        (status = 403, body = ErrorBody, description = "The role may not change a field: instructor-only fields (the faults; every field of the runner and the control gateway) need `instructor`; `details` names each, the message says why"),
         (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody),
     ))]
@@ -106,7 +106,7 @@ fn put_config() {}
 #[allow(dead_code)]
 fn reset_config() {}
 
-/// Accepted changes, newest first: who, when, old → new.
+/// Accepted changes, newest first: who, with which client, through which path, when, old → new.
 #[utoipa::path(get, path = "/config/history", tag = "config", security(("bearer" = [])),
     params(crate::config::HistoryQuery),
     responses(

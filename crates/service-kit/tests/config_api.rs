@@ -96,7 +96,21 @@ impl Fixture {
     }
 
     async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+        self.call_with(method, uri, token, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -257,6 +271,8 @@ async fn learner_may_not_touch_fault_fields_but_instructor_may() {
     let (status, resp) = f.patch(Role::Learner, patch).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{resp}");
     assert_eq!(details(&resp), vec![("faults.GET /api/things".to_owned(), "role".to_owned())]);
+    let message = resp["error"]["message"].as_str().unwrap();
+    assert!(message.contains(service_kit::config::FAULTS_REASON), "the default reason: {message}");
     assert!(f.store.current().faults.is_empty());
 
     let (status, _) = f.patch(Role::Instructor, patch).await;
@@ -347,4 +363,114 @@ async fn metrics_use_route_templates_and_count_config_outcomes() {
     assert!(
         build_info.contains(r#"service="sample""#) && build_info.contains("version=") && build_info.ends_with(" 1")
     );
+}
+
+/// A configuration whose every field is the instructor's, like the runner's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+struct LockedConfig {
+    db: Db,
+    mode: Mode,
+}
+
+impl RuntimeConfig for LockedConfig {
+    fn instructor_only() -> &'static [&'static str] {
+        &["db", "mode"]
+    }
+
+    fn instructor_only_reason() -> &'static str {
+        "this knob is part of the exercise"
+    }
+}
+
+fn locked_app() -> (Router, Arc<ConfigStore<LockedConfig>>, Arc<JwtKeys>) {
+    let keys = Arc::new(JwtKeys::from_secret(SECRET).unwrap());
+    let store = ConfigStore::new("locked", LockedConfig::default(), Metrics::new("locked")).unwrap();
+    (service_kit::config::router(store.clone(), keys.clone()), store, keys)
+}
+
+#[tokio::test]
+async fn a_learners_refusal_names_every_instructor_only_field_and_carries_the_types_reason() {
+    let (app, store, keys) = locked_app();
+    let learner = keys.mint("ada", Role::Learner, Duration::from_secs(60)).unwrap();
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri("/config")
+        .header(header::AUTHORIZATION, format!("Bearer {learner}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"db": {"pool_size": 3}, "mode": "slow"}"#))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        details(&body),
+        vec![("db.pool_size".to_owned(), "role".to_owned()), ("mode".to_owned(), "role".to_owned())]
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`db.pool_size`") && message.contains("`mode`"), "{message}");
+    assert!(message.ends_with("this knob is part of the exercise"), "{message}");
+    assert_eq!(store.current().revision, 1);
+
+    let instructor = keys.mint("orchestrator", Role::Instructor, Duration::from_secs(60)).unwrap();
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri("/config")
+        .header(header::AUTHORIZATION, format!("Bearer {instructor}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"mode": "slow"}"#))
+        .unwrap();
+    assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(store.current().mode, Mode::Slow);
+}
+
+#[tokio::test]
+async fn history_entries_say_which_client_made_the_change_and_through_which_path() {
+    let f = fixture();
+    let token = f.token(Role::Learner);
+    let through = [("x-observastack-client", "cli"), ("x-observastack-through", "control-gateway")];
+    let (status, _) = f.call_with(Method::PATCH, "/config", Some(&token), Some(r#"{"mode": "slow"}"#), &through).await;
+    assert_eq!(status, StatusCode::OK);
+    let direct = [("user-agent", "curl/8.5.0")];
+    let (status, _) = f.call_with(Method::DELETE, "/config", Some(&token), None, &direct).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = f.call(Method::PUT, "/config", Some(&token), Some(r#"{"mode": "slow"}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (_, history) = f.call(Method::GET, "/config/history", Some(&token), None).await;
+    let seen: Vec<(&str, &str, &Value)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["client"].as_str().unwrap(), &e["through"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("put", "unknown", &Value::Null),
+            ("reset", "curl", &Value::Null),
+            ("patch", "cli", &json!("control-gateway"))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn client_and_through_headers_with_bad_values_are_ignored() {
+    let f = fixture();
+    let token = f.token(Role::Learner);
+    let headers = [
+        ("x-observastack-client", "Robert'); DROP TABLE--"),
+        ("user-agent", "Evil Agent/1.0"),
+        ("x-observastack-through", "the-back-door"),
+    ];
+    let (status, _) = f.call_with(Method::PATCH, "/config", Some(&token), Some(r#"{"mode": "slow"}"#), &headers).await;
+    assert_eq!(status, StatusCode::OK);
+    let long = "x".repeat(33);
+    let headers = [("x-observastack-client", long.as_str()), ("user-agent", "Mozilla/5.0 (X11)")];
+    let (status, _) = f.call_with(Method::PATCH, "/config", Some(&token), Some(r#"{"mode": "fast"}"#), &headers).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let history = f.store.history(10).await;
+    let seen: Vec<(&str, Option<&str>)> = history.iter().map(|r| (r.client.as_str(), r.through.as_deref())).collect();
+    assert_eq!(seen, [("mozilla", None), ("unknown", None)]);
 }

@@ -224,7 +224,20 @@ async fn forward_config(
     let Some(upstream_path) = config_path(req.uri()) else {
         return ApiError::NotFound(format!("no route for {}", req.uri().path())).into_response();
     };
+    let mut req = req;
+    mark_through_control_gateway(req.headers_mut());
     state.proxy.forward(target, req, upstream_path).await
+}
+
+/// Tells the service the request came through this gateway (its change history records it).
+/// Hop-by-hop fields go first, so a client's `Connection: x-observastack-through` cannot strip
+/// the mark again on the way; a client-sent value is overwritten.
+fn mark_through_control_gateway(headers: &mut http::HeaderMap) {
+    crate::proxy::strip_hop_by_hop(headers);
+    headers.insert(
+        service_kit::config::THROUGH_HEADER,
+        http::HeaderValue::from_static(service_kit::config::THROUGH_CONTROL_GATEWAY),
+    );
 }
 
 /// `/api/services/shop/config/history?limit=5` → `/config/history?limit=5`, keeping the raw
@@ -251,6 +264,21 @@ mod tests {
         assert_eq!(config_path(&uri).map(|p| p.to_string()), Some("/config".to_owned()));
         let uri: Uri = "/api/services/shop/metrics".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config_path(&uri).map(|p| p.to_string()), Some("/metrics".to_owned()));
+    }
+
+    #[test]
+    fn the_through_mark_overwrites_a_client_sent_one_and_survives_connection_tricks() {
+        let mut map = headers(&[
+            ("x-observastack-through", "elsewhere"),
+            ("connection", "x-observastack-through, x-other"),
+            ("x-other", "1"),
+        ]);
+        mark_through_control_gateway(&mut map);
+        let marks: Vec<&str> = map.get_all("x-observastack-through").iter().filter_map(|v| v.to_str().ok()).collect();
+        assert_eq!(marks, ["control-gateway"]);
+        assert!(!map.contains_key("connection") && !map.contains_key("x-other"));
+        crate::proxy::strip_hop_by_hop(&mut map);
+        assert!(map.contains_key("x-observastack-through"), "the proxy's own stripping keeps it");
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {

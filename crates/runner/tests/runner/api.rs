@@ -5,7 +5,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{SlowTarget, TestRunner, details, http, metric_value, wait_for};
+use service_kit::Role;
+
+use crate::helpers::{SlowTarget, TestRunner, details, http, metric_value, token, wait_for};
 
 /// Only `ping`: a merge patch keeps the default weights of journeys it leaves out.
 fn ping_plan(rate: f64) -> Value {
@@ -78,16 +80,50 @@ async fn bad_config_is_refused_naming_the_field() {
         assert!(fields.iter().any(|f| f == field), "{patch}: expected {field}, got {body}");
     }
     // Nothing changed, and writes need a token.
-    let resp = http()
-        .get(runner.url("/config"))
-        .bearer_auth(crate::helpers::token(service_kit::Role::Learner))
-        .send()
-        .await
-        .unwrap();
+    let resp = http().get(runner.url("/config")).bearer_auth(token(Role::Learner)).send().await.unwrap();
     let config: Value = resp.json().await.unwrap();
     assert_eq!(config["revision"], 1);
     let anonymous = http().patch(runner.url("/config")).json(&json!({"enabled": true})).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_learner_may_not_change_the_runner_and_the_refusal_names_the_field_and_says_why() {
+    let runner = TestRunner::start("http://127.0.0.1:9").await;
+    let cases = [
+        (json!({"load": {"rate": 5}}), "load.rate"),
+        (json!({"enabled": true}), "enabled"),
+        (json!({"slis": {"window_secs": 30}}), "slis.window_secs"),
+        (json!({"request_timeout_ms": 100}), "request_timeout_ms"),
+    ];
+    for (patch, field) in cases {
+        let resp = runner.patch_config_as(Role::Learner, &patch).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{patch}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(details(&body), [(field.to_owned(), "role".to_owned())], "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{field}`")), "{message}");
+        assert!(message.contains(runner::config::INSTRUCTOR_ONLY_REASON), "{message}");
+    }
+    // Nor by a reset or a whole replacement (the load is off by default, the rate differs).
+    runner.configure(json!({"load": {"rate": 40}})).await;
+    let learner = token(Role::Learner);
+    let reset = http().delete(runner.url("/config")).bearer_auth(&learner).send().await.unwrap();
+    assert_eq!(reset.status(), StatusCode::FORBIDDEN);
+    let put = http().put(runner.url("/config")).bearer_auth(&learner).json(&json!({})).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::FORBIDDEN);
+    let config: Value =
+        http().get(runner.url("/config")).bearer_auth(&learner).send().await.unwrap().json().await.unwrap();
+    assert_eq!((config["revision"].as_u64(), config["values"]["load"]["rate"].as_f64()), (Some(2), Some(40.0)));
+}
+
+#[tokio::test]
+async fn an_instructor_may_change_the_runners_load() {
+    let runner = TestRunner::start("http://127.0.0.1:9").await;
+    let resp = runner.patch_config_as(Role::Instructor, &json!({"load": {"rate": 5}})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((body["revision"].as_u64(), body["values"]["load"]["rate"].as_f64()), (Some(2), Some(5.0)));
 }
 
 #[tokio::test]

@@ -200,11 +200,16 @@ impl TestRunner {
         format!("{}{path}", self.address)
     }
 
+    /// Patches `/config` as the orchestrator does: every runner field is instructor-only.
     pub async fn patch_config(&self, patch: &Value) -> Response {
-        http().patch(self.url("/config")).bearer_auth(token(Role::Learner)).json(patch).send().await.unwrap()
+        self.patch_config_as(Role::Instructor, patch).await
     }
 
-    /// Applies `patch` as a learner and insists it is accepted.
+    pub async fn patch_config_as(&self, role: Role, patch: &Value) -> Response {
+        http().patch(self.url("/config")).bearer_auth(token(role)).json(patch).send().await.unwrap()
+    }
+
+    /// Applies `patch` as the instructor and insists it is accepted.
     pub async fn configure(&self, patch: Value) {
         let resp = self.patch_config(&patch).await;
         let status = resp.status();
