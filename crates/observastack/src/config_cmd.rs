@@ -64,20 +64,32 @@ pub fn assignments_to_patch(assignments: &[String]) -> anyhow::Result<Value> {
     Ok(Value::Object(root))
 }
 
-pub async fn run(state_dir: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let keys = state::load_keys(state_dir)?;
-    let token = keys.mint("cli", args.role, Duration::from_secs(300))?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let base = args.control_url.trim_end_matches('/');
-    let request = match &args.action {
+/// The request for `action`, named as the CLI's in the services' change history.
+fn config_request(
+    http: &reqwest::Client,
+    base: &str,
+    action: &ConfigAction,
+    token: &str,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    let request = match action {
         ConfigAction::Get { service } => http.get(format!("{base}/api/services/{service}/config")),
         ConfigAction::History { service } => http.get(format!("{base}/api/services/{service}/config/history")),
         ConfigAction::Set { service, assignments } => {
             http.patch(format!("{base}/api/services/{service}/config")).json(&assignments_to_patch(assignments)?)
         }
     };
-    let resp = request
-        .bearer_auth(token)
+    Ok(request.bearer_auth(token).header(service_kit::config::CLIENT_HEADER, CLIENT))
+}
+
+/// `client` of the changes this command makes (see `service_kit::config::ChangeOrigin`).
+pub const CLIENT: &str = "cli";
+
+pub async fn run(state_dir: &Path, args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let keys = state::load_keys(state_dir)?;
+    let token = keys.mint("cli", args.role, Duration::from_secs(300))?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let base = args.control_url.trim_end_matches('/');
+    let resp = config_request(&http, base, &args.action, &token)?
         .send()
         .await
         .with_context(|| format!("cannot reach the control gateway at {base} (is the stack up?)"))?;
@@ -103,6 +115,23 @@ mod tests {
             assignments_to_patch(&["db.pool_size=20".into(), "release.version=2.4.0".into(), "db.x=true".into()])
                 .expect("valid assignments");
         assert_eq!(patch, json!({"db": {"pool_size": 20, "x": true}, "release": {"version": "2.4.0"}}));
+    }
+
+    #[test]
+    fn every_config_request_names_the_cli_as_its_client() {
+        let http = reqwest::Client::new();
+        let actions = [
+            ConfigAction::Get { service: "shop".into() },
+            ConfigAction::History { service: "shop".into() },
+            ConfigAction::Set { service: "shop".into(), assignments: vec!["db.pool_size=20".into()] },
+        ];
+        for action in &actions {
+            let request = config_request(&http, "http://127.0.0.1:8081", action, "t0ken")
+                .and_then(|r| Ok(r.build()?))
+                .unwrap_or_else(|e| panic!("{action:?}: {e}"));
+            assert_eq!(request.headers().get("x-observastack-client").map(|v| v.as_bytes()), Some(&b"cli"[..]));
+            assert!(request.headers().contains_key("authorization"), "{action:?}");
+        }
     }
 
     #[test]

@@ -93,12 +93,13 @@ fn plan(args: &UpArgs, secret: &str, facts_dir: Option<&Path>) -> Vec<ServiceSpe
     let orchestrator_url = format!("http://{}", addr(ports::ORCHESTRATOR, o));
     let runner_url = format!("http://{}", addr(ports::RUNNER, o));
     let user_admin_url = format!("http://{}", addr(ports::USER_ADMIN, o));
+    let control_admin_url = format!("http://{}", addr(ports::CONTROL_ADMIN, o));
     let mut fronted = vec![
         format!("shop={shop_url}"),
         format!("orchestrator={orchestrator_url}"),
         format!("runner={runner_url}"),
-        format!("gateway-user=http://{}", addr(ports::USER_ADMIN, o)),
-        format!("gateway-control=http://{}", addr(ports::CONTROL_ADMIN, o)),
+        format!("gateway-user={user_admin_url}"),
+        format!("gateway-control={control_admin_url}"),
         format!("gateway-observability=http://{}", addr(ports::OBSERVABILITY_ADMIN, o)),
     ];
     if facts_dir.is_some() {
@@ -152,6 +153,10 @@ fn plan(args: &UpArgs, secret: &str, facts_dir: Option<&Path>) -> Vec<ServiceSpe
         format!("gateway={user_admin_url}"),
         "--service".to_owned(),
         format!("runner={runner_url}"),
+        // So `POST /api/reset` restores the control gateway too and its changes reach the run
+        // timeline.
+        "--service".to_owned(),
+        format!("gateway-control={control_admin_url}"),
     ];
     orchestrator_args.push("--console-dir".to_owned());
     orchestrator_args.push(
@@ -599,6 +604,7 @@ mod tests {
         let specs = plan(&args, "secret", Some(Path::new("/state/facts")));
         let orchestrator = specs.iter().find(|s| s.name == "orchestrator").map(|s| s.args.join(" ")).unwrap();
         assert!(orchestrator.contains("--service-health-url http://127.0.0.1:8104/dashboard"), "{orchestrator}");
+        assert!(orchestrator.contains("--service gateway-control=http://127.0.0.1:8112"), "{orchestrator}");
         let observability = specs.iter().find(|s| s.name == "gateway-observability").map(|s| s.args.join(" ")).unwrap();
         assert!(observability.contains("--service facts=http://127.0.0.1:8104"), "{observability}");
         assert_eq!(specs[0].name, "facts", "the lake starts first");
