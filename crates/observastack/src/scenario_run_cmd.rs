@@ -595,7 +595,7 @@ pub fn describe_status(
         RunState::Baseline => run.baseline_at,
         RunState::Incident => run.incident_at,
         RunState::Recovering => run.recovering_at,
-        RunState::Resolved | RunState::Abandoned => run.ended_at,
+        RunState::Resolved | RunState::Abandoned | RunState::GaveUp => run.ended_at,
     };
     let mut out = vec![
         format!("run       {}", run.id),
@@ -626,6 +626,7 @@ pub fn describe_status(
         }
         RunState::Resolved => "success   resolved".to_owned(),
         RunState::Abandoned => "success   abandoned".to_owned(),
+        RunState::GaveUp => "success   given up".to_owned(),
     });
     for text in strings(&scenario["success"]["conditions"]) {
         let now = match (Condition::parse(&text), slis) {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use orchestrator::model::{
-    ChangeSource, Completed, ConfigChange, Entry, EventMessage, HintMessage, HintTrigger, Milestone, MilestoneName,
-    RunState, StateMessage, WsMessage,
+    ChangeAction, ChangeSource, Completed, ConfigChange, Entry, EventMessage, HintMessage, HintTrigger, LearnerChange,
+    Milestone, MilestoneName, Outcome, RunState, StateMessage, Verdict, WsMessage,
 };
 use reqwest::StatusCode;
 use scenario::sli::{Journey, SliSnapshot};
@@ -264,6 +264,7 @@ impl View {
             RunState::Incident => "incident: something broke; find what users suffer, then repair it".to_owned(),
             RunState::Recovering => "recovering: the success conditions hold; they must keep holding".to_owned(),
             RunState::Resolved => "resolved: the system is healthy again".to_owned(),
+            RunState::GaveUp => "gave up: the debrief shows the solution".to_owned(),
             RunState::Abandoned => {
                 format!("abandoned: {}", run.end_reason.as_deref().unwrap_or("the run ended without a repair"))
             }
@@ -304,17 +305,13 @@ impl View {
         if !self.results.insert(result.run_id) {
             return Step { lines: Vec::new(), done: live };
         }
-        let detect = result.time_to_detect_secs.map_or_else(|| "— (no config change by you)".to_owned(), secs_text);
-        let mut lines = vec![line(
-            wall,
-            "completed",
-            &format!(
-                "time to detect {detect} · time to repair {} · hints used {} of {}",
-                secs_text(result.time_to_repair_secs),
-                result.hints_used,
-                result.hints_total
-            ),
-        )];
+        let mut lines = vec![line(wall, "completed", &outcome_text(result))];
+        lines.push(format!("{INDENT}{}", times_text(result)));
+        lines.extend(wrap(&result.grade_note, WIDTH - INDENT.len()).into_iter().map(|l| indent(&l)));
+        if !result.changes.is_empty() {
+            lines.push(format!("{INDENT}Your changes"));
+            lines.extend(result.changes.iter().map(|c| format!("{INDENT}  {}", learner_change_text(c))));
+        }
         lines.extend(describe_debrief(&result.debrief, INDENT));
         if let Some(summary) = result.solution["summary"].as_str() {
             lines.push(format!("{INDENT}Solution"));
@@ -325,6 +322,64 @@ impl View {
         }
         Step { lines, done: live }
     }
+}
+
+/// `resolved · graded TARGETED` or `gave up`.
+pub fn outcome_text(result: &Completed) -> String {
+    match (result.outcome, result.grade) {
+        (Outcome::GaveUp, _) => "gave up: not graded".to_owned(),
+        (Outcome::Resolved, Some(grade)) => format!("resolved · graded {}", verdict_name(grade).to_uppercase()),
+        (Outcome::Resolved, None) => "resolved".to_owned(),
+    }
+}
+
+pub fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Targeted => "targeted",
+        Verdict::Blanket => "blanket",
+        Verdict::Wrong => "wrong",
+    }
+}
+
+/// `detect 80 s (no hint needed) · mitigate 2m 40s · repair 3m 10s · hints 2 of 4`.
+pub fn times_text(result: &Completed) -> String {
+    let detect = match (result.time_to_detect_secs, result.hints_before_detect) {
+        (Some(secs), Some(0)) => format!("{} (no hint needed)", secs_text(secs)),
+        (Some(secs), Some(n)) => format!("{} (after {n} hint{})", secs_text(secs), if n == 1 { "" } else { "s" }),
+        (Some(secs), None) => secs_text(secs),
+        (None, _) => "— (no change on the cause's service)".to_owned(),
+    };
+    let mitigate = result.time_to_mitigate_secs.map_or_else(|| "—".to_owned(), secs_text);
+    format!(
+        "detect {detect} · mitigate {mitigate} · repair {} · hints {} of {}",
+        secs_text(result.time_to_repair_secs),
+        result.hints_used,
+        result.hints_total
+    )
+}
+
+/// `[targeted] shop patch release.version 2.4.1 → 2.4.0 by ada (cli, through control-gateway)`.
+pub fn learner_change_text(change: &LearnerChange) -> String {
+    let fields: Vec<String> =
+        change.fields.iter().map(|f| format!("{} {} → {}", f.field, plain(&f.old), plain(&f.new))).collect();
+    let action = match change.action {
+        ChangeAction::Patch => "patch",
+        ChangeAction::Put => "put",
+        ChangeAction::Reset => "reset",
+    };
+    let via = match (&change.client, &change.through) {
+        (Some(client), Some(through)) => format!("{client}, through {through}"),
+        (Some(client), None) => format!("{client}, direct"),
+        (None, Some(through)) => format!("through {through}"),
+        (None, None) => "direct".to_owned(),
+    };
+    format!(
+        "[{}] {} {action} {} by {} ({via})",
+        verdict_name(change.verdict),
+        change.service,
+        fields.join(", "),
+        change.actor
+    )
 }
 
 fn indent(text: &str) -> String {
@@ -369,10 +424,15 @@ fn milestone_text(milestone: &Milestone) -> Option<String> {
         }
         MilestoneName::IncidentObserved => Some(format!("incident observed{note}")),
         MilestoneName::Resumed => Some("the orchestrator restarted and resumed the run".to_owned()),
+        MilestoneName::LoadBelowPlan => {
+            Some(format!("the load is below the scenario's plan{note}: no completion until it is back"))
+        }
+        MilestoneName::LoadRestored => Some("the load is the scenario's plan again".to_owned()),
         MilestoneName::BaselineStarted
         | MilestoneName::IncidentStarted
         | MilestoneName::Resolved
-        | MilestoneName::Abandoned => None,
+        | MilestoneName::Abandoned
+        | MilestoneName::GaveUp => None,
     }
 }
 
@@ -396,7 +456,7 @@ pub fn sli_text(snapshot: &SliSnapshot) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use orchestrator::model::{Hint, RunSummary, SlisMessage, TimelineEntry};
+    use orchestrator::model::{FieldDelta, Hint, RunSummary, SlisMessage, TimelineEntry};
     use scenario::sli::JourneySlis;
     use serde_json::json;
     use service_kit::Role;
@@ -438,7 +498,25 @@ mod tests {
         text(&WsMessage::Completed(Completed {
             run_id: Uuid::nil(),
             scenario_id: "bad-release-checkout".into(),
+            outcome: Outcome::Resolved,
+            grade: Some(Verdict::Blanket),
+            grade_note: "Healed by a blanket change (a reset to defaults of `shop` at revision 3).".into(),
+            cause: vec![scenario::Cause { service: "shop".into(), fields: vec!["release.version".into()] }],
+            changes: vec![LearnerChange {
+                service: "shop".into(),
+                revision: 3,
+                at: at(),
+                action: ChangeAction::Reset,
+                actor: "ada".into(),
+                role: Role::Learner,
+                client: Some("cli".into()),
+                through: Some("control-gateway".into()),
+                fields: vec![FieldDelta { field: "release.version".into(), old: json!("2.4.1"), new: json!("2.4.0") }],
+                verdict: Verdict::Blanket,
+            }],
             time_to_detect_secs: Some(80.0),
+            hints_before_detect: Some(1),
+            time_to_mitigate_secs: Some(160.0),
             time_to_repair_secs: 190.0,
             hints_used: 2,
             hints_total: 4,
@@ -479,9 +557,13 @@ mod tests {
         assert!(step.done);
         let all = step.lines.join("\n");
         for expected in [
-            "time to detect 80 s",
-            "time to repair 3m 10s",
-            "hints used 2 of 4",
+            "resolved · graded BLANKET",
+            "detect 80 s (after 1 hint)",
+            "mitigate 2m 40s",
+            "repair 3m 10s",
+            "hints 2 of 4",
+            "a reset to defaults",
+            "[blanket] shop reset release.version 2.4.1 → 2.4.0 by ada (cli, through control-gateway)",
             "A missing column.",
             "Roll back to 2.4.0",
         ] {
@@ -516,6 +598,9 @@ mod tests {
             actor: "cli".into(),
             role: Role::Learner,
             source: ChangeSource::Learner,
+            action: ChangeAction::Patch,
+            client: Some("cli".into()),
+            through: Some("control-gateway".into()),
             changed_at: at(),
         };
         let event = EventMessage {

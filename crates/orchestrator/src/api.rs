@@ -33,6 +33,7 @@ pub fn router(orchestrator: Arc<Orchestrator>, keys: Arc<JwtKeys>) -> Router {
         .route("/api/runs", post(start_run).get(list_runs))
         .route("/api/runs/current", get(current_run))
         .route("/api/runs/current/stop", post(stop_run))
+        .route("/api/runs/current/give-up", post(give_up))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/reset", post(reset))
         .route("/api/ws", get(websocket))
@@ -58,8 +59,9 @@ pub async fn list_scenarios(State(orch): State<Arc<Orchestrator>>) -> Json<Vec<S
 }
 
 /// One scenario. Instructors see all of it; learners see the story, the load and the success
-/// conditions, and the faults, hints, config predicates, solution and debrief only once a run
-/// of the scenario has ended and none is active.
+/// conditions, and the faults, cause, hints, config predicates, solution and debrief only once a
+/// run of the scenario was resolved or given up and none of it is active (a stopped or reset
+/// run reveals nothing).
 #[utoipa::path(
     get, path = "/api/scenarios/{id}", tag = "orchestrator", security(("bearer" = [])),
     params(("id" = String, Path, description = "Scenario id")),
@@ -82,7 +84,7 @@ pub async fn get_scenario(
         None => None,
     };
     let over = active.as_deref() != Some(id.as_str())
-        && store::scenario_ended_once(&orch.shared.db, &id).await.map_err(internal)?;
+        && store::scenario_revealed(&orch.shared.db, &id).await.map_err(internal)?;
     Ok(Json(if over { catalog::full_view(&scenario) } else { catalog::learner_view(&scenario) }))
 }
 
@@ -235,7 +237,8 @@ pub async fn get_run(
     detail(&orch, run).await
 }
 
-/// Abandons the active run (load off, services back to defaults). Never counts as a win.
+/// Abandons the active run (load off, services back to defaults). Never counts as a win, and
+/// reveals nothing of the scenario.
 #[utoipa::path(
     post, path = "/api/runs/current/stop", tag = "orchestrator", security(("bearer" = [])),
     responses(
@@ -248,6 +251,23 @@ pub async fn stop_run(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<RunSummary>, ApiError> {
     Ok(Json(orch.stop(&caller).await?.summary()))
+}
+
+/// Gives the active run up: load off, services back to defaults, and the debrief with the
+/// solution is shown (`completed` with `outcome: gave_up`). The way to see the answer; a stop
+/// reveals nothing.
+#[utoipa::path(
+    post, path = "/api/runs/current/give-up", tag = "orchestrator", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The run, ended `gave_up`, with its debrief in `result`", body = RunSummary),
+        (status = 404, description = "No run is active", body = ErrorBody),
+    )
+)]
+pub async fn give_up(
+    State(orch): State<Arc<Orchestrator>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<RunSummary>, ApiError> {
+    Ok(Json(orch.give_up(&caller).await?.summary()))
 }
 
 /// Abandons any active run and resets every service's `/config` to its defaults.

@@ -1,7 +1,7 @@
 //! The scenario catalog: every scenario file found in the configured folders, validated
 //! against the real config schemas of the services they patch, and the views the API serves
-//! (a learner does not see faults, hints, config predicates, solution or debrief before a run
-//! of the scenario has ended).
+//! (a learner does not see faults, cause, hints, config predicates, solution or debrief before
+//! a run of the scenario was resolved or given up).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -101,7 +101,7 @@ pub fn full_view(scenario: &Scenario) -> Value {
 pub fn learner_view(scenario: &Scenario) -> Value {
     let mut full = full_view(scenario);
     let Some(doc) = full.as_object_mut() else { return full };
-    for spoiler in ["faults", "solution", "debrief"] {
+    for spoiler in ["faults", "cause", "solution", "debrief"] {
         doc.remove(spoiler);
     }
     let hints = doc.remove("hints").and_then(|h| h.as_array().map(Vec::len)).unwrap_or(0);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use scenario::sli::SliSnapshot;
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -18,7 +19,7 @@ use crate::hub::Hub;
 use crate::metrics::OrchestratorMetrics;
 use crate::model::{
     ChangeSource, Completed, ConfigChange, Entry, EventMessage, Hint, HintMessage, HintTrigger, Milestone,
-    MilestoneName, RunState, SlisMessage, StateMessage, TimelineEntry, WsMessage,
+    MilestoneName, Outcome, RunState, SlisMessage, StateMessage, TimelineEntry, WsMessage,
 };
 use crate::plan::{HintWhen, Plan};
 use crate::services::{self, Services};
@@ -43,7 +44,14 @@ impl std::fmt::Debug for Shared {
 pub enum Command {
     /// End the run as `abandoned` with `reason`; the reply carries the final row.
     Stop { reason: String, reply: oneshot::Sender<anyhow::Result<RunRow>> },
+    /// End the run as `gave_up` (the learner asked for the solution); the reply carries the
+    /// final row.
+    GiveUp { by: String, reply: oneshot::Sender<anyhow::Result<RunRow>> },
 }
+
+/// Completed journeys per second below this share of the plan's offered rate mean the runner
+/// cannot keep up (throttled): the load the scenario judges by is not being offered.
+pub const MIN_COMPLETED_SHARE: f64 = 0.7;
 
 /// The API's handle on the active run's task.
 #[derive(Debug)]
@@ -69,6 +77,16 @@ impl RunHandle {
     pub async fn stop(self, reason: String) -> Option<anyhow::Result<RunRow>> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Stop { reason, reply }).await.ok()?;
+        let result = answer.await.ok();
+        let _ = self.task.await;
+        result
+    }
+
+    /// Asks the task to end the run as given up and waits until it did. `None` if the task
+    /// had already ended.
+    pub async fn give_up(self, by: String) -> Option<anyhow::Result<RunRow>> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::GiveUp { by, reply }).await.ok()?;
         let result = answer.await.ok();
         let _ = self.task.await;
         result
@@ -104,6 +122,19 @@ fn secs_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds() as f64 / 1000.0
 }
 
+/// JSON equality where `2` and `2.0` are the same number (a config normalises numbers its own
+/// way).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_json(a, b)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 struct Engine {
     shared: Arc<Shared>,
     run: RunRow,
@@ -120,7 +151,12 @@ struct Engine {
     /// Highest config revision recorded per service; absent = record what changed since the
     /// run started.
     seen_revision: HashMap<String, u64>,
-    first_learner_change: Option<DateTime<Utc>>,
+    /// Every config change seen during the run, for the incident review.
+    changes: Vec<ConfigChange>,
+    /// When each delivered hint went out.
+    hint_times: Vec<DateTime<Utc>>,
+    /// Why the offered load is not the plan's right now (`None`: it is).
+    load_problem: Option<String>,
     slis: Option<SliSnapshot>,
     ended: bool,
 }
@@ -138,7 +174,9 @@ impl Engine {
             hint_since: HashMap::new(),
             observed: false,
             seen_revision: HashMap::new(),
-            first_learner_change: None,
+            changes: Vec::new(),
+            hint_times: Vec::new(),
+            load_problem: None,
             slis: None,
             ended: false,
         };
@@ -152,8 +190,13 @@ impl Engine {
                     }
                 }
                 Entry::Milestone(m) if m.milestone == MilestoneName::IncidentObserved => engine.observed = true,
+                Entry::Milestone(m) if m.milestone == MilestoneName::LoadBelowPlan => {
+                    engine.load_problem = Some(m.note.clone().unwrap_or_default());
+                }
+                Entry::Milestone(m) if m.milestone == MilestoneName::LoadRestored => engine.load_problem = None,
                 Entry::Hint(hint) => {
                     engine.delivered.insert(hint.index);
+                    engine.hint_times.push(item.at);
                 }
                 Entry::ConfigChange(change) => engine.note_change(change),
                 _ => {}
@@ -192,6 +235,11 @@ impl Engine {
                 command = commands.recv() => match command {
                     Some(Command::Stop { reason, reply }) => {
                         let result = self.abandon(&reason).await.map(|()| self.run.clone());
+                        let _ = reply.send(result);
+                        return;
+                    }
+                    Some(Command::GiveUp { by, reply }) => {
+                        let result = self.give_up(&by).await.map(|()| self.run.clone());
                         let _ = reply.send(result);
                         return;
                     }
@@ -235,7 +283,7 @@ impl Engine {
                 self.deliver_hints().await?;
                 self.evaluate_success().await
             }
-            RunState::Resolved | RunState::Abandoned => {
+            RunState::Resolved | RunState::Abandoned | RunState::GaveUp => {
                 self.ended = true;
                 Ok(())
             }
@@ -293,10 +341,7 @@ impl Engine {
     fn note_change(&mut self, change: &ConfigChange) {
         let seen = self.seen_revision.entry(change.service.clone()).or_insert(0);
         *seen = (*seen).max(change.revision);
-        let after_incident = self.run.incident_at.is_some_and(|t| change.changed_at >= t);
-        if change.source == ChangeSource::Learner && after_incident && self.first_learner_change.is_none() {
-            self.first_learner_change = Some(change.changed_at);
-        }
+        self.changes.push(change.clone());
     }
 
     /// Records every config change made since the last poll, on every observed service.
@@ -336,6 +381,9 @@ impl Engine {
                         actor: entry.actor.clone(),
                         role: entry.role,
                         source,
+                        action: entry.action,
+                        client: entry.client.clone(),
+                        through: entry.through.clone(),
                         changed_at: entry.at,
                     };
                     if let Err(err) = self.record(Entry::ConfigChange(change.clone())).await {
@@ -392,6 +440,7 @@ impl Engine {
             let hint = Hint { index, text: hint.text.clone(), trigger };
             let item = self.record(Entry::Hint(hint.clone())).await?;
             self.delivered.insert(index);
+            self.hint_times.push(item.at);
             self.shared.hub.publish(&WsMessage::Hint(HintMessage { run_id: self.run.id, at: item.at, hint }));
         }
         Ok(())
@@ -421,10 +470,55 @@ impl Engine {
         None
     }
 
+    /// Why the offered load is not the scenario's plan now, or `None` when it is: the runner's
+    /// config must be the plan (switched on, the same load), its SLIs must say it runs, and,
+    /// once the SLIs otherwise say healthy, completed journeys must keep up with what it
+    /// offers (a throttled runner offers less than it planned).
+    async fn load_problem(&self, healthy: bool) -> Option<String> {
+        match self.shared.services.runner_config().await {
+            Ok(config) => {
+                if config.get("enabled") != Some(&Value::Bool(true)) {
+                    return Some("the runner is switched off".to_owned());
+                }
+                if !same_json(config.get("load").unwrap_or(&Value::Null), &self.plan.load) {
+                    return Some("the runner's load plan is not the scenario's".to_owned());
+                }
+            }
+            Err(err) => return Some(format!("the runner's config cannot be read ({err})")),
+        }
+        let slis = self.slis.as_ref()?;
+        if !slis.running {
+            return Some("the runner offers no load".to_owned());
+        }
+        if healthy && slis.offered_rps > 0.0 && slis.all.rps < MIN_COMPLETED_SHARE * slis.offered_rps {
+            return Some(format!(
+                "{:.1} journeys/s completed, under {:.0} % of the {:.1}/s the plan offers: the runner cannot keep up",
+                slis.all.rps,
+                MIN_COMPLETED_SHARE * 100.0,
+                slis.offered_rps
+            ));
+        }
+        None
+    }
+
+    /// Records the load falling below the plan, or coming back, once per change.
+    async fn note_load(&mut self, problem: Option<String>) -> anyhow::Result<()> {
+        match (&self.load_problem, &problem) {
+            (None, Some(why)) => {
+                self.milestone(Milestone::new(MilestoneName::LoadBelowPlan).with_note(why.clone())).await?;
+            }
+            (Some(_), None) => self.milestone(Milestone::new(MilestoneName::LoadRestored)).await?,
+            _ => {}
+        }
+        self.load_problem = problem;
+        Ok(())
+    }
+
     /// Success is judged only once every fault is applied and the incident was observed: a
     /// success condition failed on the SLIs, or a config predicate failed on the services'
     /// config (the fault's own change is evidence). Otherwise SLIs still healthy from before a
-    /// fault bites would let "doing nothing" win.
+    /// fault bites would let "doing nothing" win. And it is judged under the scenario's load
+    /// only: while the offered load is below the plan, the run cannot complete.
     async fn evaluate_success(&mut self) -> anyhow::Result<()> {
         if self.applied.len() < self.plan.faults.len() {
             return Ok(());
@@ -432,6 +526,9 @@ impl Engine {
         let failing_condition =
             self.plan.conditions.iter().find(|c| c.holds(self.slis.as_ref()) != Some(true)).cloned();
         let failing_predicate = self.failing_predicate().await;
+        let healthy = failing_condition.is_none() && failing_predicate.is_none();
+        let load_problem = self.load_problem(healthy).await;
+        self.note_load(load_problem.clone()).await?;
         if !self.observed {
             // Only a snapshot taken after the last fault counts as seeing it.
             let fresh = self.slis.as_ref().filter(|s| self.last_fault_at.is_none_or(|t| s.at > t));
@@ -445,14 +542,14 @@ impl Engine {
             self.milestone(Milestone::new(MilestoneName::IncidentObserved).with_note(note)).await?;
             return Ok(());
         }
-        let holds = failing_condition.is_none() && failing_predicate.is_none();
+        let holds = healthy && load_problem.is_none();
         let now = Utc::now();
         match (self.run.state(), holds) {
             (RunState::Incident, true) => {
                 self.run.recovering_at = Some(now);
                 self.set_state(RunState::Recovering).await?;
                 if self.plan.window_secs <= 0.0 {
-                    self.resolve().await?;
+                    self.finish(Outcome::Resolved).await?;
                 }
             }
             (RunState::Recovering, false) => {
@@ -462,7 +559,7 @@ impl Engine {
             (RunState::Recovering, true) => {
                 let since = self.run.recovering_at.unwrap_or(now);
                 if now >= after(since, self.plan.window_secs) {
-                    self.resolve().await?;
+                    self.finish(Outcome::Resolved).await?;
                 }
             }
             _ => {}
@@ -470,32 +567,82 @@ impl Engine {
         Ok(())
     }
 
-    async fn resolve(&mut self) -> anyhow::Result<()> {
-        let now = Utc::now();
+    /// The debrief of the run as it ends now with `outcome`: the incident review of the
+    /// learner's changes and the times.
+    fn debrief(&self, outcome: Outcome, now: DateTime<Utc>) -> Completed {
         let incident_at = self.run.incident_at.unwrap_or(self.run.started_at);
-        let completed = Completed {
+        let review = crate::grading::review(
+            &self.changes,
+            &self.plan.cause,
+            &self.plan.fix,
+            self.run.started_at,
+            incident_at,
+            outcome == Outcome::Resolved,
+        );
+        let hints_before_detect = review.detected_at.map(|t| self.hint_times.iter().filter(|h| **h < t).count());
+        Completed {
             run_id: self.run.id,
             scenario_id: self.plan.id.clone(),
-            time_to_detect_secs: self.first_learner_change.map(|t| secs_between(incident_at, t)),
+            outcome,
+            grade: review.grade,
+            grade_note: review.note,
+            cause: self.plan.cause.clone(),
+            changes: review.changes,
+            time_to_detect_secs: review.detected_at.map(|t| secs_between(incident_at, t)),
+            hints_before_detect,
+            time_to_mitigate_secs: match outcome {
+                Outcome::Resolved => self.run.recovering_at.map(|t| secs_between(incident_at, t)),
+                Outcome::GaveUp => None,
+            },
             time_to_repair_secs: secs_between(incident_at, now),
             hints_used: self.delivered.len(),
             hints_total: self.plan.hints.len(),
             debrief: self.plan.debrief.clone(),
             solution: self.plan.solution.clone(),
-        };
+        }
+    }
+
+    /// Ends the run with its debrief: `resolved` (the system healed) or `gave_up` (the
+    /// learner asked for the solution; load off and services reset, as for a stop).
+    async fn finish(&mut self, outcome: Outcome) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let completed = self.debrief(outcome, now);
         if let Err(err) = self.shared.services.stop_load().await {
             tracing::warn!(run_id = %self.run.id, error = %err, "cannot stop the runner's load");
         }
+        if outcome == Outcome::GaveUp {
+            self.reset_services().await;
+        }
+        let (state, milestone, label) = match outcome {
+            Outcome::Resolved => (RunState::Resolved, MilestoneName::Resolved, "resolved"),
+            Outcome::GaveUp => (RunState::GaveUp, MilestoneName::GaveUp, "gave_up"),
+        };
         self.run.ended_at = Some(now);
         self.run.result = Some(serde_json::to_value(&completed)?);
-        self.set_state(RunState::Resolved).await?;
-        self.milestone(Milestone::new(MilestoneName::Resolved)).await?;
+        self.set_state(state).await?;
+        self.milestone(Milestone::new(milestone)).await?;
         self.record(Entry::Completed(completed.clone())).await?;
         self.shared.hub.publish(&WsMessage::Completed(completed));
         self.ended = true;
-        self.shared.metrics.runs.with_label_values(&["resolved"]).inc();
-        tracing::info!(run_id = %self.run.id, scenario = %self.plan.id, "run resolved");
+        self.shared.metrics.runs.with_label_values(&[label]).inc();
+        tracing::info!(run_id = %self.run.id, scenario = %self.plan.id, outcome = label, "run ended with a debrief");
         Ok(())
+    }
+
+    /// The learner gave up: the latest changes go on the record first, so the review has them.
+    async fn give_up(&mut self, by: &str) -> anyhow::Result<()> {
+        self.poll_config().await;
+        tracing::info!(run_id = %self.run.id, by, "the learner gave up");
+        self.finish(Outcome::GaveUp).await
+    }
+
+    async fn reset_services(&self) {
+        let services = &self.shared.services;
+        for service in services.observed() {
+            if let Err(err) = services.reset_config(service).await {
+                tracing::warn!(run_id = %self.run.id, error = %err, "cannot reset a service's config");
+            }
+        }
     }
 
     /// Ends the run as `abandoned`: load off, every observed service back to its defaults.
@@ -504,11 +651,7 @@ impl Engine {
         if let Err(err) = services.stop_load().await {
             tracing::warn!(run_id = %self.run.id, error = %err, "cannot stop the runner's load");
         }
-        for service in services.observed() {
-            if let Err(err) = services.reset_config(service).await {
-                tracing::warn!(run_id = %self.run.id, error = %err, "cannot reset a service's config");
-            }
-        }
+        self.reset_services().await;
         self.run.ended_at = Some(Utc::now());
         self.run.end_reason = Some(reason.to_owned());
         self.set_state(RunState::Abandoned).await?;

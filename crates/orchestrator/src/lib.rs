@@ -11,6 +11,7 @@ pub mod api;
 pub mod catalog;
 pub mod console;
 pub mod engine;
+pub mod grading;
 pub mod hub;
 pub mod lifecycle;
 pub mod metrics;
@@ -223,6 +224,7 @@ async fn not_found() -> ApiError {
         api::current_run,
         api::get_run,
         api::stop_run,
+        api::give_up,
         api::reset,
         api::websocket,
     ),
@@ -239,6 +241,11 @@ async fn not_found() -> ApiError {
         model::MilestoneName,
         model::ConfigChange,
         model::ChangeSource,
+        model::ChangeAction,
+        model::Outcome,
+        model::Verdict,
+        model::LearnerChange,
+        model::FieldDelta,
         model::Hint,
         model::HintTrigger,
         model::Completed,

@@ -116,6 +116,21 @@ impl Orchestrator {
         }
     }
 
+    /// Ends the active run as given up: the learner asked for the solution, which the debrief
+    /// then shows (graded as given up). 404 when none is active.
+    pub async fn give_up(&self, caller: &Caller) -> Result<RunRow, ApiError> {
+        let mut active = self.active.lock().await;
+        let handle = active.take().filter(RunHandle::is_active);
+        let Some(handle) = handle else {
+            return Err(ApiError::NotFound("no run is active".into()));
+        };
+        let by = format!("{} ({})", caller.subject, caller.role);
+        match handle.give_up(by).await {
+            Some(result) => result.map_err(internal),
+            None => Err(ApiError::NotFound("no run is active".into())),
+        }
+    }
+
     /// Abandons any active run, then puts every service's `/config` back to its defaults
     /// (which also switches the runner's load off).
     pub async fn reset(&self, caller: &Caller) -> Result<ResetReport, ApiError> {

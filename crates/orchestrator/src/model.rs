@@ -9,7 +9,7 @@ use service_kit::Role;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Where a run is in its life. `resolved` and `abandoned` are final.
+/// Where a run is in its life. `resolved`, `gave_up` and `abandoned` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
@@ -23,8 +23,10 @@ pub enum RunState {
     Recovering,
     /// The learner repaired the system: success held for the whole window.
     Resolved,
-    /// Stopped, reset, or ended because it could not go on.
+    /// Stopped, reset, or ended because it could not go on. Reveals nothing.
     Abandoned,
+    /// The learner gave up: the solution and debrief are shown, graded as such.
+    GaveUp,
 }
 
 impl RunState {
@@ -36,17 +38,18 @@ impl RunState {
             Self::Recovering => "recovering",
             Self::Resolved => "resolved",
             Self::Abandoned => "abandoned",
+            Self::GaveUp => "gave_up",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Setup, Self::Baseline, Self::Incident, Self::Recovering, Self::Resolved, Self::Abandoned]
+        [Self::Setup, Self::Baseline, Self::Incident, Self::Recovering, Self::Resolved, Self::Abandoned, Self::GaveUp]
             .into_iter()
             .find(|state| state.as_str() == s)
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Resolved | Self::Abandoned)
+        matches!(self, Self::Resolved | Self::Abandoned | Self::GaveUp)
     }
 }
 
@@ -76,7 +79,7 @@ pub struct RunSummary {
     pub ended_at: Option<DateTime<Utc>>,
     /// Why an abandoned run ended.
     pub end_reason: Option<String>,
-    /// The outcome of a resolved run.
+    /// The debrief of a resolved or given-up run.
     pub result: Option<Completed>,
 }
 
@@ -110,7 +113,7 @@ pub enum Entry {
     ConfigChange(ConfigChange),
     /// A hint was delivered.
     Hint(Hint),
-    /// The run was resolved.
+    /// The run was resolved or given up: the debrief.
     Completed(Completed),
 }
 
@@ -138,8 +141,14 @@ pub enum MilestoneName {
     IncidentObserved,
     /// The orchestrator restarted and picked the run up again.
     Resumed,
+    /// The offered load fell below the scenario's plan (`note` says how): the run cannot
+    /// complete until it is back.
+    LoadBelowPlan,
+    /// The offered load is the plan's again.
+    LoadRestored,
     Resolved,
     Abandoned,
+    GaveUp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -175,6 +184,17 @@ pub enum ChangeSource {
     Learner,
 }
 
+/// How a `/config` change was made: `PATCH`, `PUT` (the whole document) or `DELETE` (back to
+/// the defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeAction {
+    #[default]
+    Patch,
+    Put,
+    Reset,
+}
+
 /// One changed field of one `/config` change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConfigChange {
@@ -183,14 +203,26 @@ pub struct ConfigChange {
     pub revision: u64,
     /// Dotted path, e.g. `release.version`.
     pub field: String,
-    #[schema(value_type = Object)]
+    /// The value before (any JSON value: a string, a number, an object…).
+    #[schema(value_type = Value)]
     pub old: Value,
-    #[schema(value_type = Object)]
+    /// The value after.
+    #[schema(value_type = Value)]
     pub new: Value,
     /// Subject of the token that made the change.
     pub actor: String,
     pub role: Role,
     pub source: ChangeSource,
+    #[serde(default)]
+    pub action: ChangeAction,
+    /// Which client made it (`console`, `cli`, a User-Agent's product such as `curl`), as the
+    /// service recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// `control-gateway` when the change came through the control gateway; absent when the
+    /// service was called directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
     /// When the service accepted the change.
     pub changed_at: DateTime<Utc>,
 }
@@ -212,16 +244,82 @@ pub struct Hint {
     pub trigger: HintTrigger,
 }
 
-/// The outcome of a resolved run: the `completed` message and the run's `result`.
+/// How a run with a debrief ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The system healed and stayed healthy for the success window.
+    Resolved,
+    /// The learner gave up and asked for the solution.
+    GaveUp,
+}
+
+/// The grade of a fix, or of one change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Changed what the scenario names as the cause, and little else.
+    Targeted,
+    /// A reset, a whole-document `PUT`, or a patch that also changed three or more fields
+    /// outside the cause: it may heal, but it is not a diagnosis.
+    Blanket,
+    /// Changed no field of the cause.
+    Wrong,
+}
+
+/// One `/config` change a learner made during the run, as the incident review lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LearnerChange {
+    pub service: String,
+    pub revision: u64,
+    pub at: DateTime<Utc>,
+    pub action: ChangeAction,
+    pub actor: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+    pub fields: Vec<FieldDelta>,
+    pub verdict: Verdict,
+}
+
+/// One field of a change: old → new.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FieldDelta {
+    pub field: String,
+    #[schema(value_type = Value)]
+    pub old: Value,
+    #[schema(value_type = Value)]
+    pub new: Value,
+}
+
+/// The debrief of a resolved or given-up run: the `completed` message and the run's `result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Completed {
     pub run_id: Uuid,
     pub scenario_id: String,
-    /// Incident start → first learner config change; `null` when the learner changed nothing.
+    pub outcome: Outcome,
+    /// `targeted` or `blanket` for a resolved run; `null` when the learner gave up.
+    pub grade: Option<Verdict>,
+    /// Why this grade; for `blanket`, what the targeted fix would have been.
+    pub grade_note: String,
+    /// What the scenario names as the cause.
+    #[schema(value_type = Vec<Object>)]
+    pub cause: Vec<scenario::Cause>,
+    /// Every `/config` change the learner made during the run, oldest first.
+    pub changes: Vec<LearnerChange>,
+    /// Incident start → the learner's first change on a service the cause names; `null` when
+    /// there was none.
     pub time_to_detect_secs: Option<f64>,
-    /// Incident start → resolved.
+    /// Hints delivered before that first change (0: no hint was needed to find the service).
+    pub hints_before_detect: Option<usize>,
+    /// Incident start → the start of the recovery window that resolved the run; `null` when
+    /// given up.
+    pub time_to_mitigate_secs: Option<f64>,
+    /// Incident start → the end of the run (resolved or given up).
     pub time_to_repair_secs: f64,
-    /// Hints delivered before the run was resolved.
+    /// Hints delivered before the run ended.
     pub hints_used: usize,
     pub hints_total: usize,
     /// The scenario's `[debrief]`: what broke, why, lessons.
@@ -246,7 +344,8 @@ pub enum WsMessage {
     /// The runner's latest SLI snapshot, about once per tick; latest only (a slow client
     /// skips snapshots, never ordered messages).
     Slis(SlisMessage),
-    /// The run was resolved: time to detect and repair, hints used, debrief and solution.
+    /// The run was resolved or given up: the grade, the learner's changes, time to detect,
+    /// mitigate and repair, hints used, debrief and solution.
     Completed(Completed),
 }
 
@@ -323,7 +422,7 @@ mod tests {
 
     #[test]
     fn run_states_round_trip_their_names() {
-        for state in ["setup", "baseline", "incident", "recovering", "resolved", "abandoned"] {
+        for state in ["setup", "baseline", "incident", "recovering", "resolved", "abandoned", "gave_up"] {
             assert_eq!(RunState::parse(state).map(RunState::as_str), Some(state));
         }
         assert!(RunState::Resolved.is_final() && !RunState::Recovering.is_final());

@@ -85,6 +85,10 @@ pub struct Plan {
     pub window_secs: f64,
     pub conditions: Vec<Condition>,
     pub config: Vec<ConfigPredicate>,
+    /// What the scenario names as the cause: grading compares the learner's changes with it.
+    pub cause: Vec<scenario::Cause>,
+    /// The solution's patches: the targeted fix a blanket grade points to.
+    pub fix: Vec<scenario::ServicePatch>,
     pub solution: Value,
     pub debrief: Value,
 }
@@ -152,6 +156,8 @@ impl Plan {
             window_secs: scaled.success.window_secs,
             conditions: scaled.success.conditions.iter().map(condition).collect(),
             config,
+            cause: scaled.cause.clone(),
+            fix: scaled.solution.patches.clone(),
             solution: serde_json::to_value(&scaled.solution).unwrap_or(Value::Null),
             debrief: serde_json::to_value(&scaled.debrief).unwrap_or(Value::Null),
         })

@@ -40,6 +40,12 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
     pub role: Role,
+    #[serde(default)]
+    pub action: crate::model::ChangeAction,
+    #[serde(default)]
+    pub client: Option<String>,
+    #[serde(default)]
+    pub through: Option<String>,
     pub changes: Vec<FieldChange>,
 }
 
@@ -87,10 +93,16 @@ impl Services {
         self.targets.contains_key(service)
     }
 
-    /// Services whose config changes belong on a run's timeline: all but the runner, whose
-    /// config only the orchestrator drives.
+    /// Services whose config changes belong on a run's timeline and are reset for a run:
+    /// all of them, the runner included (its load is part of the incident, so a change to it
+    /// is on the record like any other).
     pub fn observed(&self) -> impl Iterator<Item = &str> {
-        self.names().filter(|name| *name != RUNNER)
+        self.names()
+    }
+
+    /// The runner's current `/config` values.
+    pub async fn runner_config(&self) -> Result<Value, ServiceError> {
+        self.config_values(RUNNER).await
     }
 
     fn url(&self, service: &str, path: &str) -> Result<String, ServiceError> {
@@ -108,6 +120,8 @@ impl Services {
 
     async fn send(&self, service: &str, req: reqwest::RequestBuilder) -> Result<Value, ServiceError> {
         let fail = |message: String| ServiceError { service: service.to_owned(), message };
+        // Names the orchestrator as the client in the services' change history.
+        let req = req.header("x-observastack-client", "orchestrator");
         let resp = req.send().await.map_err(|e| fail(format!("unreachable: {e}")))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);

@@ -176,9 +176,11 @@ pub async fn list_runs(db: &PgPool, limit: i64) -> sqlx::Result<Vec<RunRow>> {
         .await
 }
 
-/// Whether a run of `scenario_id` has ended (its solution may then be shown to learners).
-pub async fn scenario_ended_once(db: &PgPool, scenario_id: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE scenario_id = $1 AND ended_at IS NOT NULL)")
+/// Whether a run of `scenario_id` was resolved or given up: its solution may then be shown to
+/// learners. A stopped or reset run (`abandoned`) reveals nothing, or "start, stop, read the
+/// answer" would be a way to solve it.
+pub async fn scenario_revealed(db: &PgPool, scenario_id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE scenario_id = $1 AND state IN ('resolved', 'gave_up'))")
         .bind(scenario_id)
         .fetch_one(db)
         .await

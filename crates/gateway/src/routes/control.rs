@@ -33,6 +33,7 @@ pub fn router(state: Arc<ServicesState>) -> Router {
         .route("/api/runs", get(orchestrator).post(orchestrator))
         .route("/api/runs/current", get(orchestrator))
         .route("/api/runs/current/stop", post(orchestrator))
+        .route("/api/runs/current/give-up", post(orchestrator))
         .route("/api/runs/{id}", get(orchestrator))
         .route("/api/reset", post(orchestrator))
         .route("/api/ws", get(orchestrator_ws))

@@ -55,6 +55,7 @@ pub const CONTROL_ROUTES: &[&str] = &[
     "POST /api/runs",
     "GET /api/runs/current",
     "POST /api/runs/current/stop",
+    "POST /api/runs/current/give-up",
     "GET /api/runs/{id}",
     "POST /api/reset",
     "GET /api/ws",

@@ -35,15 +35,15 @@ async fn every_route_needs_a_valid_token() {
 }
 
 #[tokio::test]
-async fn learners_see_no_spoilers_until_a_run_of_the_scenario_ended() {
+async fn learners_see_no_spoilers_until_a_run_of_the_scenario_was_given_up_or_resolved() {
     let stack = Stack::start(fixture_scenarios()).await;
     let list = stack.get_json("/api/scenarios").await;
     let ids: Vec<&str> = list.as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
-    assert_eq!(ids, ["slow-browse"]);
-    assert_eq!(list[0]["difficulty"], "beginner");
+    assert_eq!(ids, ["bad-release", "slow-browse"]);
+    assert_eq!(list[1]["difficulty"], "beginner");
 
     let learner = stack.get_json("/api/scenarios/slow-browse").await;
-    for spoiler in ["faults", "solution", "debrief", "hints"] {
+    for spoiler in ["faults", "cause", "solution", "debrief", "hints"] {
         assert!(learner.get(spoiler).is_none(), "learners must not see {spoiler}: {learner}");
     }
     assert!(learner["success"].get("config").is_none());
@@ -58,13 +58,34 @@ async fn learners_see_no_spoilers_until_a_run_of_the_scenario_ended() {
     let resp = stack.get("/api/scenarios/no-such-thing", Role::Learner).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 
-    // Once a run ended, the learner may read the whole scenario.
+    // Start, stop, read the answer: a stopped (or reset) run reveals nothing.
     let run = stack.start_run("slow-browse", 0.05).await;
     let resp = stack.post("/api/runs/current/stop", None, Role::Learner).await;
     assert_eq!(resp.status(), StatusCode::OK);
     stack.wait_for_state(run["id"].as_str().unwrap(), "abandoned", Duration::from_secs(10)).await;
+    let after_stop = stack.get_json("/api/scenarios/slow-browse").await;
+    assert!(after_stop.get("solution").is_none(), "a stop reveals nothing: {after_stop}");
+    stack.start_run("slow-browse", 0.05).await;
+    assert_eq!(stack.post("/api/reset", None, Role::Learner).await.status(), StatusCode::OK);
+    assert!(stack.get_json("/api/scenarios/slow-browse").await.get("solution").is_none(), "nor does a reset");
+
+    // Giving up does: the debrief says so, with the solution.
+    let run = stack.start_run("slow-browse", 0.05).await;
+    let id = run["id"].as_str().unwrap();
+    stack.wait_for_state(id, "incident", Duration::from_secs(20)).await;
+    let resp = stack.post("/api/runs/current/give-up", None, Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ended: Value = resp.json().await.unwrap();
+    assert_eq!(ended["state"], "gave_up");
+    assert_eq!(ended["result"]["outcome"], "gave_up");
+    assert!(ended["result"]["grade"].is_null(), "giving up is not graded as a fix: {ended}");
+    assert!(ended["result"]["grade_note"].as_str().unwrap().contains("workers.max_concurrent = 64"), "{ended}");
+    assert_eq!(stack.config("runner").await["enabled"], false, "load off");
+    assert_eq!(stack.config("shop").await["workers"]["max_concurrent"], 64, "services reset");
     let after = stack.get_json("/api/scenarios/slow-browse").await;
     assert_eq!(after["solution"]["patches"][0]["service"], "shop");
+    assert_eq!(after["cause"][0]["fields"][0], "workers.max_concurrent");
+    assert_eq!(stack.post("/api/runs/current/give-up", None, Role::Learner).await.status(), StatusCode::NOT_FOUND);
     stack.stop().await;
 }
 

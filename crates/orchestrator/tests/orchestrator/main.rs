@@ -12,3 +12,4 @@ mod lifecycle;
 mod overload;
 mod restart;
 mod scenarios;
+mod verdicts;
