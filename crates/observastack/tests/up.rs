@@ -171,6 +171,41 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
     assert!(ids.contains(&"bad-release-checkout"), "{scenarios}");
     assert_eq!(http.get(stack.url(8080, "/api/scenarios")).send().await.unwrap().status(), 404);
 
+    // The control path cannot be cut from itself: a learner may not touch the control
+    // gateway's knobs (`upstream.timeout_ms=1` would time out every control request, the one
+    // that undoes it included), and `POST /api/reset` restores it like every other service.
+    let control_config = stack.url(8081, "/api/services/gateway-control/config");
+    let refused = http
+        .patch(&control_config)
+        .bearer_auth(&stack.token)
+        .json(&json!({"upstream": {"timeout_ms": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(refused["error"]["message"].as_str().unwrap().contains("control path"), "{refused}");
+    assert_eq!(refused["error"]["details"][0]["field"], "upstream.timeout_ms", "{refused}");
+    let instructor = observastack()
+        .args(["--state-dir", state.path().to_str().unwrap(), "token", "--role", "instructor"])
+        .output()
+        .unwrap();
+    let instructor = String::from_utf8(instructor.stdout).unwrap();
+    let changed = http
+        .patch(&control_config)
+        .bearer_auth(instructor.trim())
+        .json(&json!({"upstream": {"pool_size": 7}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200, "{}", changed.text().await.unwrap());
+    let reset = http.post(stack.url(8081, "/api/reset")).bearer_auth(&stack.token).send().await.unwrap();
+    assert_eq!(reset.status(), 200);
+    let reset: Value = reset.json().await.unwrap();
+    assert!(reset["reset"].as_array().unwrap().iter().any(|s| s == "gateway-control"), "{reset}");
+    let after: Value = http.get(&control_config).bearer_auth(&stack.token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(after["values"]["upstream"]["pool_size"], 256, "reset restores the control gateway: {after}");
+
     // Every service reports its requests to the fact lake: the checkout shows up on the
     // Service Health API under its route template, from the shop and from the user gateway.
     let deadline = Instant::now() + Duration::from_secs(30);
