@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { ARTIFACTS, LOGIN_URL, ORIGIN, launch, shot } from './lib.mjs';
+import { ARTIFACTS, LOGIN_URL, ORIGIN, apiWithToken, instructorToken, launch, shot } from './lib.mjs';
 
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const browser = await launch();
@@ -119,7 +119,8 @@ try {
     await page.getByLabel('version').waitFor();
     let changed = 'release.version';
     if (await page.locator('[data-field="release.version"]').inputValue() === '2.4.1') {
-      const patched = await apiInPage('PATCH', '/api/services/shop/config', { db: { acquire_timeout_ms: 2500 } });
+      const patched = await apiInPage('PATCH', '/api/services/shop/config', { db: { acquire_timeout_ms: 2500 } },
+        { 'x-observastack-csrf': '1', 'x-observastack-client': 'e2e' });
       assert.equal(patched.status, 200, patched.body);
       changed = 'db.acquire_timeout_ms';
     }
@@ -165,6 +166,34 @@ try {
     assert.equal(after.values.workers.max_concurrent, 64, 'and the value too');
   });
 
+  await step('08b-forbidden-field-shows-the-reason', async () => {
+    // The faults are the scenario's: the form shows them read-only. Forced open (as a crafted
+    // request would be), the service's 403 is shown with its reason and the fields it names.
+    await page.getByRole('button', { name: 'Discard edits' }).click();
+    // The reloaded form (step 08 left 5000 in the pool size).
+    await page.waitForFunction(() => document.querySelector('[data-field="workers.max_concurrent"]')?.value === '64');
+    const faults = page.locator('[data-field="faults"]');
+    assert.equal(await faults.getAttribute('readonly'), '', 'the faults are read-only in the form');
+    await faults.evaluate((el) => { el.readOnly = false; });
+    await faults.fill('{"*": {"latency_ms": 5, "error_rate": 0}}');
+    await page.getByRole('button', { name: 'Review changes' }).click();
+    await page.getByRole('button', { name: /^Apply 1 change/ }).click();
+    const refused = page.locator('[data-forbidden]');
+    await refused.waitFor();
+    const text = await refused.textContent();
+    assert.match(text, /Refused \(403\): role `learner` may not change `faults[^:]*: the injected faults are the incident/);
+    assert.match(text, /Nothing was changed/);
+    assert.ok(await refused.locator('[data-forbidden-field^="faults"]').count() > 0, `the refused fields are listed: ${text}`);
+    await shot(page, '08b-refused-403');
+    assert.match(await page.locator('[data-error-for="faults"]').textContent(), /only the instructor role may change/);
+    const after = JSON.parse((await apiInPage('GET', '/api/services/shop/config')).body);
+    assert.equal(after.revision, revisionBefore, 'the refused change left the revision alone');
+    // Reloaded, the refused field stays read-only and says why.
+    await page.getByRole('button', { name: 'Discard edits' }).click();
+    await page.locator('[data-refused="shop"]').filter({ hasText: 'may not change' }).waitFor();
+    assert.equal(await page.locator('[data-field="faults"]').getAttribute('readonly'), '');
+  });
+
   await step('09-fix-diff-before-apply', async () => {
     await page.getByRole('button', { name: 'Discard edits' }).click();
     // The reloaded form shows the live values: the bad release and the untouched pool.
@@ -186,20 +215,39 @@ try {
     await page.waitForTimeout(1500);
     assert.doesNotMatch(await page.locator('.view > p.message[role="status"]').textContent(), /changed elsewhere/);
     const history = await page.locator('table.history tbody').textContent();
-    assert.match(history, /learner \(learner\).*release\.version.*2\.4\.1 → 2\.4\.0/s);
+    assert.match(history, /learner \(learner\)\s*console, through control-gateway.*release\.version.*2\.4\.1 → 2\.4\.0/s);
   });
 
   await step('10b-every-service-config-renders', async () => {
     const services = await page.locator('#service option').allTextContents();
-    assert.ok(services.includes('runner') && services.includes('gateway-user'), `services: ${services}`);
+    assert.ok(services.includes('runner') && services.includes('gateway-user') && services.includes('gateway-control'), `services: ${services}`);
     for (const name of services) {
       await page.locator('#service').selectOption(name);
       await page.getByRole('heading', { name: new RegExp(`^${name} revision`) }).waitFor();
       assert.ok(await page.locator('form [data-field]').count() > 0, `${name} has fields`);
+      if (name === 'runner' || name === 'gateway-control') {
+        // Instructor-only: shown with the service's reason, never offered for editing.
+        const note = page.locator(`[data-locked="${name}"]`);
+        await note.waitFor();
+        assert.equal(await page.getByRole('button', { name: 'Review changes' }).count(), 0, `${name}: nothing to review`);
+        const editable = await page.locator('form [data-field]').evaluateAll((els) =>
+          els.filter((el) => !(el.readOnly || el.disabled)).map((el) => el.name));
+        assert.deepEqual(editable, [], `${name}: no editable field`);
+        // The reason the console shows is the one the service gives a learner's write.
+        const current = JSON.parse((await apiInPage('GET', `/api/services/${name}/config`)).body).values;
+        const probe = name === 'runner'
+          ? { request_timeout_ms: current.request_timeout_ms + 1 }
+          : { upstream: { max_waiting: current.upstream.max_waiting + 1 } };
+        const refused = await apiInPage('PATCH', `/api/services/${name}/config`, probe);
+        assert.equal(refused.status, 403, `a learner's write to ${name} is refused: ${refused.body}`);
+        const reason = /may not change [^:]*: (.*)$/.exec(JSON.parse(refused.body).error.message)?.[1];
+        assert.ok(reason && (await note.textContent()).includes(reason), `${name}: the console shows the service's reason “${reason}”`);
+        await shot(page, `10b-${name}-config`);
+        continue;
+      }
       // Untouched, the form has nothing to change (empty optional fields included).
       await page.getByRole('button', { name: 'Review changes' }).click();
       await page.getByText('Nothing changed.').waitFor();
-      if (name === 'runner') await shot(page, '10b-runner-config');
     }
     await page.locator('#service').selectOption('shop');
     await page.getByRole('heading', { name: /^shop revision/ }).waitFor();
@@ -208,9 +256,23 @@ try {
   await step('11-debrief', async () => {
     // The console switches to the debrief by itself when `completed` arrives.
     await page.getByRole('heading', { name: 'Debrief', level: 1 }).waitFor({ timeout: 120_000 });
+    const outcome = page.locator('[data-outcome="resolved"][data-grade="targeted"]');
+    await outcome.waitFor();
+    await outcome.getByRole('heading', { name: /Targeted fix/ }).waitFor();
+    assert.match(await outcome.locator('[data-grade-note]').textContent(), /Targeted: the fix changed the cause/);
     await page.locator('[data-kpi="ttr"]').filter({ hasText: /\d/ }).waitFor();
     assert.match(await page.locator('[data-kpi="ttd"]').textContent(), /\d+ s/);
+    assert.match(await page.locator('[data-kpi="ttd-hints"]').textContent(), /^(no hint needed|after \d+ hints?)$/);
+    assert.match(await page.locator('[data-kpi="ttm"]').textContent(), /\d+ s/);
     assert.match(await page.locator('[data-kpi="hints"]').textContent(), /\d+ of 4/);
+    // The rollback made in the Config form, with who, how and its verdict.
+    const rollback = page.locator('table.changes tbody tr', { hasText: 'release.version' });
+    assert.equal(await rollback.count(), 1, 'one change touched the release');
+    assert.match(await rollback.textContent(), /shop.*release\.version\s*2\.4\.1\s*→\s*2\.4\.0/s);
+    assert.equal(await rollback.locator('[data-action]').textContent(), 'patch');
+    assert.equal(await rollback.locator('[data-client]').getAttribute('data-client'), 'console');
+    assert.equal(await rollback.locator('[data-through]').textContent(), 'control-gateway');
+    assert.equal(await rollback.locator('[data-verdict]').textContent(), 'targeted');
     await page.getByRole('heading', { name: 'What broke' }).waitFor();
     await page.getByRole('heading', { name: 'Why' }).waitFor();
     await page.locator('[data-next]').waitFor();
@@ -338,8 +400,14 @@ try {
     await page.getByLabel('Pace of a run').selectOption('0.1');
     await page.getByRole('button', { name: 'Start Checkout broke after release 2.4.1' }).click();
     await page.getByRole('heading', { name: /Active run:/ }).waitFor();
+    page.once('dialog', (dialog) => void dialog.accept());
     await page.getByRole('button', { name: 'Stop', exact: true }).click();
     await page.locator('[data-run-state="abandoned"]').waitFor();
+    // A stopped run is not reviewed and reveals nothing.
+    await page.locator('nav [data-tab="debrief"]').click();
+    await page.locator('[data-debrief="none"]', { hasText: 'stopped' }).waitFor();
+    assert.equal(await page.locator('[data-solution]').count(), 0, 'no solution after a stop');
+    await page.locator('nav [data-tab="scenarios"]').click();
     await page.getByRole('button', { name: 'Start Checkout broke after release 2.4.1' }).click();
     await page.getByRole('heading', { name: /Active run:/ }).waitFor();
     // Reset abandons the active run, so the console asks first.
@@ -348,6 +416,45 @@ try {
     await page.locator('[data-run-state="abandoned"]').waitFor();
     const shop = JSON.parse((await apiInPage('GET', '/api/services/shop/config')).body);
     assert.equal(shop.values.release.version, '2.4.0', 'reset put the shop back to its defaults');
+  });
+
+  await step('16c-give-up-shows-the-solution', async () => {
+    await page.getByLabel('Pace of a run').selectOption('0.1');
+    await page.getByRole('button', { name: 'Start Checkout broke after release 2.4.1' }).click();
+    await page.getByRole('heading', { name: /Active run:/ }).waitFor();
+    await page.locator('[data-run-state="incident"]').waitFor({ timeout: 60_000 });
+    // The instructor switches the load off and on: the feed says the load left the plan (with
+    // why) and came back. A learner could not (403).
+    const instructor = instructorToken();
+    const off = await apiWithToken(instructor, 'PATCH', '/api/services/runner/config', { enabled: false });
+    assert.equal(off.status, 200, off.body);
+    await page.locator('[data-milestone="load_below_plan"]', { hasText: 'the runner is switched off' }).waitFor({ timeout: 30_000 });
+    const on = await apiWithToken(instructor, 'PATCH', '/api/services/runner/config', { enabled: true });
+    assert.equal(on.status, 200, on.body);
+    await page.locator('[data-milestone="load_restored"]').waitFor({ timeout: 30_000 });
+    await shot(page, '16c-load-below-plan');
+    // Giving up asks first; a dismissed question changes nothing.
+    page.once('dialog', (dialog) => void dialog.dismiss());
+    await page.getByRole('button', { name: 'Give up and show the solution' }).click();
+    await page.waitForTimeout(500);
+    assert.equal(await page.locator('[data-run-state="incident"], [data-run-state="recovering"]').count(), 1, 'still running');
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.getByRole('button', { name: 'Give up and show the solution' }).click();
+    // The debrief opens by itself: gave up, not graded, with the solution.
+    await page.getByRole('heading', { name: 'Debrief', level: 1 }).waitFor({ timeout: 30_000 });
+    const outcome = page.locator('[data-outcome="gave_up"][data-grade="none"]');
+    await outcome.waitFor();
+    await outcome.getByRole('heading', { name: /Gave up/ }).waitFor();
+    assert.doesNotMatch(await outcome.textContent(), /Targeted fix|Blanket fix/);
+    assert.match(await outcome.locator('[data-grade-note]').textContent(), /Given up\. The targeted fix: `shop` release\.version = "?2\.4\.0"?/);
+    await page.getByRole('heading', { name: 'The solution' }).waitFor();
+    assert.match(await page.locator('[data-solution]').textContent(), /Roll the shop back from release 2\.4\.1 to 2\.4\.0/);
+    assert.equal(await page.locator('[data-kpi="ttm"]').textContent(), '—', 'nothing was mitigated');
+    assert.match(await page.locator('[data-kpi="ttr"]').textContent(), /\d+ s/);
+    await shot(page, '16c-gave-up-debrief');
+    await page.locator('nav [data-tab="scenarios"]').click();
+    await page.locator('[data-run-state="gave_up"]').waitFor();
+    await page.locator('[data-milestone="gave_up"]').waitFor();
   });
 
   // The login code is spent: hand the session to the report script that may run next.

@@ -1,6 +1,7 @@
 // Calls to the control gateway. The session is the HttpOnly cookie set by the login URL; the
 // console never sees or stores the token. State-changing calls carry the CSRF header the
-// gateway requires of cookie-authenticated requests.
+// gateway requires of cookie-authenticated requests, and name the console as their client so
+// a service's change history (and the run's review) says the console made the change.
 
 export interface FieldError {
   field: string;
@@ -24,9 +25,15 @@ export function setUnauthorizedHandler(f: () => void): void {
   onUnauthorized = f;
 }
 
+/** The headers every state-changing request of the console carries. */
+export const WRITE_HEADERS: Readonly<Record<string, string>> = {
+  'x-observastack-csrf': '1',
+  'x-observastack-client': 'console',
+};
+
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = { accept: 'application/json' };
-  if (method !== 'GET') headers['x-observastack-csrf'] = '1';
+  if (method !== 'GET' && method !== 'HEAD') Object.assign(headers, WRITE_HEADERS);
   if (body !== undefined) headers['content-type'] = 'application/json';
   const resp = await fetch(path, {
     method,
@@ -97,7 +104,14 @@ export interface TimelineEvent {
   old?: unknown;
   new?: unknown;
   actor?: string;
+  role?: string;
   source?: string;
+  /** `config_change`: `patch`, `put` or `reset`. */
+  action?: string;
+  /** `config_change`: the client that made it (`console`, `cli`, `curl`…). */
+  client?: string | null;
+  /** `config_change`: `control-gateway`, or absent for a direct call to the service. */
+  through?: string | null;
   note?: string;
   text?: string;
   index?: number;
@@ -131,15 +145,46 @@ export interface Snapshot {
   journeys: Record<string, Sli>;
 }
 
+export type Verdict = 'targeted' | 'blanket' | 'wrong';
+
+export interface FieldDelta {
+  field: string;
+  old: unknown;
+  new: unknown;
+}
+
+/** One learner change (one service revision) in the incident review. */
+export interface LearnerChange {
+  service: string;
+  revision: number;
+  at: string;
+  action: 'patch' | 'put' | 'reset' | string;
+  actor: string;
+  role: string;
+  client?: string | null;
+  through?: string | null;
+  fields: FieldDelta[];
+  verdict: Verdict;
+}
+
+/** The `completed` message and a run's `result`: the incident review. Results stored before
+ * runs were graded lack the review's fields, hence the optional ones. */
 export interface Completed {
   run_id: string;
   scenario_id: string;
+  outcome?: 'resolved' | 'gave_up';
+  grade?: 'targeted' | 'blanket' | null;
+  grade_note?: string;
+  cause?: { service: string; fields: string[] }[];
+  changes?: LearnerChange[];
   time_to_detect_secs: number | null;
+  hints_before_detect?: number | null;
+  time_to_mitigate_secs?: number | null;
   time_to_repair_secs: number | null;
   hints_used: number;
   hints_total: number;
   debrief: { what_broke: string; why: string; lessons: string[] } | null;
-  solution: { summary: string; steps: string[] } | null;
+  solution: { summary: string; steps: string[]; patches?: { service: string; patch: unknown }[] } | null;
 }
 
 export interface ConsoleSettings {

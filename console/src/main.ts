@@ -1,5 +1,5 @@
 import './style.css';
-import { api, type ConsoleSettings, type ScenarioSummary, setUnauthorizedHandler } from './api';
+import { api, type ConsoleSettings, type ScenarioSummary, setUnauthorizedHandler, WRITE_HEADERS } from './api';
 import { clear, h } from './dom';
 import { connect, onCompleted, store, subscribe } from './store';
 import { ConfigPanel } from './views/config';
@@ -112,7 +112,7 @@ async function start(): Promise<void> {
   connect();
   const logout = h('button', { type: 'button', class: 'link' }, 'Sign out');
   logout.addEventListener('click', async () => {
-    await fetch('/console/logout', { method: 'POST', headers: { 'x-observastack-csrf': '1' }, credentials: 'same-origin' });
+    await fetch('/console/logout', { method: 'POST', headers: { ...WRITE_HEADERS }, credentials: 'same-origin' });
     showSignedOut();
   });
   conn.after(logout);

@@ -1,6 +1,9 @@
 // Each service's `/config` as a form built from its JSON Schema. Nothing is validated in the
 // browser: the service's own 400 (field + rule) is shown next to the field it names, so the
 // form never disagrees with the server. Changes are shown as a diff and sent as one merge patch.
+// The console's session is a learner's: the services that refuse a learner every field (the
+// runner, the control gateway) are shown read-only with the services' reason, and a 403 from any
+// write shows the service's message and the fields it names, which then stay read-only.
 import { api, ApiError, type FieldError } from '../api';
 import { clear, fmtTime, fmtValue, h } from '../dom';
 import { store } from '../store';
@@ -31,8 +34,26 @@ interface ChangeRecord {
   at: string;
   actor: string;
   role: string;
+  client?: string;
+  through?: string | null;
   action: string;
   changes: { field: string; old: unknown; new: unknown }[];
+}
+
+/** Services whose every field is instructor-only, with the reason their 403 gives a learner
+ * (the same words as the services' `instructor_only_reason`). The console's session is always a
+ * learner's, so these are shown, never offered for editing. */
+export const INSTRUCTOR_ONLY_SERVICES: Readonly<Record<string, string>> = {
+  runner: 'during a run the offered load is part of the incident: only the instructor role (the orchestrator) may change the runner',
+  'gateway-control': 'the control gateway carries the control path itself: a learner change could cut the learner off from it',
+};
+
+/** What a service refused this page with 403 (its message and the fields it named), so those
+ * fields stay read-only for the rest of the session. */
+const refusals = new Map<string, { message: string; fields: string[] }>();
+
+function covers(refused: string, path: string): boolean {
+  return refused === path || path.startsWith(`${refused}.`) || refused.startsWith(`${path}.`);
 }
 
 interface Field {
@@ -41,6 +62,13 @@ interface Field {
   input: HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement;
   error: HTMLElement;
   original: unknown;
+}
+
+/** Shown, not offered: read-only text, disabled choices. */
+function lock(f: Field): void {
+  if (f.input instanceof HTMLSelectElement || (f.input instanceof HTMLInputElement && f.input.type === 'checkbox')) f.input.disabled = true;
+  else f.input.readOnly = true;
+  f.input.dataset.locked = '';
 }
 
 function get(obj: unknown, path: string[]): unknown {
@@ -120,17 +148,30 @@ export class ConfigPanel {
     this.defs = ((schema.$defs ?? schema.definitions ?? {}) as Record<string, Schema>);
     this.revision = view.revision;
     this.fields = [];
-    const form = h('form', { novalidate: true, 'aria-labelledby': 'form-h' });
+    const form = h('form', { novalidate: true, 'aria-labelledby': 'form-h', 'data-service': service });
     const body = this.object(schema, [], view.values);
     const diffBox = h('div', { class: 'diff', 'aria-live': 'polite' });
+    const locked = INSTRUCTOR_ONLY_SERVICES[service];
+    const refused = refusals.get(service);
+    let notice: Node | null = null;
+    if (locked) {
+      for (const f of this.fields) lock(f);
+      notice = h('p', { class: 'notice', 'data-locked': service, id: 'locked-note' }, h('strong', {}, 'Instructor only. '),
+        `A learner may not change any field of ${service}; the service refuses it (403) because ${locked}. The form shows its live values.`);
+    } else if (refused) {
+      for (const f of this.fields) if (refused.fields.some((r) => covers(r, f.path))) lock(f);
+      notice = h('p', { class: 'notice', 'data-refused': service }, h('strong', {}, 'Read-only for your role: '),
+        refused.fields.map((f, i) => [i ? ', ' : '', h('code', {}, f)]), `. ${service} refused a change of them (403): ${refused.message}.`);
+    }
     const review = h('button', { type: 'submit', class: 'primary' }, 'Review changes');
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
-      this.review(service, diffBox);
+      if (!locked) this.review(service, diffBox);
     });
     clear(form, h('h2', { id: 'form-h' }, `${service} `, h('span', { class: 'muted small' }, `revision ${view.revision}, updated ${fmtTime(view.updated_at)}`)),
-      body, h('p', { class: 'row' }, review,
-        h('button', { type: 'button', onclick: () => void this.load(service) }, 'Discard edits')), diffBox);
+      notice, body,
+      locked ? null : h('p', { class: 'row' }, review, h('button', { type: 'button', onclick: () => void this.load(service) }, 'Discard edits')),
+      diffBox);
     clear(this.formBox, form);
     await this.loadHistory(service);
   }
@@ -278,7 +319,16 @@ export class ConfigPanel {
         clear(box, h('p', { class: 'message' }, 'The change could not be sent.'));
         return;
       }
-      clear(box, h('p', { class: 'message', role: 'alert' }, `Not applied (${err.status}): ${err.message}. Nothing was changed.`));
+      if (err.status === 403) {
+        // The role may not change these fields: the service's message says why.
+        const fields = err.details.map((d) => d.field);
+        if (fields.length) refusals.set(service, { message: err.message, fields });
+        clear(box, h('div', { class: 'notice refused', role: 'alert', 'data-forbidden': '' },
+          h('p', {}, h('strong', {}, `Refused (403): `), `${err.message}. Nothing was changed.`),
+          fields.length ? h('p', {}, 'Fields your role may not change: ', fields.map((f, i) => [i ? ', ' : '', h('code', { 'data-forbidden-field': f }, f)])) : null));
+      } else {
+        clear(box, h('p', { class: 'message', role: 'alert' }, `Not applied (${err.status}): ${err.message}. Nothing was changed.`));
+      }
       this.showErrors(err.details);
     }
   }
@@ -304,12 +354,14 @@ export class ConfigPanel {
       // Shown as an empty history.
     }
     const rows = records.flatMap((r) => (r.changes.length ? r.changes : [{ field: '(all fields)', old: null, new: null }]).map((c) =>
-      h('tr', {}, h('td', {}, fmtTime(r.at)), h('td', {}, `${r.actor} (${r.role})`), h('td', {}, `${r.action} r${r.revision}`),
+      h('tr', {}, h('td', {}, fmtTime(r.at)), h('td', {}, `${r.actor} (${r.role})`),
+        h('td', { 'data-client': r.client ?? '' }, r.client ?? 'unknown', h('span', { class: 'muted small' }, r.through ? `, through ${r.through}` : ', direct')),
+        h('td', {}, `${r.action} r${r.revision}`),
         h('th', { scope: 'row' }, c.field), h('td', {}, fmtValue(c.old), ' → ', fmtValue(c.new)))));
     clear(this.historyBox, h('h2', { id: 'history-h' }, 'Change history'),
       rows.length
         ? h('div', { class: 'scroll', tabindex: 0, role: 'region', 'aria-label': 'Change history table' }, h('table', { class: 'history' },
-            h('thead', {}, h('tr', {}, ['when', 'who', 'change', 'field', 'old → new'].map((c) => h('th', { scope: 'col' }, c)))),
+            h('thead', {}, h('tr', {}, ['when', 'who', 'client', 'change', 'field', 'old → new'].map((c) => h('th', { scope: 'col' }, c)))),
             h('tbody', {}, rows)))
         : h('p', { class: 'muted' }, 'No changes since the service started.'));
   }

@@ -1,9 +1,22 @@
-import { api, ApiError, type Run, type ScenarioSummary } from '../api';
+import { api, ApiError, type Run, type ScenarioSummary, type TimelineEvent } from '../api';
 import { holds } from '../conditions';
 import { clear, fmtClock, fmtTime, h } from '../dom';
 import { elapsedSecs, isActive, refreshRun, store } from '../store';
 
 const STATES = ['setup', 'baseline', 'incident', 'recovering', 'resolved'];
+
+/** Milestones worth their own words in the feed; others show their name. */
+const MILESTONES: Record<string, { label: string; cls: string }> = {
+  load_below_plan: { label: 'Offered load below the scenario’s plan (the run cannot complete until it is back)', cls: 'warn' },
+  load_restored: { label: 'Offered load back to the scenario’s plan', cls: 'ok' },
+  gave_up: { label: 'Gave up: the debrief shows the solution', cls: 'gave-up' },
+};
+
+/** `patch via console, through control-gateway`: how a config change was made. */
+function changeVia(e: TimelineEvent): string {
+  const parts = [e.action, e.client ? `via ${e.client}` : null, e.through ? `through ${e.through}` : e.client ? 'direct' : null];
+  return parts.filter(Boolean).join(', ');
+}
 const details = new Map<string, Record<string, unknown>>();
 
 export async function scenarioDetail(id: string): Promise<Record<string, unknown> | null> {
@@ -170,6 +183,8 @@ export class ScenariosView {
       ),
       run.state === 'abandoned' ? h('li', { class: 'current abandoned' }, h('span', { class: 'state-name' }, 'abandoned'),
         h('span', { class: 'muted' }, run.end_reason ?? '')) : null,
+      run.state === 'gave_up' ? h('li', { class: 'current gave-up', 'aria-current': 'step' }, h('span', { class: 'state-name' }, 'gave up'),
+        h('span', { class: 'muted' }, fmtTime(run.ended_at))) : null,
     );
     const criteria = this.criteria;
     void scenarioDetail(run.scenario_id).then((d) => {
@@ -184,11 +199,13 @@ export class ScenariosView {
     }
     for (const e of store.events) {
       if (e.kind === 'config_change') {
-        items.push({ at: e.at, node: h('li', { class: `event ${e.source}` }, h('span', { class: 'muted' }, fmtTime(e.at)), ' ',
-          `${e.source === 'scenario' ? 'Scenario' : e.actor ?? 'learner'} changed ${e.service} ${e.field}: ${JSON.stringify(e.old)} → ${JSON.stringify(e.new)}`) });
+        items.push({ at: e.at, node: h('li', { class: `event ${e.source}`, 'data-event': 'config_change' }, h('span', { class: 'muted' }, fmtTime(e.at)), ' ',
+          `${e.source === 'scenario' ? 'Scenario' : e.actor ?? 'learner'} changed ${e.service} ${e.field}: ${JSON.stringify(e.old)} → ${JSON.stringify(e.new)}`,
+          changeVia(e) ? h('span', { class: 'muted small' }, ` (${changeVia(e)})`) : null) });
       } else if (e.kind === 'milestone') {
-        items.push({ at: e.at, node: h('li', { class: 'event milestone' }, h('span', { class: 'muted' }, fmtTime(e.at)), ' ',
-          `${(e.milestone ?? '').replace(/_/g, ' ')}${e.note ? ` — ${e.note}` : ''}`) });
+        const known = MILESTONES[e.milestone ?? ''];
+        items.push({ at: e.at, node: h('li', { class: `event milestone ${known?.cls ?? ''}`, 'data-milestone': e.milestone ?? '' }, h('span', { class: 'muted' }, fmtTime(e.at)), ' ',
+          `${known?.label ?? (e.milestone ?? '').replace(/_/g, ' ')}${e.note ? ` — ${e.note}` : ''}`) });
       }
     }
     items.sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
@@ -197,11 +214,18 @@ export class ScenariosView {
       this.runPanel,
       h('h2', { id: 'run-h' }, active ? 'Active run: ' : 'Last run: ', run.scenario_title),
       h('p', { class: 'row' },
-        h('span', {}, 'State ', h('strong', { 'data-run-state': run.state }, run.state)),
+        h('span', {}, 'State ', h('strong', { 'data-run-state': run.state }, run.state.replace(/_/g, ' '))),
         h('span', {}, 'Elapsed ', h('strong', { 'data-elapsed': '' }, fmtClock(elapsedSecs(run)))),
         run.time_scale !== 1 ? h('span', { class: 'muted' }, `time ×${run.time_scale}`) : null,
-        active ? h('button', { type: 'button', onclick: () => void this.act('Stop', () => api('POST', '/api/runs/current/stop')) }, 'Stop') : null,
-        run.state === 'resolved' ? h('a', { href: '#/debrief', class: 'button primary' }, 'Read the debrief') : null,
+        active ? h('button', { type: 'button', onclick: () => {
+          if (!window.confirm('Stop this run? It is abandoned: not reviewed, and the solution stays hidden. (To see the solution, give up instead.)')) return;
+          void this.act('Stop', () => api('POST', '/api/runs/current/stop'));
+        } }, 'Stop') : null,
+        active ? h('button', { type: 'button', class: 'danger', onclick: () => {
+          if (!window.confirm('Give up on this run? The load stops, every service goes back to its defaults, and the debrief shows the solution. A run given up is not graded.')) return;
+          void this.act('Give up', () => api('POST', '/api/runs/current/give-up'));
+        } }, 'Give up and show the solution') : null,
+        run.state === 'resolved' || run.state === 'gave_up' ? h('a', { href: '#/debrief', class: 'button primary' }, 'Read the debrief') : null,
       ),
       timeline,
       h('div', { class: 'cols' },

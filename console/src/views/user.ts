@@ -11,6 +11,7 @@ function markers(): { t: number; label: string; color: string }[] {
     if (e.kind === 'milestone' && e.milestone === 'fault_applied') out.push({ t, label: 'fault', color: '#c62828' });
     else if (e.kind === 'config_change' && e.source === 'learner') out.push({ t, label: 'fix', color: '#2e7d32' });
     else if (e.kind === 'milestone' && e.milestone === 'resolved') out.push({ t, label: 'resolved', color: '#1565c0' });
+    else if (e.kind === 'milestone' && e.milestone === 'gave_up') out.push({ t, label: 'gave up', color: '#5f6b7a' });
   }
   return out;
 }
