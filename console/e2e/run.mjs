@@ -148,6 +148,7 @@ try {
   });
 
   let revisionBefore;
+  let targetedLook;
   await step('08-invalid-config-is-refused', async () => {
     await page.getByRole('link', { name: 'Config' }).click();
     const field = page.getByLabel('max_concurrent');
@@ -276,6 +277,52 @@ try {
     await page.getByRole('heading', { name: 'What broke' }).waitFor();
     await page.getByRole('heading', { name: 'Why' }).waitFor();
     await page.locator('[data-next]').waitFor();
+    targetedLook = await outcome.evaluate((el) => getComputedStyle(el).backgroundColor + getComputedStyle(el).borderColor);
+  });
+
+  await step('11c-blanket-fix-looks-different', async () => {
+    // A blanket fix must not look like the same success. The review of such a run is fed to a
+    // second page by a stand-in WebSocket (grading itself is the orchestrator's, tested there);
+    // axe checks the page too.
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, bypassCSP: true });
+    await ctx.addCookies(await context.cookies());
+    const now = new Date().toISOString();
+    const run = { id: '00000000-0000-7000-8000-000000000018', scenario_id: 'bad-release-checkout', scenario_title: 'Checkout broke after release 2.4.1',
+      state: 'resolved', time_scale: 0.1, started_by: 'learner', started_at: now, baseline_at: now, incident_at: now, recovering_at: now,
+      ended_at: now, end_reason: null, result: null };
+    const review = { type: 'completed', run_id: run.id, scenario_id: run.scenario_id, outcome: 'resolved', grade: 'blanket',
+      grade_note: 'Healed by a blanket change (a reset to defaults of `shop` at revision 3), not a diagnosis: it also changed what was not broken. The targeted fix: `shop` release.version = "2.4.0".',
+      cause: [{ service: 'shop', fields: ['release.version'] }],
+      changes: [{ service: 'shop', revision: 3, at: now, action: 'reset', actor: 'learner', role: 'learner', client: 'cli', through: 'control-gateway',
+        fields: [{ field: 'release.version', old: '2.4.1', new: '2.4.0' }], verdict: 'blanket' }],
+      time_to_detect_secs: 12, hints_before_detect: 0, time_to_mitigate_secs: 14, time_to_repair_secs: 17.5, hints_used: 1, hints_total: 4,
+      debrief: { what_broke: 'x', why: 'y', lessons: ['z'] }, solution: { summary: 'Roll the shop back from release 2.4.1 to 2.4.0', steps: ['roll back'] } };
+    await ctx.routeWebSocket(/\/api\/ws$/, (ws) => {
+      ws.send(JSON.stringify({ type: 'state', state: 'resolved', run: { ...run, result: review } }));
+      ws.send(JSON.stringify(review));
+    });
+    const bp = await ctx.newPage();
+    try {
+      await bp.goto(`${ORIGIN}/console/#/debrief`);
+      const outcome = bp.locator('[data-outcome="resolved"][data-grade="blanket"]');
+      await outcome.getByRole('heading', { name: /Blanket fix/ }).waitFor();
+      assert.doesNotMatch(await outcome.textContent(), /Targeted fix/);
+      assert.match(await outcome.locator('[data-grade-note]').textContent(), /The targeted fix: `shop` release\.version = "2\.4\.0"/);
+      const look = await outcome.evaluate((el) => getComputedStyle(el).backgroundColor + getComputedStyle(el).borderColor);
+      assert.notEqual(look, targetedLook, 'a blanket fix has its own colours');
+      assert.equal(await bp.locator('table.changes [data-verdict]').textContent(), 'blanket');
+      assert.equal(await bp.locator('[data-kpi="ttd-hints"]').textContent(), 'no hint needed');
+      await bp.screenshot({ path: `${ARTIFACTS}/11c-blanket-debrief.png`, fullPage: true });
+      await bp.addScriptTag({ path: AXE });
+      const violations = await bp.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id));
+      assert.deepEqual(violations, []);
+    } catch (err) {
+      await bp.screenshot({ path: `${ARTIFACTS}/FAILED-11c-blanket-page.png` });
+      throw err;
+    } finally {
+      await ctx.close();
+    }
   });
 
   await step('11b-next-scenario-link', async () => {
