@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use scenario::{Cause, ServicePatch};
 use serde_json::Value;
+use service_kit::Role;
 
 use crate::model::{ChangeAction, ChangeSource, ConfigChange, FieldDelta, LearnerChange, Verdict};
 
@@ -25,11 +26,13 @@ pub struct Review {
     pub detected_at: Option<DateTime<Utc>>,
 }
 
-/// The learner's changes (source `learner`) from `since` on, one entry per service revision,
-/// oldest first, each with its verdict.
+/// The learner's changes (made with a learner token, not the scenario's) from `since` on, one
+/// entry per service revision, oldest first, each with its verdict. An instructor's changes
+/// (cutting the load, say) are on the timeline but are not the learner's to be graded on.
 pub fn learner_changes(record: &[ConfigChange], cause: &[Cause], since: DateTime<Utc>) -> Vec<LearnerChange> {
     let mut by_revision: BTreeMap<(DateTime<Utc>, String, u64), LearnerChange> = BTreeMap::new();
-    for change in record.iter().filter(|c| c.source == ChangeSource::Learner && c.changed_at >= since) {
+    let learners = |c: &&ConfigChange| c.source == ChangeSource::Learner && c.role == Role::Learner;
+    for change in record.iter().filter(learners).filter(|c| c.changed_at >= since) {
         let key = (change.changed_at, change.service.clone(), change.revision);
         let entry = by_revision.entry(key).or_insert_with(|| LearnerChange {
             service: change.service.clone(),
@@ -161,7 +164,6 @@ fn leaf_settings(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use service_kit::Role;
 
     use super::*;
 
@@ -252,10 +254,12 @@ mod tests {
     }
 
     #[test]
-    fn scenario_changes_and_changes_before_the_run_are_not_the_learners() {
+    fn scenario_and_instructor_changes_and_changes_before_the_run_are_not_the_learners() {
         let mut by_scenario = change(10, "shop", 2, ChangeAction::Patch, "workers.max_concurrent");
         by_scenario.source = ChangeSource::Scenario;
+        let mut by_instructor = change(12, "runner", 4, ChangeAction::Patch, "enabled");
+        by_instructor.role = Role::Instructor;
         let before = change(-5, "shop", 1, ChangeAction::Patch, "workers.max_concurrent");
-        assert!(learner_changes(&[by_scenario, before], &cause(), t(0)).is_empty());
+        assert!(learner_changes(&[by_scenario, by_instructor, before], &cause(), t(0)).is_empty());
     }
 }
