@@ -66,6 +66,10 @@ try {
     await page.getByRole('heading', { name: 'Debrief', level: 1 }).waitFor({ timeout: 180_000 });
     await page.locator('[data-kpi="ttr"]').filter({ hasText: /\d/ }).waitFor();
     await page.getByRole('heading', { name: 'What broke' }).waitFor();
+    // The rollback through the Config form is the targeted fix, made by the console through
+    // the control gateway.
+    await page.locator('[data-outcome="resolved"][data-grade="targeted"]').waitFor();
+    await page.locator('[data-verdict="targeted"]').first().waitFor();
   });
 
   await step('07-observability-switch', async () => {
