@@ -1,7 +1,7 @@
 //! The ObservaStack command line: `up` (native launch of the whole stack), `token` (mint a JWT
 //! from the stack's secret), `config get|set` (runtime config through the control gateway),
-//! `openapi` (the services' API documents), `facts` (the request-fact lake) and `scenario` (`lint` scenario files offline; list,
-//! show, start, watch and stop runs through the control gateway).
+//! `openapi` (the services' API documents), `facts` (the request-fact lake) and `scenario` (`lint` scenario files offline,
+//! `verify` them against a real stack; list, show, start, watch and stop runs through the control gateway).
 
 pub mod catalog;
 pub mod config_cmd;
@@ -10,6 +10,7 @@ pub mod load_cmd;
 pub mod openapi_cmd;
 pub mod scenario_cmd;
 pub mod scenario_run_cmd;
+pub mod scenario_verify;
 pub mod state;
 pub mod ui;
 pub mod up;
@@ -56,7 +57,8 @@ pub enum Command {
     Openapi(openapi_cmd::OpenapiArgs),
     /// The request-fact lake: `recompute --from --to`, `flush`, `rollup`, `status`, `bench`.
     Facts(facts_cmd::FactsArgs),
-    /// Scenarios: `lint` files offline; `list`, `show`, `start`, `status`, `watch`, `stop`, `reset` runs.
+    /// Scenarios: `lint` files offline, `verify` them on a real stack; `list`, `show`, `start`,
+    /// `status`, `watch`, `stop`, `reset` runs.
     Scenario(scenario_cmd::ScenarioArgs),
 }
 

@@ -1,6 +1,7 @@
 //! `observastack scenario …`: `lint` checks scenario files and folders offline (no stack
-//! needed) and prints each problem as `path:line:col: field: message (rule)`; `list`, `show`,
-//! `start`, `status`, `stop`, `reset` and `watch` drive runs through the control gateway.
+//! needed) and prints each problem as `path:line:col: field: message (rule)`; `verify` proves
+//! them on a real stack (`scenario_verify`); `list`, `show`, `start`, `status`, `stop`, `reset`
+//! and `watch` drive runs through the control gateway.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use scenario::Diagnostic;
 
 use crate::scenario_run_cmd::{self as runs, Control, ControlArgs};
+use crate::scenario_verify::{self, VerifyArgs};
 use crate::{catalog, ui, watch};
 
 #[derive(Debug, clap::Args)]
@@ -28,6 +30,11 @@ pub enum ScenarioAction {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Prove scenario files on a real stack: the baseline is healthy, the fault bites, doing
+    /// nothing, cutting the load or a blind reset never earn a targeted completion, and the
+    /// `[solution]` does. Starts its own stack unless --control-url is given. Exits 1 when any
+    /// file fails.
+    Verify(VerifyArgs),
     /// The scenarios the orchestrator offers: id, difficulty, title.
     List {
         #[command(flatten)]
@@ -89,6 +96,7 @@ pub enum ScenarioAction {
 pub async fn run(state_dir: &Path, args: ScenarioArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         ScenarioAction::Lint { paths, deny_warnings } => lint(&paths, deny_warnings),
+        ScenarioAction::Verify(args) => scenario_verify::run(state_dir, args).await,
         ScenarioAction::List { control, json } => runs::list(&Control::new(state_dir, &control)?, json).await,
         ScenarioAction::Show { id, control, json } => runs::show(&Control::new(state_dir, &control)?, &id, json).await,
         ScenarioAction::Start { id, time_scale, control } => {
