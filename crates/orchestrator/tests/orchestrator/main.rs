@@ -11,5 +11,4 @@ mod hub;
 mod lifecycle;
 mod overload;
 mod restart;
-mod scenarios;
 mod verdicts;
