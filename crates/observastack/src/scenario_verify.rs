@@ -164,7 +164,14 @@ pub async fn run(state_dir: &Path, args: VerifyArgs) -> anyhow::Result<ExitCode>
     }
     let started = std::time::Instant::now();
     let (scenarios, mut reports) = lint(&args.paths)?;
+    for line in reports.iter().flat_map(Report::lines) {
+        ui::stdout_line(&line);
+    }
     if scenarios.is_empty() {
+        if reports.is_empty() {
+            ui::error("no scenario file to verify (a folder is searched for `*.toml` files)");
+            return Ok(ExitCode::FAILURE);
+        }
         return Ok(finish(&reports, started.elapsed()));
     }
     let mut target = match &args.control_url {
@@ -748,8 +755,17 @@ impl<'a> Proof<'a> {
     }
 
     /// Abandons the active run, if any (verify's own or one it left behind).
+    /// Abandons the active run if it is the one verify follows; a run someone else started
+    /// on a shared stack is not verify's to end.
     async fn stop_active_run(&mut self) {
-        let _ = self.api.call("stop", Role::Instructor, Method::POST, "/api/runs/current/stop", None).await;
+        let Some(ours) = self.view().map(|v| v.id.clone()) else { return };
+        let current = self.api.call("stop", Role::Instructor, Method::GET, "/api/runs/current", None).await;
+        if let Ok((status, run)) = current
+            && status.is_success()
+            && run["id"].as_str() == Some(ours.as_str())
+        {
+            let _ = self.api.call("stop", Role::Instructor, Method::POST, "/api/runs/current/stop", None).await;
+        }
     }
 
     fn ended(&self, check: &'static str) -> Failed {
@@ -936,7 +952,7 @@ impl<'a> Proof<'a> {
             if status.is_success() {
                 accepted += 1;
                 outcomes.push(format!("DELETE {} accepted", control_name(service)));
-            } else if status.is_client_error() {
+            } else if status.is_client_error() && status != StatusCode::NOT_FOUND {
                 let refusal = Refusal::from_body(status, &body);
                 let fields: Vec<&str> = refusal.details.iter().map(|d| d.field.as_str()).collect();
                 let naming = if fields.is_empty() { String::new() } else { format!(" naming {}", fields.join(", ")) };
