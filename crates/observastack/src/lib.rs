@@ -58,7 +58,7 @@ pub enum Command {
     /// The request-fact lake: `recompute --from --to`, `flush`, `rollup`, `status`, `bench`.
     Facts(facts_cmd::FactsArgs),
     /// Scenarios: `lint` files offline, `verify` them on a real stack; `list`, `show`, `start`,
-    /// `status`, `watch`, `stop`, `reset` runs.
+    /// `status`, `watch`, `stop`, `give-up`, `reset` runs.
     Scenario(scenario_cmd::ScenarioArgs),
 }
 

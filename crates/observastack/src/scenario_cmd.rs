@@ -1,6 +1,6 @@
 //! `observastack scenario …`: `lint` checks scenario files and folders offline (no stack
 //! needed) and prints each problem as `path:line:col: field: message (rule)`; `verify` proves
-//! them on a real stack (`scenario_verify`); `list`, `show`, `start`, `status`, `stop`, `reset`
+//! them on a real stack (`scenario_verify`); `list`, `show`, `start`, `status`, `stop`, `give-up`, `reset`
 //! and `watch` drive runs through the control gateway.
 
 use std::path::{Path, PathBuf};
@@ -44,7 +44,8 @@ pub enum ScenarioAction {
         json: bool,
     },
     /// One scenario: story, objectives, load and success conditions (instructors, and learners
-    /// after a run of it, also see faults, hints, solution and debrief).
+    /// once a run of it was resolved or given up, also see faults, cause, hints, solution and
+    /// debrief).
     Show {
         /// Scenario id, e.g. `bad-release-checkout`.
         id: String,
@@ -72,8 +73,15 @@ pub enum ScenarioAction {
         #[arg(long)]
         json: bool,
     },
-    /// Abandon the active run: load off, services back to their defaults.
+    /// Abandon the active run: load off, services back to their defaults. Reveals nothing of
+    /// the scenario.
     Stop {
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Give the active run up: load off, services back to their defaults, and the debrief with
+    /// the solution printed (recorded as given up, not graded).
+    GiveUp {
         #[command(flatten)]
         control: ControlArgs,
     },
@@ -104,6 +112,7 @@ pub async fn run(state_dir: &Path, args: ScenarioArgs) -> anyhow::Result<ExitCod
         }
         ScenarioAction::Status { control, json } => runs::status(&Control::new(state_dir, &control)?, json).await,
         ScenarioAction::Stop { control } => runs::stop(&Control::new(state_dir, &control)?).await,
+        ScenarioAction::GiveUp { control } => runs::give_up(&Control::new(state_dir, &control)?).await,
         ScenarioAction::Reset { control } => runs::reset(&Control::new(state_dir, &control)?).await,
         ScenarioAction::Watch { control, json } => watch::run(&Control::new(state_dir, &control)?, json).await,
     }

@@ -570,7 +570,11 @@ async fn no_active_run(control: &Control) -> String {
         Some(run) => {
             let ended = run.ended_at.map(|t| format!(" at {}", clock(t))).unwrap_or_default();
             let why = run.end_reason.map(|r| format!(" ({r})")).unwrap_or_default();
-            format!("no active run; the last one, {} of {}, was {}{ended}{why}", run.id, run.scenario_id, run.state)
+            let how = match run.state {
+                RunState::GaveUp => "given up".to_owned(),
+                other => other.to_string(),
+            };
+            format!("no active run; the last one, {} of {}, was {how}{ended}{why}", run.id, run.scenario_id)
         }
         None => "no active run".to_owned(),
     }
@@ -670,6 +674,32 @@ pub async fn stop(control: &Control) -> anyhow::Result<ExitCode> {
         }
         Err(refusal) if refusal.status == StatusCode::NOT_FOUND => {
             ui::error("no active run to stop");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(refusal) => {
+            control.report(&refusal);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `scenario give-up`: ends the run and prints its debrief with the solution.
+pub async fn give_up(control: &Control) -> anyhow::Result<ExitCode> {
+    match control.call(Method::POST, "/api/runs/current/give-up", None).await? {
+        Ok(body) => {
+            let run: RunSummary = parse(body, "run")?;
+            ui::stdout_line(&format!("gave up run {} of {}", run.id, run.scenario_id));
+            ui::stdout_line("the load is off and the services are back at their defaults");
+            if let Some(result) = &run.result {
+                ui::stdout_line(&crate::watch::outcome_text(result));
+                for line in crate::watch::review_lines(result, "  ") {
+                    ui::stdout_line(&line);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refusal) if refusal.status == StatusCode::NOT_FOUND => {
+            ui::error("no active run to give up");
             Ok(ExitCode::FAILURE)
         }
         Err(refusal) => {

@@ -306,22 +306,30 @@ impl View {
             return Step { lines: Vec::new(), done: live };
         }
         let mut lines = vec![line(wall, "completed", &outcome_text(result))];
-        lines.push(format!("{INDENT}{}", times_text(result)));
-        lines.extend(wrap(&result.grade_note, WIDTH - INDENT.len()).into_iter().map(|l| indent(&l)));
-        if !result.changes.is_empty() {
-            lines.push(format!("{INDENT}Your changes"));
-            lines.extend(result.changes.iter().map(|c| format!("{INDENT}  {}", learner_change_text(c))));
-        }
-        lines.extend(describe_debrief(&result.debrief, INDENT));
-        if let Some(summary) = result.solution["summary"].as_str() {
-            lines.push(format!("{INDENT}Solution"));
-            lines.extend(wrap(summary, WIDTH - INDENT.len() - 2).into_iter().map(|l| format!("{INDENT}  {l}")));
-        }
+        lines.extend(review_lines(result, INDENT));
         if !live {
             lines.push(format!("{INDENT}(an earlier run; waiting for the next one, Ctrl-C to quit)"));
         }
         Step { lines, done: live }
     }
+}
+
+/// The incident review under its headline: times, the grade note, the learner's changes, the
+/// debrief and the solution, each line starting with `indent`.
+pub fn review_lines(result: &Completed, indent: &str) -> Vec<String> {
+    let width = WIDTH - indent.len();
+    let mut lines = vec![format!("{indent}{}", times_text(result))];
+    lines.extend(wrap(&result.grade_note, width).into_iter().map(|l| format!("{indent}{l}")));
+    if !result.changes.is_empty() {
+        lines.push(format!("{indent}Your changes"));
+        lines.extend(result.changes.iter().map(|c| format!("{indent}  {}", learner_change_text(c))));
+    }
+    lines.extend(describe_debrief(&result.debrief, indent));
+    if let Some(summary) = result.solution["summary"].as_str() {
+        lines.push(format!("{indent}Solution"));
+        lines.extend(wrap(summary, width - 2).into_iter().map(|l| format!("{indent}  {l}")));
+    }
+    lines
 }
 
 /// `resolved · graded TARGETED` or `gave up`.

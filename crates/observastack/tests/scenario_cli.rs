@@ -1,4 +1,4 @@
-//! `observastack scenario list|show|start|status|stop|reset|watch` as a learner types them: the
+//! `observastack scenario list|show|start|status|stop|give-up|reset|watch` as a learner types them: the
 //! real CLI binary against a real control gateway in front of a real orchestrator, with the
 //! shop, user gateway and runner a run needs, all in-process on port 0 against a fresh
 //! PostgreSQL database per test, and a state dir holding the stack's secret.
@@ -453,6 +453,20 @@ async fn a_learner_starts_watches_and_stops_a_run() {
 
     let reset = stack.ok(&["scenario", "reset"]).await;
     assert!(reset.contains("back at their defaults: gateway, runner, shop"), "{reset}");
+
+    // Giving up ends the run with the debrief and the solution; a stop showed neither.
+    let started = stack.ok(&["scenario", "start", "bad-release-checkout", "--time-scale", "0.5"]).await;
+    let run_id = started.split_whitespace().nth(2).unwrap().to_owned();
+    let gave_up = stack.ok(&["scenario", "give-up"]).await;
+    assert!(gave_up.contains(&format!("gave up run {run_id} of bad-release-checkout")), "{gave_up}");
+    assert!(gave_up.contains("gave up: not graded"), "{gave_up}");
+    assert!(gave_up.contains(r#"`shop` release.version = "2.4.0""#), "the targeted fix: {gave_up}");
+    assert!(gave_up.contains("Solution") && gave_up.contains("Roll the shop back"), "{gave_up}");
+    let status = stack.ok(&["scenario", "status"]).await;
+    assert!(status.contains("was given up"), "{status}");
+    let again = stack.cli(&["scenario", "give-up"]).await;
+    assert_eq!(again.code(), 1, "{again:?}");
+    assert!(again.stderr().contains("no active run to give up"), "{again:?}");
     stack.stop().await;
 }
 
@@ -480,7 +494,11 @@ async fn watch_ends_with_the_debrief_once_the_learner_rolls_back() {
     let rollback = watch.until("config    shop release.version: 2.4.1 → 2.4.0", PHASE).await;
     assert!(rollback.contains("by cli (learner)"), "{rollback}");
     let completed = watch.until("completed", PHASE).await;
-    assert!(completed.contains("time to detect") && completed.contains("time to repair"), "{completed}");
+    assert!(completed.contains("resolved · graded TARGETED"), "{completed}");
+    let times = watch.until("detect", PHASE).await;
+    assert!(times.contains("mitigate") && times.contains("repair"), "{times}");
+    let change = watch.until("[targeted] shop patch release.version 2.4.1 → 2.4.0", PHASE).await;
+    assert!(change.contains("(cli, through control-gateway)"), "{change}");
     watch.until("What broke", PHASE).await;
     watch.until("Lessons", PHASE).await;
     let status = tokio::time::timeout(PHASE, watch.child.wait()).await.expect("watch exits").unwrap();
