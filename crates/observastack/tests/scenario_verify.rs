@@ -103,4 +103,10 @@ fn verify_fails_each_broken_fixture_with_its_reason() {
     assert!(table.contains("checkout.success_ratio 1.000 →"), "{table}");
     assert!(run.stdout.contains("3 scenario files verified in"), "{}", run.stdout);
     assert!(run.stderr.contains("error: 3 of 3 scenario files failed verification"), "{}", run.stderr);
+    // A failed verify keeps the stack's logs for the instructor and says where; here they
+    // are expected, so they go.
+    let kept = run.stderr.lines().find_map(|l| l.trim().strip_prefix("the services' logs are kept in "));
+    let logs = Path::new(kept.expect("verify says where the logs are"));
+    assert!(logs.join("orchestrator.log").is_file(), "{}", logs.display());
+    std::fs::remove_dir_all(logs.parent().unwrap()).unwrap();
 }
