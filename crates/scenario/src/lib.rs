@@ -18,6 +18,6 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use lint::lint_source;
 pub use loader::{find_files, load_dir, load_files};
 pub use model::{
-    Baseline, Cause, ConfigPredicate, Debrief, Difficulty, Expectation, Fault, Hint, HintTrigger, Scenario, ServicePatch,
-    Solution, Success, TIME_SCALE_MAX, TIME_SCALE_MIN, TimeScaleError,
+    Baseline, Cause, ConfigPredicate, Debrief, Difficulty, Expectation, Fault, Hint, HintTrigger, Scenario,
+    ServicePatch, Solution, Success, TIME_SCALE_MAX, TIME_SCALE_MIN, TimeScaleError,
 };

@@ -17,8 +17,8 @@ use crate::diagnostic::{Diagnostic, FieldPath, Segment, Severity, line_col};
 use crate::file::{CauseFile, ConfigPredicateFile, ScenarioFile, ServicePatchFile};
 use crate::load::LoadSpec;
 use crate::model::{
-    Baseline, Cause, ConfigPredicate, Debrief, Expectation, Fault, Hint, HintTrigger, Scenario, ServicePatch,
-    Solution, Success, dotted_overlap,
+    Baseline, Cause, ConfigPredicate, Debrief, Expectation, Fault, Hint, HintTrigger, Scenario, ServicePatch, Solution,
+    Success, dotted_overlap,
 };
 use crate::sli::Subject;
 
@@ -573,7 +573,8 @@ impl<'a> Linter<'a> {
             let mut keys = Vec::new();
             key_paths(&p.patch, "", &mut keys);
             // Leaves only: a parent key (`workers`) says nothing about which field changed.
-            let leaf = |k: &String| !keys.iter().any(|o| o.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with('.')));
+            let leaf =
+                |k: &String| !keys.iter().any(|o| o.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with('.')));
             keys.iter().filter(|k| leaf(k)).any(|k| cause.iter().any(|c| c.covers(&p.service, k)))
         });
         if !touches {
