@@ -691,6 +691,8 @@ impl<'a> Proof<'a> {
 
     async fn prove(&mut self) -> Result<(), Failed> {
         self.same_scenario_in_catalog().await?;
+        self.control_path().await?;
+        self.stop_reveals_nothing().await?;
         self.calm_baseline().await?;
         self.fault_bites().await?;
         self.doing_nothing().await?;
@@ -722,6 +724,54 @@ impl<'a> Proof<'a> {
         if let Some(at) = first_difference(&local, &served, "") {
             return fail(check, format!("the stack's `{}` differs from the file at `{at}`", self.sc.id));
         }
+        Ok(())
+    }
+
+    /// The control path cannot be cut from itself: a learner's `upstream.timeout_ms=1` on the
+    /// control gateway (which would time out every control request, the one undoing it
+    /// included) is refused, and the control path still answers.
+    async fn control_path(&mut self) -> Result<(), Failed> {
+        let check = "control path";
+        let path = "/api/services/gateway-control/config";
+        let cut = json!({"upstream": {"timeout_ms": 1}});
+        let (status, body) = self.api.call(check, Role::Learner, Method::PATCH, path, Some(&cut)).await?;
+        if status != StatusCode::FORBIDDEN {
+            if status.is_success() {
+                // Undo it before reporting, if the path still carries the undo.
+                let _ = self.api.call(check, Role::Instructor, Method::DELETE, path, None).await;
+            }
+            return fail(
+                check,
+                format!("a learner's PATCH upstream.timeout_ms=1 on gateway-control: {}", refusal_text(status, &body)),
+            );
+        }
+        self.api.ok(check, Role::Learner, Method::GET, "/api/scenarios", None).await?;
+        self.pass(check, "a learner's upstream.timeout_ms=1 on gateway-control is refused (403)".to_owned());
+        Ok(())
+    }
+
+    /// Start, stop, read the answer must not work: after a stopped run the learner's view of
+    /// the scenario still hides faults, cause, hints and solution.
+    async fn stop_reveals_nothing(&mut self) -> Result<(), Failed> {
+        let check = "stop reveals";
+        let path = format!("/api/scenarios/{}", self.sc.id);
+        let before = self.api.ok(check, Role::Learner, Method::GET, &path, None).await?;
+        if before.get("solution").is_some() {
+            self.note(check, "already revealed by an earlier resolved or given-up run on this stack".to_owned());
+            return Ok(());
+        }
+        self.start_run(check).await?;
+        self.api.ok(check, Role::Learner, Method::POST, "/api/runs/current/stop", None).await?;
+        let after = self.api.ok(check, Role::Learner, Method::GET, &path, None).await?;
+        self.run = None;
+        let shown: Vec<&str> = ["faults", "cause", "hints", "solution", "debrief"]
+            .into_iter()
+            .filter(|k| after.get(*k).is_some())
+            .collect();
+        if !shown.is_empty() {
+            return fail(check, format!("after a stopped run a learner sees {}", shown.join(", ")));
+        }
+        self.pass(check, "a stopped run reveals nothing to a learner".to_owned());
         Ok(())
     }
 

@@ -69,7 +69,15 @@ fn every_shipped_scenario_passes_verify() {
     for id in &shipped {
         let table = table_of(&run.stdout, id);
         assert!(table.contains("verified in"), "{table}");
-        for check in ["baseline healthy", "fault bites", "doing nothing", "cutting the load", "blind reset"] {
+        for check in [
+            "control path",
+            "stop reveals",
+            "baseline healthy",
+            "fault bites",
+            "doing nothing",
+            "cutting the load",
+            "blind reset",
+        ] {
             assert!(
                 table.lines().any(|l| l.trim_start().starts_with(check) && l.contains(" ok ")),
                 "{check}:\n{table}"

@@ -128,11 +128,7 @@ async fn until(rx: oneshot::Receiver<()>) {
     let _ = rx.await;
 }
 
-/// Folders of scenarios: the shipped ones, or this crate's test fixtures.
-pub fn shipped_scenarios() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
-}
-
+/// This crate's test scenarios (light on purpose; the shipped ones are proven by `scenario verify`).
 pub fn fixture_scenarios() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -164,12 +160,6 @@ impl Stack {
 
     pub async fn start_with(dir: PathBuf, adjust: impl FnOnce(&mut Settings)) -> Self {
         Self::start_full(dir, 300, adjust).await
-    }
-
-    /// Everything up with the shipped scenarios and the shop's full-size catalog, which the
-    /// scenarios' faults (the quadratic pricing path, the full-scan search) are sized for.
-    pub async fn start_shipped() -> Self {
-        Self::start_full(shipped_scenarios(), 10_000, |_| {}).await
     }
 
     pub async fn start_full(dir: PathBuf, products: u32, adjust: impl FnOnce(&mut Settings)) -> Self {
