@@ -397,6 +397,7 @@ async fn verify_all(target: &mut Target, scenarios: &[(PathBuf, Scenario)], time
         let started = std::time::Instant::now();
         ui::progress(&format!("{}: verifying {} at time scale {time_scale}", sc.id, file.display()));
         let mut proof = Proof::new(&api, sc, time_scale);
+        proof.own_stack = matches!(target, Target::Own { .. });
         let outcome = match target.crashed() {
             Some(crash) => fail("stack", crash),
             None => proof.prove().await,
@@ -629,6 +630,8 @@ struct Proof<'a> {
     run: Option<(Feed, RunView)>,
     /// The baseline snapshots the first run was judged on.
     baseline: Vec<SliSnapshot>,
+    /// Verify started this stack, so it may reset every service (never on a shared one).
+    own_stack: bool,
 }
 
 impl<'a> Proof<'a> {
@@ -641,6 +644,7 @@ impl<'a> Proof<'a> {
             rows: Vec::new(),
             run: None,
             baseline: Vec::new(),
+            own_stack: false,
         }
     }
 
@@ -746,7 +750,20 @@ impl<'a> Proof<'a> {
             );
         }
         self.api.ok(check, Role::Learner, Method::GET, "/api/scenarios", None).await?;
-        self.pass(check, "a learner's upstream.timeout_ms=1 on gateway-control is refused (403)".to_owned());
+        let mut detail = "a learner's upstream.timeout_ms=1 on gateway-control is refused (403)".to_owned();
+        if self.own_stack {
+            // What an instructor changed there, `POST /api/reset` puts back like any service.
+            let changed = json!({"upstream": {"pool_size": 7}});
+            self.api.ok(check, Role::Instructor, Method::PATCH, path, Some(&changed)).await?;
+            self.api.ok(check, Role::Learner, Method::POST, "/api/reset", None).await?;
+            let after = self.api.ok(check, Role::Learner, Method::GET, path, None).await?;
+            let pool = &after["values"]["upstream"]["pool_size"];
+            if pool == 7 {
+                return fail(check, "POST /api/reset left gateway-control's upstream.pool_size at 7".to_owned());
+            }
+            detail.push_str(&format!("; POST /api/reset restores it (upstream.pool_size 7 → {pool})"));
+        }
+        self.pass(check, detail);
         Ok(())
     }
 
