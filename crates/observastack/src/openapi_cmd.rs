@@ -28,11 +28,13 @@ pub fn documents() -> anyhow::Result<Vec<(String, String)>> {
     shop.merge(service_kit::openapi::internal_api());
     let mut runner = runner::openapi();
     runner.merge(service_kit::openapi::internal_api());
+    let mut orchestrator = orchestrator::openapi();
+    orchestrator.merge(service_kit::openapi::internal_api());
     let mut internal = service_kit::openapi::internal_api();
     internal.info.title = "ObservaStack internal routes (every service; gateways: admin listener)".to_owned();
     let mut docs = vec![
         ("shop.json".to_owned(), shop),
-        ("orchestrator.json".to_owned(), orchestrator::openapi()),
+        ("orchestrator.json".to_owned(), orchestrator),
         ("runner.json".to_owned(), runner),
         ("internal.json".to_owned(), internal),
     ];

@@ -33,6 +33,8 @@ pub struct Shared {
     /// Evaluation period.
     pub tick: Duration,
     pub metrics: OrchestratorMetrics,
+    /// The orchestrator's own `/config` (hint pacing), read on every tick.
+    pub config: watch::Receiver<Arc<service_kit::config::Snapshot<crate::config::OrchestratorConfig>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -420,10 +422,16 @@ impl Engine {
     async fn deliver_hints(&mut self) -> anyhow::Result<()> {
         let Some(incident_at) = self.run.incident_at else { return Ok(()) };
         let now = Utc::now();
+        let pacing = self.shared.config.borrow().hints.clone();
+        if !pacing.enabled {
+            return Ok(());
+        }
+        let min_interval = f64::from(pacing.min_interval_secs) * self.plan.time_scale;
         for (index, hint) in self.plan.hints.clone().into_iter().enumerate() {
             if self.delivered.contains(&index) {
                 continue;
             }
+
             let trigger = match &hint.trigger {
                 HintWhen::After(secs) => (now >= after(incident_at, *secs)).then_some(HintTrigger::Time),
                 HintWhen::Holds(condition, for_secs) => {
@@ -437,6 +445,10 @@ impl Engine {
                 }
             };
             let Some(trigger) = trigger else { continue };
+            if self.hint_times.last().is_some_and(|last| now < after(*last, min_interval)) {
+                // Paced: a due hint waits for the interval (its `when` timer kept running above).
+                continue;
+            }
             let hint = Hint { index, text: hint.text.clone(), trigger };
             let item = self.record(Entry::Hint(hint.clone())).await?;
             self.delivered.insert(index);

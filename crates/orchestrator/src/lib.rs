@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod config;
 pub mod console;
 pub mod engine;
 pub mod grading;
@@ -152,8 +153,16 @@ impl Application {
         let own_metrics = metrics::OrchestratorMetrics::new(&metrics);
         let hub = Hub::new(settings.ws_queue, own_metrics.clone());
         let services = Services::new(settings.services.clone(), keys.clone(), settings.service_timeout)?;
-        let shared =
-            Arc::new(engine::Shared { db: db.clone(), hub, services, tick: settings.tick, metrics: own_metrics });
+        let config = service_kit::ConfigStore::new(SERVICE, config::OrchestratorConfig::default(), metrics.clone())
+            .map_err(|e| anyhow::anyhow!("the orchestrator's default config is invalid: {e}"))?;
+        let shared = Arc::new(engine::Shared {
+            db: db.clone(),
+            hub,
+            services,
+            tick: settings.tick,
+            metrics: own_metrics,
+            config: config.subscribe(),
+        });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let orchestrator = Arc::new(Orchestrator::new(shared, catalog, shutdown_rx));
 
@@ -164,8 +173,9 @@ impl Application {
             let db = db.clone();
             Box::pin(async move { store::ready(&db).await })
         });
-        let app = api::router(orchestrator.clone(), keys)
+        let app = api::router(orchestrator.clone(), keys.clone())
             .merge(console)
+            .merge(service_kit::config::router(config, keys))
             .merge(health_router(SERVICE, ready))
             .route("/metrics", get(service_kit::metrics::metrics_handler).with_state(metrics.clone()))
             .fallback(not_found);

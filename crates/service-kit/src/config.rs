@@ -121,9 +121,11 @@ pub enum ChangeAction {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldChange {
     pub field: String,
-    #[schema(value_type = Object)]
+    /// The value before: any JSON value (a string, a number, a boolean, an object…).
+    #[schema(value_type = Value)]
     pub old: Value,
-    #[schema(value_type = Object)]
+    /// The value after: any JSON value.
+    #[schema(value_type = Value)]
     pub new: Value,
 }
 

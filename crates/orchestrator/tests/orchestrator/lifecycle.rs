@@ -219,3 +219,67 @@ async fn a_run_whose_setup_cannot_reach_a_service_is_abandoned_with_the_reason()
     assert!(ended["baseline_at"].is_null(), "it never got to the baseline");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn the_orchestrator_has_a_config_that_paces_hints_and_only_instructors_change() {
+    let stack = Stack::start(fixture_scenarios()).await;
+    let url = stack.url("/config");
+    let read = stack.http.get(&url).bearer_auth(stack.token(Role::Learner)).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["service"], "orchestrator");
+    assert_eq!(read["values"]["hints"], json!({"enabled": true, "min_interval_secs": 0}));
+
+    let exam = json!({"hints": {"enabled": false}});
+    let refused = stack.http.patch(&url).bearer_auth(stack.token(Role::Learner)).json(&exam).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(details(&refused)[0].0, "hints.enabled", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("pace the exercise"), "{refused}");
+    let bad = json!({"hints": {"min_interval_secs": -1}});
+    let bad = stack.http.patch(&url).bearer_auth(stack.token(Role::Instructor)).json(&bad).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    // An exam: no hint while hints are off, the due ones once they are back on.
+    let resp = stack.http.patch(&url).bearer_auth(stack.token(Role::Instructor)).json(&exam).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let run = stack.start_run("slow-browse", 0.1).await;
+    let id = run["id"].as_str().unwrap();
+    stack.wait_for_state(id, "incident", Duration::from_secs(20)).await;
+    // The first hint is due 0.5 s into the incident at this scale; give it several ticks.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hints = |run: &Value| run["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "hint").count();
+    assert_eq!(hints(&stack.get_json(&format!("/api/runs/{id}")).await), 0, "no hint during an exam");
+    // Both hints are due by now; an hour between hints lets exactly one through.
+    let on = json!({"hints": {"enabled": true, "min_interval_secs": 3600}});
+    let resp = stack.http.patch(&url).bearer_auth(stack.token(Role::Instructor)).json(&on).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    delivered(&stack, id, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hints(&stack.get_json(&format!("/api/runs/{id}")).await), 1, "the second hint waits out the interval");
+    let unpaced = json!({"hints": {"min_interval_secs": 0}});
+    let resp = stack.http.patch(&url).bearer_auth(stack.token(Role::Instructor)).json(&unpaced).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    delivered(&stack, id, 2).await;
+    let history: Value = stack
+        .http
+        .get(stack.url("/config/history"))
+        .bearer_auth(stack.token(Role::Learner))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
+    stack.stop().await;
+}
+
+async fn delivered(stack: &Stack, id: &str, at_least: usize) {
+    crate::helpers::wait_for(&format!("{at_least} hints"), Duration::from_secs(20), || async {
+        let run = stack.get_json(&format!("/api/runs/{id}")).await;
+        let hints = run["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "hint").count();
+        (hints >= at_least).then_some(())
+    })
+    .await;
+}
