@@ -24,11 +24,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::{Control, GatewayConfig, Observability, RoleRoutes, User};
+use crate::http1::client::{ConnPool, Extra};
 use crate::pool::{self, UpstreamPool};
 use crate::routes::{FaultLayer, FaultLookup, Faults, Front, RouteDeps};
 use crate::server;
 use crate::settings::{GatewayRole, Settings, UpstreamUrl};
-use crate::upstream::{ConnPool, Extra};
 
 /// How long the user role's readiness probe waits for the shop's `/healthz`.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -306,7 +306,7 @@ fn shop_readiness(shop: &UpstreamUrl) -> ReadinessCheck {
         let shop = shop.clone();
         Box::pin(async move {
             // A fresh connection per probe: probes are rare and may run on any runtime.
-            let conns = Arc::new(ConnPool::new(&shop));
+            let conns = Arc::new(ConnPool::new(shop.authority()));
             let path = format!("{}/healthz", shop.base_path());
             let req = http::Request::get(path).body(axum::body::Body::empty()).map_err(|e| e.to_string())?;
             let resp = tokio::time::timeout(READINESS_TIMEOUT, conns.send(req, Extra::default()))

@@ -10,14 +10,13 @@
 mod app;
 pub mod cli;
 pub mod config;
-mod h1;
+mod http1;
 pub mod openapi;
 mod pool;
 mod proxy;
 pub mod routes;
 mod server;
 pub mod settings;
-mod upstream;
 
 pub use app::Gateway;
 pub use config::{GatewayConfig, UpstreamConfig};

@@ -21,26 +21,13 @@ use service_kit::error::{ErrorBody, ErrorDetail};
 use service_kit::telemetry::TraceContext;
 use tokio::time::Instant;
 
-use crate::h1::{LazyTimer, RawRequest, Reply};
-use crate::pool::{Outcome, OutcomeCounters, PoolHandle, Refusal, UpstreamPool};
+use crate::http1::LazyTimer;
+use crate::http1::client::{ConnPool, Extra, Guarded, SendError};
+use crate::http1::codec::{HOP_BY_HOP, is_hop_by_hop, write_field};
+use crate::http1::server::{RawRequest, Reply};
+use crate::pool::{Outcome, OutcomeCounters, PoolHandle, Refusal, Slot, UpstreamPool};
 use crate::server::forwarded_for;
 use crate::settings::UpstreamUrl;
-use crate::upstream::{ConnPool, Extra, Guarded, SendError, write_field};
-
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus `proxy-connection`
-/// which old clients still send.
-/// Lowercase, as `HeaderMap` keeps names; compared as strings, which costs less per field
-/// than going through `HeaderName`.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -55,7 +42,7 @@ pub struct Target {
 
 impl Target {
     pub fn new(name: &str, url: UpstreamUrl, counters: OutcomeCounters) -> Self {
-        let conns = Arc::new(ConnPool::new(&url));
+        let conns = Arc::new(ConnPool::new(url.authority()));
         Self { name: Arc::from(name), url, counters, conns }
     }
 
@@ -167,7 +154,7 @@ impl Proxy {
         req: &RawRequest<'_>,
         peer_ip: &HeaderValue,
         timer: &mut LazyTimer,
-    ) -> http::Response<Reply> {
+    ) -> http::Response<Reply<Slot>> {
         let deadline = Instant::now() + self.pool.pool().timeout();
         let mut request = Vec::with_capacity(512 + req.body.len());
         encode_raw_request(target, req, peer_ip, &mut request);
@@ -180,7 +167,7 @@ impl Proxy {
         match timer.run_until(deadline, exchange).await {
             Some(Ok(exchanged)) => {
                 target.counters.record(Outcome::Ok);
-                let reply = Reply::Upstream { head, body: exchanged.body, chunked: exchanged.chunked, slot };
+                let reply = Reply::Upstream { head, body: exchanged.body, chunked: exchanged.chunked, guard: slot };
                 let mut resp = http::Response::new(reply);
                 *resp.status_mut() = exchanged.status;
                 resp
@@ -406,12 +393,6 @@ fn encode_raw_request(target: &Target, req: &RawRequest<'_>, peer_ip: &HeaderVal
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(req.body);
-}
-
-/// Whether a field named `name` (any case) is one of [`HOP_BY_HOP`].
-#[inline]
-pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
 }
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {

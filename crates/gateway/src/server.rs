@@ -19,8 +19,9 @@ use tower::Service;
 
 use service_kit::server::{ACCEPT_BACKOFF, spawn_connection, wait_for_drain};
 
-use crate::h1;
+use crate::http1::server as http1_server;
 use crate::routes::Front;
+use crate::routes::user::UserConnection;
 
 /// Pending connections the kernel queues per listener before the accept loop takes them.
 const BACKLOG: i32 = 4096;
@@ -93,8 +94,9 @@ pub async fn serve(
             Front::User(user) => {
                 // Computed once per connection, sent with each of its requests.
                 let peer_ip = forwarded_for(peer.ip());
-                let settings = h1::Settings { header_read_timeout, hyper: builder.clone() };
-                h1::spawn(stream, user.clone(), peer_ip, settings, &stop, &live_rx);
+                let settings = http1_server::Settings { header_read_timeout, hyper: builder.clone() };
+                let connection = UserConnection::new(user.clone(), peer_ip);
+                http1_server::spawn(stream, connection, settings, &stop, &live_rx);
             }
             Front::Router(router) => {
                 let io = TokioIo::new(stream);

@@ -17,7 +17,9 @@ use service_kit::metrics::{RequestTrace, UNMATCHED_ROUTE};
 use service_kit::{ApiError, Metrics};
 
 use super::{FaultLookup, USER_ROUTES, healthz, split_route};
-use crate::h1::{LazyTimer, RawRequest, Reply};
+use crate::http1::LazyTimer;
+use crate::http1::server::{Handler, RawRequest, Reply};
+use crate::pool::Slot;
 use crate::proxy::{Proxy, Target, error_response};
 use crate::settings::GatewayRole;
 
@@ -84,7 +86,7 @@ impl UserFront {
     }
 
     /// Serves one request from a client at `peer_ip` (its `x-forwarded-for` value), as
-    /// hyper parsed it: the requests that [`crate::h1`] hands over.
+    /// hyper parsed it: the requests that [`crate::http1::server`] hands over.
     pub async fn handle(&self, req: Request<Incoming>, peer_ip: &HeaderValue) -> Response {
         let method = req.method().clone();
         let matched = self.route(&method, req.uri().path());
@@ -97,13 +99,13 @@ impl UserFront {
     }
 
     /// [`UserFront::handle`] for a request of the gateway's own HTTP/1.1 server.
-    /// `timer` carries the upstream budget (see [`crate::h1::LazyTimer`]).
+    /// `timer` carries the upstream budget (see [`LazyTimer`]).
     pub(crate) async fn handle_raw(
         &self,
         req: &RawRequest<'_>,
         peer_ip: &HeaderValue,
         timer: &mut LazyTimer,
-    ) -> http::Response<Reply> {
+    ) -> http::Response<Reply<Slot>> {
         let matched = self.route(&req.method, req.path());
         let route = matched.route();
         let trace = RequestTrace::start_with(&req.method, route, req.field("traceparent"), || req.header_map());
@@ -182,7 +184,7 @@ impl UserFront {
         req: &RawRequest<'_>,
         peer_ip: &HeaderValue,
         timer: &mut LazyTimer,
-    ) -> http::Response<Reply> {
+    ) -> http::Response<Reply<Slot>> {
         let Matched::Proxy(template) = matched else {
             return local(matched, &req.method, req.path()).await.map(Reply::Local);
         };
@@ -199,6 +201,36 @@ impl UserFront {
         // Boxed: only requests under a fault pay for its future, the others do not carry its
         // size.
         Box::pin(service_kit::faults::apply(&fault)).await
+    }
+}
+
+/// One client connection of the user role, as the gateway's HTTP/1.1 server serves it.
+#[derive(Clone)]
+pub struct UserConnection {
+    front: Arc<UserFront>,
+    /// The client's `x-forwarded-for` entry, computed once per connection.
+    peer_ip: HeaderValue,
+}
+
+impl UserConnection {
+    pub fn new(front: Arc<UserFront>, peer_ip: HeaderValue) -> Self {
+        Self { front, peer_ip }
+    }
+}
+
+impl Handler for UserConnection {
+    type Guard = Slot;
+
+    fn serve(
+        &self,
+        req: &RawRequest<'_>,
+        timer: &mut LazyTimer,
+    ) -> impl Future<Output = http::Response<Reply<Slot>>> + Send {
+        self.front.handle_raw(req, &self.peer_ip, timer)
+    }
+
+    fn serve_hyper(&self, req: Request<Incoming>) -> impl Future<Output = Response> + Send {
+        self.front.handle(req, &self.peer_ip)
     }
 }
 

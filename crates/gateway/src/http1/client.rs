@@ -9,7 +9,6 @@
 //! any task. WebSocket handshakes, which hand the connection over, still go through hyper.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,15 +17,17 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::settings::UpstreamUrl;
+use super::codec::{Chunk, Framing, encode_client_head, parse_chunk_size, tokens, write_field};
+use super::conn::Conn;
 
 /// An idle connection older than this is closed instead of reused; upstreams commonly close
 /// idle keep-alive connections after a minute or so, and reusing one they closed costs a retry.
@@ -35,10 +36,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Most idle connections kept per upstream and thread; more are closed once their response is
 /// done. Busy connections are bounded by `upstream.pool_size`, not here.
 const MAX_IDLE: usize = 1024;
-
-/// Read buffer of a connection; it grows (to [`MAX_HEAD`]) only for a response head that does
-/// not fit.
-const READ_BUF: usize = 8 * 1024;
 
 /// Largest response head accepted (hyper's default read limit is of the same order).
 const MAX_HEAD: usize = 64 * 1024;
@@ -70,83 +67,6 @@ pub enum SendError {
     Body(#[source] axum::Error),
     #[error(transparent)]
     Http(#[from] hyper::Error),
-}
-
-/// One connection and the bytes read from it that are not consumed yet (`buf[start..end]`).
-/// Used for both hops: upstream connections here, client connections in [`crate::h1`].
-pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Most bytes buffered at once.
-    limit: usize,
-}
-
-impl Conn {
-    fn new(stream: TcpStream) -> Self {
-        Self::with_limit(stream, MAX_HEAD)
-    }
-
-    /// A connection that buffers up to `limit` bytes (a head and a body kept for a retry).
-    pub(crate) fn with_limit(stream: TcpStream, limit: usize) -> Self {
-        Self { stream, buf: vec![0; READ_BUF], start: 0, end: 0, limit }
-    }
-
-    pub(crate) fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    /// The socket and the bytes read from it but not consumed.
-    pub(crate) fn into_parts(self) -> (TcpStream, Bytes) {
-        let unread = Bytes::copy_from_slice(self.data());
-        (self.stream, unread)
-    }
-
-    pub(crate) fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start >= self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Whether [`Conn::poll_fill`] can read more without going over the limit.
-    pub(crate) fn is_full(&self) -> bool {
-        self.start == 0 && self.end == self.limit
-    }
-
-    /// Reads more bytes after those buffered; `Ok(0)` is the end of the stream.
-    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else if self.buf.len() < self.limit {
-                let grown = (self.buf.len() * 2).min(self.limit);
-                self.buf.resize(grown, 0);
-            } else {
-                return Poll::Ready(Err(io::Error::other("message head too large")));
-            }
-        }
-        let mut read = ReadBuf::new(&mut self.buf[self.end..]);
-        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut read))?;
-        let n = read.filled().len();
-        self.end += n;
-        Poll::Ready(Ok(n))
-    }
-
-    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_fill(cx)).await
-    }
-
-    /// An idle connection is usable if the upstream sent nothing since its last response: no
-    /// end of stream, no stray bytes. Reads the reactor's readiness, no system call.
-    fn is_quiet(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.start == self.end && self.stream.poll_read_ready(&mut cx).is_pending()
-    }
 }
 
 /// An upstream response whose head [`ConnPool::exchange`] wrote for the client.
@@ -199,8 +119,7 @@ enum RequestFraming {
 }
 
 impl ConnPool {
-    pub fn new(url: &UpstreamUrl) -> Self {
-        let authority = url.authority();
+    pub fn new(authority: &Authority) -> Self {
         // `[::1]` in a URL is `::1` to the resolver.
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         let host_header =
@@ -255,7 +174,7 @@ impl ConnPool {
     }
 
     /// [`ConnPool::send`] for a request already encoded whole, head and body, in `request`
-    /// (see [`crate::h1`]). The response head is written to `client_head` as the client is to
+    /// (see [`super::server`]). The response head is written to `client_head` as the client is to
     /// receive it (see [`encode_client_head`]), with `connection: close` when `client_close`;
     /// its body is left to read from the returned [`UpstreamBody`].
     pub async fn exchange(
@@ -341,7 +260,7 @@ impl ConnPool {
         let stream = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(SendError::Connect)?;
         // Small request/response exchanges: Nagle would add up to 40 ms per hop.
         let _ = stream.set_nodelay(true);
-        Ok(Conn::new(stream))
+        Ok(Conn::with_limit(stream, MAX_HEAD))
     }
 
     /// Sends an upgrade request (WebSocket handshake) on a connection of its own, which is
@@ -504,7 +423,7 @@ async fn read_head_with<H>(
 ) -> Result<Head<H>, SendError> {
     let mut received = false;
     loop {
-        if conn.start < conn.end {
+        if !conn.data().is_empty() {
             match parse_head(conn.data(), method, &mut build)? {
                 Parsed::Partial => {}
                 Parsed::Interim(len) => {
@@ -570,7 +489,7 @@ fn parse_head_into<'b, H>(
     if status.is_informational() {
         return Ok(Parsed::Interim(len));
     }
-    let framing = Framing::of_response(method, status, parsed.headers)?;
+    let framing = Framing::of_response(*method == Method::HEAD, status, parsed.headers).map_err(SendError::Protocol)?;
     let close = parsed.headers.iter().any(|f| {
         f.name.eq_ignore_ascii_case("connection") && tokens(f.value).any(|t| t.eq_ignore_ascii_case(b"close"))
     });
@@ -605,126 +524,6 @@ fn header_map(
         headers.append(name, value);
     }
     Ok(headers)
-}
-
-/// Writes one header field line. Inlined: a call per field cost more than the copies.
-#[inline]
-pub(crate) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Writes an HTTP/1.1 status line with the status's canonical reason.
-pub(crate) fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Writes the head the client receives for an upstream response with `fields`: HTTP/1.1,
-/// without hop-by-hop fields (and those `Connection` names), with the body framed by length
-/// when the upstream gave one and chunked otherwise, and `connection: close` when `close`.
-pub(crate) fn encode_client_head(
-    status: StatusCode,
-    fields: &[httparse::Header<'_>],
-    framing: Framing,
-    close: bool,
-    out: &mut Vec<u8>,
-) {
-    let rechunked = matches!(framing, Framing::Chunked(_) | Framing::UntilClose);
-    write_status_line(out, status);
-    let named = fields.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")).flat_map(|f| tokens(f.value));
-    let named: Vec<&[u8]> = named.collect();
-    for field in fields {
-        let name = field.name.as_bytes();
-        let dropped = crate::proxy::is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || (rechunked && name.eq_ignore_ascii_case(b"content-length"))
-            || named.iter().any(|token| name.eq_ignore_ascii_case(token));
-        if !dropped {
-            write_field(out, name, field.value);
-        }
-    }
-    if rechunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
-}
-
-/// Where the reading of a response body stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    Done,
-    /// Bytes still to come.
-    Length(u64),
-    Chunked(Chunk),
-    /// No length given: the body ends with the connection.
-    UntilClose,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Bytes of the current chunk still to come.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
-}
-
-impl Framing {
-    fn is_done(self) -> bool {
-        self == Self::Done
-    }
-
-    /// RFC 9112 §6.3: how long a response body is, from the raw header fields.
-    fn of_response(method: &Method, status: StatusCode, fields: &[httparse::Header<'_>]) -> Result<Self, SendError> {
-        if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            return Ok(Self::Done);
-        }
-        let mut coding = None;
-        let mut length: Option<&[u8]> = None;
-        for field in fields {
-            if field.name.eq_ignore_ascii_case("transfer-encoding") {
-                coding = tokens(field.value).last().or(coding);
-            } else if field.name.eq_ignore_ascii_case("content-length") {
-                let value = field.value.trim_ascii();
-                if length.is_some_and(|seen| seen != value) {
-                    return Err(SendError::Protocol("conflicting content-length"));
-                }
-                length = Some(value);
-            }
-        }
-        if let Some(coding) = coding {
-            return Ok(if coding.eq_ignore_ascii_case(b"chunked") {
-                Self::Chunked(Chunk::Size)
-            } else {
-                Self::UntilClose
-            });
-        }
-        let Some(length) = length else { return Ok(Self::UntilClose) };
-        // Digits only: `str::parse` would also take a sign.
-        let digits = !length.is_empty() && length.iter().all(u8::is_ascii_digit);
-        let length = std::str::from_utf8(length).ok().filter(|_| digits).and_then(|v| v.parse().ok());
-        match length.ok_or(SendError::Protocol("invalid content-length"))? {
-            0 => Ok(Self::Done),
-            left => Ok(Self::Length(left)),
-        }
-    }
 }
 
 /// An upstream response body, read from the connection as it is polled. At its end the
@@ -762,7 +561,7 @@ impl UpstreamBody {
         self.framing = Framing::Done;
         if let Some(conn) = self.conn.take()
             && self.reuse
-            && conn.start == conn.end
+            && conn.data().is_empty()
         {
             self.pool.put(conn);
         }
@@ -774,7 +573,7 @@ impl UpstreamBody {
         match self.framing {
             Framing::Done => Poll::Ready(Ok(Some(None))),
             Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
-                if conn.start == conn.end && ready!(conn.poll_fill(cx)).map_err(SendError::Io)? == 0 {
+                if conn.data().is_empty() && ready!(conn.poll_fill(cx)).map_err(SendError::Io)? == 0 {
                     return Poll::Ready(Err(SendError::Io(io::ErrorKind::UnexpectedEof.into())));
                 }
                 let take = conn.data().len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -792,7 +591,7 @@ impl UpstreamBody {
                 Poll::Ready(Ok(Some(Some(data))))
             }
             Framing::UntilClose => {
-                if conn.start == conn.end && ready!(conn.poll_fill(cx)).map_err(SendError::Io)? == 0 {
+                if conn.data().is_empty() && ready!(conn.poll_fill(cx)).map_err(SendError::Io)? == 0 {
                     self.reuse = false;
                     self.finish();
                     return Poll::Ready(Ok(Some(None)));
@@ -833,25 +632,13 @@ impl UpstreamBody {
                     }
                     return Poll::Ready(Ok(None));
                 }
-                let size = parse_chunk_size(&conn.data()[..line_len])?;
+                let size = parse_chunk_size(&conn.data()[..line_len]).map_err(SendError::Protocol)?;
                 conn.consume(line_len + 2);
                 self.framing = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
                 Poll::Ready(Ok(None))
             }
         }
     }
-}
-
-/// `1a3f` or `1a3f;name=value`, as in a chunk-size line.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, SendError> {
-    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err(SendError::Protocol("invalid chunk size"));
-    }
-    digits.iter().try_fold(0u64, |size, digit| {
-        let nibble = char::from(*digit).to_digit(16).ok_or(SendError::Protocol("invalid chunk size"))?;
-        Ok(size << 4 | u64::from(nibble))
-    })
 }
 
 impl hyper::body::Body for UpstreamBody {
@@ -1006,16 +793,6 @@ mod tests {
     }
 
     #[test]
-    fn chunk_sizes_are_hex_with_optional_extensions() {
-        assert_eq!(parse_chunk_size(b"1a").ok(), Some(26));
-        assert_eq!(parse_chunk_size(b"FF;name=value").ok(), Some(255));
-        assert_eq!(parse_chunk_size(b"0").ok(), Some(0));
-        assert!(parse_chunk_size(b"").is_err());
-        assert!(parse_chunk_size(b"xyz").is_err());
-        assert!(parse_chunk_size(b"10000000000000000").is_err());
-    }
-
-    #[test]
     fn request_head_carries_the_upstream_host_and_the_body_framing() {
         let req =
             Request::post("/api/carts?x=1").header("host", "client").header("x-b", "2").body(()).unwrap_or_default();
@@ -1049,10 +826,10 @@ mod tests {
     }
 
     /// Serves `responses` (raw bytes, one per accepted request in order) on one connection.
-    async fn raw_upstream(responses: Vec<&'static [u8]>) -> (UpstreamUrl, tokio::task::JoinHandle<Vec<String>>) {
+    async fn raw_upstream(responses: Vec<&'static [u8]>) -> (Authority, tokio::task::JoinHandle<Vec<String>>) {
         use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let authority = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string();
         let task = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
             let mut requests = Vec::new();
@@ -1064,17 +841,17 @@ mod tests {
             }
             requests
         });
-        (url.parse().unwrap_or_else(|e: String| panic!("{e}")), task)
+        (authority.parse().unwrap_or_else(|e| panic!("{e}")), task)
     }
 
     #[tokio::test]
     async fn chunked_and_fixed_length_bodies_are_read_and_the_connection_reused() {
-        let (url, upstream) = raw_upstream(vec![
+        let (authority, upstream) = raw_upstream(vec![
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n",
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
         ])
         .await;
-        let pool = Arc::new(ConnPool::new(&url));
+        let pool = Arc::new(ConnPool::new(&authority));
         let resp = pool.send(Request::get("/a").body(Body::empty()).unwrap_or_default(), Extra::default()).await;
         let body = resp.unwrap_or_else(|e| panic!("{e}")).into_body().collect().await;
         assert_eq!(body.map(|b| b.to_bytes()).ok(), Some(Bytes::from_static(b"hello world")));
