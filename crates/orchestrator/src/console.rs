@@ -287,8 +287,11 @@ async fn login(State(state): State<Arc<ConsoleState>>, headers: HeaderMap, Query
         }
     };
     tracing::info!(subject = %claims.sub, "console login");
-    let cookie =
-        format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs());
+    let cookie = format!(
+        "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}; Max-Age={}",
+        secure_attribute(&headers),
+        SESSION_TTL.as_secs()
+    );
     let mut resp = Redirect::to("/console/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, value);
@@ -298,10 +301,30 @@ async fn login(State(state): State<Arc<ConsoleState>>, headers: HeaderMap, Query
     resp
 }
 
+/// `; Secure` when the browser reached the console over HTTPS: a TLS-terminating proxy in
+/// front (a load balancer, Caddy, an IDE's preview) says so with `X-Forwarded-Proto` or
+/// `Forwarded: proto=https`. A client claiming HTTPS over plain HTTP only loses its own
+/// cookie, so the header needs no trust.
+pub fn secure_attribute(headers: &HeaderMap) -> &'static str {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    let forwarded = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',')
+            .next()
+            .into_iter()
+            .flat_map(|first| first.split(';'))
+            .any(|pair| pair.trim().eq_ignore_ascii_case("proto=https"))
+    });
+    if forwarded_proto || forwarded { "; Secure" } else { "" }
+}
+
 /// `POST /console/logout`: forgets the cookie.
-async fn logout() -> Response {
+async fn logout(headers: HeaderMap) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    let cookie = format!("{TOKEN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cookie = format!("{TOKEN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict{}; Max-Age=0", secure_attribute(&headers));
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, value);
     }

@@ -40,8 +40,35 @@ async fn a_login_code_becomes_an_http_only_strict_cookie_once() {
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attribute), "{attribute} missing from {cookie}");
     }
+    assert!(!cookie.contains("Secure"), "plain HTTP cannot keep a Secure cookie: {cookie}");
     let pair = cookie.split(';').next().unwrap().to_owned();
     assert!(pair.starts_with("observastack_token="), "{pair}");
+
+    // Behind a TLS-terminating proxy (it says so), the cookie is Secure, and so is its removal.
+    let code = orchestrator::console::mint_login_code(&keys(), "ada", Duration::from_secs(60)).unwrap();
+    let https = browser()
+        .get(stack.url(&format!("/console/login?code={code}")))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(cookie_of(&https).contains("; Secure"), "{}", cookie_of(&https));
+    let code = orchestrator::console::mint_login_code(&keys(), "ada", Duration::from_secs(60)).unwrap();
+    let forwarded = browser()
+        .get(stack.url(&format!("/console/login?code={code}")))
+        .header("forwarded", "for=192.0.2.1;proto=https")
+        .send()
+        .await
+        .unwrap();
+    assert!(cookie_of(&forwarded).contains("; Secure"), "{}", cookie_of(&forwarded));
+    let logout = browser()
+        .post(stack.url("/console/logout"))
+        .header("x-forwarded-proto", "https")
+        .header("x-observastack-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert!(cookie_of(&logout).contains("Max-Age=0") && cookie_of(&logout).contains("; Secure"));
 
     // The cookie is a learner's session for the subject the code named.
     let resp = browser().get(stack.url("/api/runs")).header("cookie", &pair).send().await.unwrap();
