@@ -34,7 +34,7 @@ use axum::Router;
 use axum::routing::get;
 use service_kit::app::observed;
 use service_kit::server::{ReadinessCheck, health_router};
-use service_kit::{ApiError, JwtKeys, Metrics};
+use service_kit::{JwtKeys, Metrics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use utoipa::OpenApi as _;
@@ -177,9 +177,8 @@ impl Application {
             .merge(console)
             .merge(service_kit::config::router(config, keys))
             .merge(health_router(SERVICE, ready))
-            .route("/metrics", get(service_kit::metrics::metrics_handler).with_state(metrics.clone()))
-            .fallback(not_found);
-        let router = observed(app, metrics);
+            .route("/metrics", get(service_kit::metrics::metrics_handler).with_state(metrics.clone()));
+        let router = observed(service_kit::app::with_json_fallbacks(app), metrics);
         Ok(Self { listener, port, router, orchestrator, shutdown, drain: settings.drain })
     }
 
@@ -213,10 +212,6 @@ impl Application {
         self.orchestrator.shared.db.close().await;
         served.context("the orchestrator server failed")
     }
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".to_owned())
 }
 
 #[derive(utoipa::OpenApi)]

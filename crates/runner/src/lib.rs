@@ -142,10 +142,13 @@ impl Application {
             stats.clone(),
         )?);
         let state = routes::SliState { stats: stats.clone(), engine: engine.clone(), store: store.clone() };
-        let app = routes::router(state)
-            .merge(internal_routes(metrics.clone(), store.clone(), Arc::new(keys), service_kit::server::always_ready()))
-            .fallback(not_found);
-        let router = observed(app, metrics.clone());
+        let app = routes::router(state).merge(internal_routes(
+            metrics.clone(),
+            store.clone(),
+            Arc::new(keys),
+            service_kit::server::always_ready(),
+        ));
+        let router = observed(service_kit::app::with_json_fallbacks(app), metrics.clone());
         Ok(Self { listener, port, router, store, metrics, runner_metrics, engine, stats, drain: settings.drain })
     }
 
@@ -226,10 +229,6 @@ async fn update_gauges(engine: Arc<Engine>, metrics: RunnerMetrics) {
         metrics.offered_rate.set(engine.offered_rate());
         metrics.in_flight.set(i64::try_from(engine.in_flight()).unwrap_or(i64::MAX));
     }
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".to_owned())
 }
 
 fn describe(err: &ApiError) -> String {

@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use axum::http::{Method, Uri};
 use axum::routing::get;
 use axum::{Router, middleware};
+
+use crate::error::ApiError;
 
 use crate::auth::JwtKeys;
 use crate::config::{self, ConfigStore, RuntimeConfig};
@@ -28,4 +31,21 @@ pub fn internal_routes<T: RuntimeConfig>(
 /// histogram. Apply last, so it sees the final matched route.
 pub fn observed(router: Router, metrics: Arc<Metrics>) -> Router {
     router.layer(middleware::from_fn_with_state(metrics, metrics::observe))
+}
+
+/// JSON answers for a path no route serves (404) and a method the path does not take (405,
+/// axum keeps its `Allow` header), so every error a client meets is `{"error": {code, message}}`,
+/// never an empty body.
+pub fn with_json_fallbacks(router: Router) -> Router {
+    router.method_not_allowed_fallback(method_not_allowed).fallback(not_found)
+}
+
+/// The 404 of a path no route serves.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// The 405 of a method a path does not take.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }

@@ -159,10 +159,9 @@ impl Application {
                 Box::pin(async move { db.ready().await })
             })
         };
-        let app = routes::router(state, gate)
-            .merge(internal_routes(metrics.clone(), store.clone(), Arc::new(keys), ready))
-            .fallback(not_found);
-        let router = observed(app, metrics.clone());
+        let app =
+            routes::router(state, gate).merge(internal_routes(metrics.clone(), store.clone(), Arc::new(keys), ready));
+        let router = observed(service_kit::app::with_json_fallbacks(app), metrics.clone());
         let watcher = spawn_config_watcher(store.clone(), db.clone(), workers);
         Ok(Self { listener, port, router, db, store, metrics, watcher, drain: settings.drain })
     }
@@ -209,10 +208,6 @@ fn spawn_config_watcher(
             workers.set_limit(snapshot.workers.max_concurrent);
         }
     })
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".to_owned())
 }
 
 fn describe(err: &ApiError) -> String {

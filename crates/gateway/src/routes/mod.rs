@@ -145,8 +145,8 @@ impl RouteDeps {
     fn with_health_and_fallbacks(&self, business: Router) -> Router {
         (self.faults.layer)(business)
             .route("/healthz", get(healthz).with_state(self.role))
-            .method_not_allowed_fallback(method_not_allowed)
-            .fallback(not_found)
+            .method_not_allowed_fallback(service_kit::app::method_not_allowed)
+            .fallback(service_kit::app::not_found)
     }
 
     fn target(&self, name: &str, url: &UpstreamUrl) -> Target {
@@ -211,18 +211,6 @@ pub async fn healthz(State(role): State<GatewayRole>) -> Json<Health> {
         service: role.service_name().to_owned(),
         version: service_kit::VERSION.to_owned(),
     })
-}
-
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
-}
-
-async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
-    )
 }
 
 /// Control gateway: every route needs a valid token, except the liveness probe and the
