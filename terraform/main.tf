@@ -23,7 +23,9 @@ locals {
   address            = google_compute_address.stack.address
   observability_host = length(var.observability_allowed_cidrs) > 0 ? local.address : "localhost"
   user_url           = "http://${local.address}:8080"
-  control_url        = "http://${local.address}:8081"
+  # With a domain, the control path is HTTPS through Caddy on :443; without, plain :8081.
+  https              = var.domain != ""
+  control_url        = local.https ? "https://${var.domain}" : "http://${local.address}:8081"
   grafana_url        = "http://${local.observability_host}:3000"
   service_health_url = "http://${local.observability_host}:8082/facts/dashboard"
 }
@@ -75,6 +77,38 @@ resource "google_compute_firewall" "control" {
   allow {
     protocol = "tcp"
     ports    = ["8081"]
+  }
+}
+
+resource "google_compute_firewall" "control_https" {
+  count         = local.https ? 1 : 0
+  name          = "${var.name}-control-https"
+  description   = "Control path over HTTPS: Caddy on :443 in front of the control gateway."
+  network       = google_compute_network.vpc.id
+  direction     = "INGRESS"
+  source_ranges = var.control_allowed_cidrs
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["443"]
+  }
+}
+
+# Let's Encrypt's HTTP-01 challenge comes from anywhere; Caddy answers it on :80 and redirects
+# everything else to HTTPS, which stays restricted to control_allowed_cidrs.
+resource "google_compute_firewall" "acme" {
+  count         = local.https ? 1 : 0
+  name          = "${var.name}-acme"
+  description   = "ACME HTTP-01 challenge and the redirect to HTTPS (Caddy on :80); nothing else is served there."
+  network       = google_compute_network.vpc.id
+  direction     = "INGRESS"
+  source_ranges = ["0.0.0.0/0"]
+  target_tags   = [local.tag]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["80"]
   }
 }
 
@@ -223,6 +257,7 @@ resource "google_compute_instance" "stack" {
       git_ref            = var.git_ref
       secret_prefix      = var.name
       control_url        = local.control_url
+      domain             = var.domain
       grafana_url        = local.grafana_url
       service_health_url = local.service_health_url
     })

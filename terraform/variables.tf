@@ -92,3 +92,14 @@ variable "observability_allowed_cidrs" {
     error_message = "observability_allowed_cidrs must not be 0.0.0.0/0: the observability path is not public."
   }
 }
+
+variable "domain" {
+  description = "A DNS name pointed at the VM's static address (output external_ip), e.g. \"sre.example.org\". When set, Caddy (Ubuntu's package) serves the control path over HTTPS on :443 with a Let's Encrypt certificate (port 80 opens to everyone for the ACME challenge and the redirect only) and the console's cookie is Secure. Empty: the control path is plain HTTP on :8081."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.domain == "" || can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", var.domain))
+    error_message = "domain must be a lowercase DNS name such as sre.example.org, or empty."
+  }
+}

@@ -120,7 +120,14 @@ def main():
           "observability path: 3000/8082/9090, only from observability_allowed_cidrs")
     check("default" not in variables.get("control_allowed_cidrs", {"default": 1}), "control_allowed_cidrs has no default (never public)")
     check(variables.get("observability_allowed_cidrs", {}).get("default") == [], "observability is not public by default")
-    check("0.0.0.0/0" not in str([firewall(n).get("source_ranges") for n in ("control", "observability", "iap")]),
+    https_rule, acme_rule = firewall("control_https"), firewall("acme")
+    check(ports(https_rule) == {"443"} and "var.control_allowed_cidrs" in str(https_rule.get("source_ranges"))
+          and "local.https" in str(https_rule.get("count")),
+          "control path over HTTPS: 443 only, from control_allowed_cidrs, only with a domain")
+    check(ports(acme_rule) == {"80"} and "local.https" in str(acme_rule.get("count")),
+          "the public ACME rule opens 80 only, and only with a domain")
+    check("reverse_proxy 127.0.0.1:8081" in template, "Caddy proxies the control gateway only")
+    check("0.0.0.0/0" not in str([firewall(n).get("source_ranges") for n in ("control", "control_https", "observability", "iap")]),
           "no literal 0.0.0.0/0 on control, observability or SSH")
     check(("google_secret_manager_secret", "stack") in resources and "jwt-secret" in text,
           "the JWT secret lives in Secret Manager")
