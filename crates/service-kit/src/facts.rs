@@ -4,6 +4,8 @@
 //! The request path only does a `try_send` into a bounded queue: when the queue is full or the
 //! facts service is down, facts are dropped and counted in
 //! `observastack_facts_dropped_total{reason}`, so a dead facts service never slows a request.
+//! Batches carry the stack's `service`-role token (`OBSERVASTACK_SERVICE_TOKEN`): the lake
+//! stores nothing without one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,8 @@ use uuid::Uuid;
 
 /// Env key: base URL of the facts service (e.g. `http://127.0.0.1:8104`); unset disables.
 pub const ENV_FACTS_URL: &str = "OBSERVASTACK_FACTS_URL";
+/// Env key: the `service`-role token sent as `Authorization: Bearer` with every batch.
+pub const ENV_SERVICE_TOKEN: &str = "OBSERVASTACK_SERVICE_TOKEN";
 /// Facts waiting to be sent; beyond this they are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 10_000;
 /// Largest batch per POST.
@@ -48,6 +52,39 @@ fn serialize_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Resul
     serializer.serialize_str(value)
 }
 
+/// Where facts go, and the token they carry there.
+#[derive(Clone)]
+pub struct FactsTarget {
+    /// Base URL of the facts service.
+    pub url: String,
+    /// A `service`-role token; without one the lake refuses every batch (counted as
+    /// `unauthorized`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for FactsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FactsTarget")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "(redacted)"))
+            .finish()
+    }
+}
+
+impl FactsTarget {
+    pub fn new(url: impl Into<String>, token: Option<String>) -> Self {
+        Self { url: url.into(), token }
+    }
+
+    /// [`ENV_FACTS_URL`] and [`ENV_SERVICE_TOKEN`], read once when a service starts; `None`
+    /// without a URL (no emitter).
+    pub fn from_env() -> Option<Self> {
+        let url = std::env::var(ENV_FACTS_URL).ok().filter(|u| !u.is_empty())?;
+        let token = std::env::var(ENV_SERVICE_TOKEN).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        Some(Self { url, token })
+    }
+}
+
 /// Handle held by [`crate::Metrics`]; cheap to call on every request.
 pub struct FactEmitter {
     service: Arc<str>,
@@ -63,7 +100,7 @@ impl std::fmt::Debug for FactEmitter {
 
 impl FactEmitter {
     /// Starts the sender task on the current runtime; `None` outside a runtime.
-    pub fn start(service: &str, base_url: &str, capacity: usize) -> Option<(Self, IntCounterVec)> {
+    pub fn start(service: &str, target: &FactsTarget, capacity: usize) -> Option<(Self, IntCounterVec)> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let dropped = IntCounterVec::new(
             Opts::new(
@@ -74,8 +111,8 @@ impl FactEmitter {
         )
         .expect("static metric definition");
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let url = format!("{}/api/v1/facts", base_url.trim_end_matches('/'));
-        handle.spawn(send_loop(url, rx, dropped.clone()));
+        let url = format!("{}/api/v1/facts", target.url.trim_end_matches('/'));
+        handle.spawn(send_loop(url, target.token.clone(), rx, dropped.clone()));
         Some((Self { service: Arc::from(service), tx, dropped: dropped.clone() }, dropped))
     }
 
@@ -120,7 +157,7 @@ pub fn family(ua: &str) -> &'static str {
     checks.iter().find(|(needle, _)| ua.contains(needle)).map_or("other", |(_, name)| name)
 }
 
-async fn send_loop(url: String, mut rx: mpsc::Receiver<Fact>, dropped: IntCounterVec) {
+async fn send_loop(url: String, token: Option<String>, mut rx: mpsc::Receiver<Fact>, dropped: IntCounterVec) {
     let client = match reqwest::Client::builder().timeout(SEND_TIMEOUT).build() {
         Ok(client) => client,
         Err(err) => {
@@ -128,6 +165,11 @@ async fn send_loop(url: String, mut rx: mpsc::Receiver<Fact>, dropped: IntCounte
             return;
         }
     };
+    if token.is_none() {
+        tracing::warn!("{ENV_SERVICE_TOKEN} is not set: the facts service will refuse this service's facts");
+    }
+    // One warning per process: a wrong token is a configuration error, not news every second.
+    let mut warned = false;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -139,8 +181,18 @@ async fn send_loop(url: String, mut rx: mpsc::Receiver<Fact>, dropped: IntCounte
             }
         }
         let n = batch.len() as u64;
-        let reason = match client.post(&url).json(&batch).send().await {
+        let mut request = client.post(&url).json(&batch);
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        let reason = match request.send().await {
             Ok(resp) if resp.status().is_success() => None,
+            Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) => {
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(status = %resp.status(), "the facts service refused this service's token; facts are dropped");
+                }
+                Some("unauthorized")
+            }
             Ok(resp) if resp.status().is_client_error() => Some("rejected"),
             Ok(_) => Some("send_failed"),
             Err(_) => Some("send_failed"),

@@ -47,15 +47,21 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Declares the shared metrics of `service`, labelled `service=<name>` throughout, and
-    /// starts the RequestFact emitter when `OBSERVASTACK_FACTS_URL` is set.
+    /// starts the RequestFact emitter when `OBSERVASTACK_FACTS_URL` is set (with the token of
+    /// `OBSERVASTACK_SERVICE_TOKEN`).
     pub fn new(service: &str) -> Arc<Self> {
         // Read once at start-up; the facts service never reports to itself.
-        let facts_url = std::env::var(crate::facts::ENV_FACTS_URL).ok().filter(|u| !u.is_empty() && service != "facts");
-        Self::with_facts_url(service, facts_url.as_deref())
+        let target = crate::facts::FactsTarget::from_env().filter(|_| service != "facts");
+        Self::with_facts_target(service, target)
     }
 
-    /// As [`Metrics::new`] with an explicit facts URL (`None`: no emitter).
+    /// As [`Metrics::new`] with an explicit facts URL and no token (`None`: no emitter).
     pub fn with_facts_url(service: &str, facts_url: Option<&str>) -> Arc<Self> {
+        Self::with_facts_target(service, facts_url.map(|url| crate::facts::FactsTarget::new(url, None)))
+    }
+
+    /// As [`Metrics::new`] with an explicit facts target (`None`: no emitter).
+    pub fn with_facts_target(service: &str, facts: Option<crate::facts::FactsTarget>) -> Arc<Self> {
         let registry =
             Registry::new_custom(None, Some([("service".to_owned(), service.to_owned())].into())).unwrap_or_default();
         let http_duration = HistogramVec::new(
@@ -81,7 +87,7 @@ impl Metrics {
         let mut metrics =
             Self { service: service.to_owned(), registry, http_duration, config_revision, config_changes, facts: None };
         if let Some((emitter, dropped)) =
-            facts_url.and_then(|url| crate::facts::FactEmitter::start(service, url, crate::facts::QUEUE_CAPACITY))
+            facts.and_then(|target| crate::facts::FactEmitter::start(service, &target, crate::facts::QUEUE_CAPACITY))
         {
             metrics.register(dropped);
             metrics.facts = Some(emitter);
