@@ -37,10 +37,23 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
+/// Longest request target served here: hyper answers a longer one with 414.
+const MAX_TARGET: usize = u16::MAX as usize - 1;
+
+/// Whether `b` may stand anywhere in a target served here: visible ASCII that hyper's URI
+/// parser takes in both path and query. Anything else is hyper's to judge (it refuses `<`,
+/// `>`, and `` ` `` or `"` in one of the parts with a 400, and drops a `#` fragment, so
+/// routing here on `/a#b` would not find `/a`).
+#[inline]
+fn is_target_byte(b: u8) -> bool {
+    (0x21..0x7f).contains(&b) && !matches!(b, b'"' | b'#' | b'<' | b'>' | b'`')
+}
+
 /// What a plain request's head says about its framing: the requests the server takes itself
-/// are HTTP/1.1 in origin form, with a body of at most [`MAX_BODY`] bytes framed by a single
-/// `Content-Length`, no `Transfer-Encoding`, `Expect` or `Upgrade`, and a `Connection` of
-/// `keep-alive` or `close`. Everything else is hyper's to frame.
+/// are HTTP/1.1, not `CONNECT`, in origin form with a target hyper takes as it is, with a body
+/// of at most [`MAX_BODY`] bytes framed by a single `Content-Length`, no `Transfer-Encoding`,
+/// `Expect` or `Upgrade`, and a `Connection` of `keep-alive` or `close`. Everything else is
+/// hyper's to frame.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plain {
     pub body_len: usize,
@@ -51,12 +64,12 @@ pub struct Plain {
 impl Plain {
     /// `None` when the request is not plain.
     pub fn of(parsed: &httparse::Request<'_, '_>) -> Option<Self> {
-        if parsed.version != Some(1) {
+        // A 2xx to CONNECT turns the connection into a tunnel: what follows is not requests.
+        if parsed.version != Some(1) || parsed.method == Some("CONNECT") {
             return None;
         }
-        // Origin form, visible ASCII only: anything else is hyper's to judge.
         let target = parsed.path?.as_bytes();
-        if target.first() != Some(&b'/') || !target.iter().all(|b| (0x21..0x7f).contains(b)) {
+        if target.first() != Some(&b'/') || target.len() > MAX_TARGET || !target.iter().all(|b| is_target_byte(*b)) {
             return None;
         }
         let mut body_len = None;
@@ -278,10 +291,19 @@ mod tests {
             b"POST /a HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
             b"GET /a HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             b"GET /a HTTP/1.1\r\nconnection: x-private\r\nx-private: 1\r\n\r\n",
+            b"GET /a#frag HTTP/1.1\r\n\r\n",
+            b"GET /a<b> HTTP/1.1\r\n\r\n",
+            b"GET /a?q=\"x\" HTTP/1.1\r\n\r\n",
+            b"GET /a`b HTTP/1.1\r\n\r\n",
+            b"CONNECT / HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(plain(unfit), None, "{}", String::from_utf8_lossy(unfit));
         }
         assert_eq!(plain(b"POST /a HTTP/1.1\r\ncontent-length: 65536\r\n\r\n"), Some((MAX_BODY, false)));
+        let longest = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET - 1));
+        assert_eq!(plain(longest.as_bytes()), Some((0, false)));
+        let too_long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET));
+        assert_eq!(plain(too_long.as_bytes()), None);
     }
 
     #[test]

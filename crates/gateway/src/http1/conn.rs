@@ -48,6 +48,11 @@ impl<S: AsyncRead + Unpin> Conn<S> {
         }
     }
 
+    /// Most bytes buffered at once.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Whether [`Conn::poll_fill`] can read more without going over the limit.
     pub(crate) fn is_full(&self) -> bool {
         self.start == 0 && self.end == self.limit

@@ -315,6 +315,11 @@ async fn next_request<S: AsyncRead + Unpin, H: Handler>(
     };
     let Some(plain) = Plain::of(&parsed) else { return Step::Unfit };
     let total = head_len + plain.body_len;
+    // A large head leaves less room than `MAX_BODY` for the body: a request that cannot be
+    // buffered whole is hyper's, which streams its body.
+    if total > client.limit() {
+        return Step::Unfit;
+    }
     if data.len() < total {
         return Step::NeedBody;
     }
