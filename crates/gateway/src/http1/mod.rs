@@ -12,3 +12,6 @@ pub mod server;
 mod timer;
 
 pub use timer::LazyTimer;
+
+#[cfg(test)]
+mod tests;
