@@ -202,9 +202,11 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $bad" "$
 [ "$code" = 401 ] || { echo "FAIL: a token signed with another secret got $code, not 401" >&2; exit 1; }
 echo "  scripts/compose-env.sh tokens: accepted (200) with the stack's secret, refused (401) with another" >&2
 
+# Only the instructor role may change the runner (the offered load is the scenario's).
+instructor=$(OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh token instructor 1)
 patch() {
   local service=$1 body=$2 code
-  code=$(curl -s -o "$work/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $token" \
+  code=$(curl -s -o "$work/patch.out" -w '%{http_code}' -X PATCH -H "Authorization: Bearer $instructor" \
     -H 'Content-Type: application/json' -d "$body" "$control/api/services/$service/config")
   [ "$code" = 200 ] || { echo "FAIL: PATCH $service $body -> $code $(cat "$work/patch.out")" >&2; exit 1; }
 }
@@ -213,7 +215,6 @@ patch runner '{"enabled": true, "load": {"pattern": "constant", "rate": 15, "thi
 # docker-compose.yml points the orchestrator at the user gateway's /config through the control
 # gateway (`gateway=http://gateway-control:8081/api/services/gateway-user`), so the orchestrator
 # shares no network with the user gateway. Make the calls the orchestrator makes on that base URL.
-instructor=$(OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh token instructor 1)
 base="$control/api/services/gateway-user"
 orchestrator_call() {
   local method=$1 path=$2 code
