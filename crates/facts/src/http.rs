@@ -10,35 +10,32 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
-use datafusion::arrow::json::ArrayWriter;
-use datafusion::execution::context::SQLOptions;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use service_kit::ApiError;
+use service_kit::error::{ErrorBody, ErrorDetail};
 use service_kit::metrics::Metrics;
+use service_kit::{ApiError, ConfigStore, FieldError};
 
+use crate::config::FactsConfig;
 use crate::dashboard::Dashboard;
 use crate::dashboard::{self, GroupBy};
 use crate::engine::{Engine, IngestOutcome, RollupOutcome};
-use crate::lake::{FACTS_TABLE, METRICS_TABLE};
 use crate::markers::MarkerSource;
 use crate::model::EventIds;
 use crate::model::RequestFact;
-use crate::sqltable::SnapshotTable;
+use crate::sql::{SqlFailure, SqlRunner};
 use crate::validate::{self, BatchRejection};
-use service_kit::error::ErrorBody;
 
 /// Default largest ingest body (8 MiB); bigger bodies get 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 /// Longest dashboard window (31 days).
 pub const MAX_WINDOW_SECS: i64 = 31 * 86_400;
-/// Rows a SQL answer may hold.
-pub const MAX_SQL_ROWS: usize = 10_000;
 
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub markers: Option<MarkerSource>,
+    pub store: Arc<ConfigStore<FactsConfig>>,
+    sql: SqlRunner,
     ingested: IntCounter,
     duplicates: IntCounter,
     rejected: IntCounterVec,
@@ -56,6 +53,8 @@ impl AppState {
     pub fn new(
         engine: Arc<Engine>,
         markers: Option<MarkerSource>,
+        store: Arc<ConfigStore<FactsConfig>>,
+        sql: SqlRunner,
         metrics: &Metrics,
         max_body_bytes: usize,
     ) -> Arc<Self> {
@@ -74,11 +73,11 @@ impl AppState {
         metrics.register(duplicates.clone());
         metrics.register(rejected.clone());
         metrics.register(unflushed.clone());
-        Arc::new(Self { engine, markers, ingested, duplicates, rejected, unflushed, max_body_bytes })
+        Arc::new(Self { engine, markers, store, sql, ingested, duplicates, rejected, unflushed, max_body_bytes })
     }
 }
 
-/// The service's own routes (health and metrics are added by the caller).
+/// The service's own routes (health, metrics and `/config` are added by the caller).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/facts", post(ingest).layer(DefaultBodyLimit::max(state.max_body_bytes)))
@@ -314,47 +313,62 @@ struct SqlRequest {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SqlRows {
-    /// The result rows as JSON objects, at most 10 000.
+    /// The result rows as JSON objects, at most `sql.max_rows` (10 000 by default).
     #[schema(value_type = Vec<Object>)]
     rows: serde_json::Value,
 }
 
-/// `POST /api/v1/sql`: one read-only statement over `request_facts` and `metrics_1m`.
+/// `POST /api/v1/sql`: one read-only statement over `request_facts` and `metrics_1m`, within
+/// the `sql` limits of `/config`.
 #[utoipa::path(post, path = "/api/v1/sql", tag = "facts", request_body = SqlRequest,
     responses(
         (status = 200, body = SqlRows),
         (status = 400, body = ErrorBody, description = "Malformed body, or a statement that does not parse, is not read-only or fails; `details` names `sql`"),
+        (status = 415, body = ErrorBody, description = "`Content-Type` is not `application/json`"),
+        (status = 422, body = ErrorBody, description = "The statement hit a limit and was stopped: code `sql_time_limit` (`sql.timeout_ms`) or `sql_memory_limit` (`sql.memory_limit_mib`); `details` names `sql` and the rule"),
+        (status = 503, body = ErrorBody, description = "`sql.max_concurrent` statements are already running; retry"),
     ))]
 async fn run_sql(
     State(state): State<Arc<AppState>>,
     body: Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
-    let engine = &state.engine;
-    let ctx = crate::read::session(engine.lake.storage(), &engine.lake.warehouse)?;
-    let facts = SnapshotTable::new(engine.lake.facts_table().await?, "event_time")?;
-    let metrics = SnapshotTable::new(engine.lake.metrics_table().await?, "minute")?;
-    ctx.register_table(FACTS_TABLE, Arc::new(facts)).map_err(anyhow::Error::from)?;
-    ctx.register_table(METRICS_TABLE, Arc::new(metrics)).map_err(anyhow::Error::from)?;
-    // No DDL (external tables could read any file), no DML, no SET.
-    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let df =
-        ctx.sql_with_options(&req.sql, options).await.map_err(|e| ApiError::field("sql", "query", e.to_string()))?;
-    let batches = df
-        .limit(0, Some(MAX_SQL_ROWS))
-        .map_err(anyhow::Error::from)?
-        .collect()
-        .await
-        .map_err(|e| ApiError::field("sql", "execution", e.to_string()))?;
-    let mut writer = ArrayWriter::new(Vec::new());
-    for batch in &batches {
-        writer.write(batch).map_err(anyhow::Error::from)?;
+    let Json(req) = body.map_err(|e| match e {
+        axum::extract::rejection::JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("the Content-Type header must be `application/json`".to_owned())
+        }
+        other => ApiError::bad_request("invalid_body", other.body_text()),
+    })?;
+    let limits = state.store.current().sql.clone();
+    match state.sql.run(state.engine.clone(), req.sql, &limits).await {
+        Ok(rows) => Ok(Json(SqlRows { rows }).into_response()),
+        Err(failure) => Ok(sql_error(failure)),
     }
-    writer.finish().map_err(anyhow::Error::from)?;
-    let rows = writer.into_inner();
-    let rows: serde_json::Value =
-        if rows.is_empty() { json!([]) } else { serde_json::from_slice(&rows).map_err(anyhow::Error::from)? };
-    Ok(Json(SqlRows { rows }).into_response())
+}
+
+/// The limits are the statement's, not the request's shape: 422, with its own code.
+fn sql_error(failure: SqlFailure) -> Response {
+    let limit = |code: &str, rule: &str, message: String, detail: String| {
+        let body = ErrorBody {
+            error: ErrorDetail { code: code.to_owned(), message, details: vec![FieldError::new("sql", rule, detail)] },
+        };
+        (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+    };
+    match failure {
+        SqlFailure::TimeLimit { .. } => {
+            let message = failure.to_string();
+            limit("sql_time_limit", "time_limit", message.clone(), message)
+        }
+        SqlFailure::MemoryLimit { ref detail, .. } => {
+            let detail = detail.clone();
+            limit("sql_memory_limit", "memory_limit", failure.to_string(), detail)
+        }
+        SqlFailure::Invalid(message) => ApiError::field("sql", "query", message).into_response(),
+        SqlFailure::Execution(message) => ApiError::field("sql", "execution", message).into_response(),
+        SqlFailure::Busy { .. } => {
+            ApiError::Unavailable { message: failure.to_string(), retry_after_secs: 1 }.into_response()
+        }
+        SqlFailure::Internal(err) => ApiError::Internal(err).into_response(),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -364,7 +378,9 @@ struct Flushed {
 }
 
 /// `POST /api/v1/flush`: commits the acknowledged facts in the WAL to Iceberg now.
-#[utoipa::path(post, path = "/api/v1/flush", tag = "facts", responses((status = 200, body = Flushed)))]
+#[utoipa::path(post, path = "/api/v1/flush", tag = "facts", responses(
+    (status = 200, body = Flushed),
+))]
 async fn flush(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let flushed = state.engine.flush().await?;
     state.unflushed.set(i64::try_from(state.engine.unflushed()).unwrap_or(i64::MAX));
@@ -372,7 +388,9 @@ async fn flush(State(state): State<Arc<AppState>>) -> Result<Response, ApiError>
 }
 
 /// `POST /api/v1/rollup`: rolls the committed facts up into `metrics_1m` now.
-#[utoipa::path(post, path = "/api/v1/rollup", tag = "facts", responses((status = 200, body = RollupOutcome)))]
+#[utoipa::path(post, path = "/api/v1/rollup", tag = "facts", responses(
+    (status = 200, body = RollupOutcome),
+))]
 async fn rollup(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(Json(state.engine.rollup(Utc::now()).await?).into_response())
 }
@@ -414,7 +432,9 @@ struct Status {
     rollup_watermark: Option<i64>,
     /// Hours (Unix seconds) with late facts, to be rolled up again.
     dirty_hours: Vec<i64>,
+    /// `flush_interval_ms` of `/config`, in seconds (rounded down).
     flush_interval_seconds: u64,
+    /// `rollup_interval_secs` of `/config`.
     rollup_interval_seconds: u64,
     /// Where the Iceberg tables live.
     warehouse: String,
@@ -424,12 +444,13 @@ struct Status {
 #[utoipa::path(get, path = "/api/v1/status", tag = "facts", responses((status = 200, body = Status)))]
 async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let rollup = state.engine.rollup_state();
+    let config = state.store.current();
     Ok(Json(Status {
         unflushed_facts: state.engine.unflushed(),
         rollup_watermark: rollup.watermark,
         dirty_hours: rollup.dirty_hours.into_iter().collect(),
-        flush_interval_seconds: state.engine.settings.flush_interval.as_secs(),
-        rollup_interval_seconds: state.engine.settings.rollup_interval.as_secs(),
+        flush_interval_seconds: config.flush_interval().as_secs(),
+        rollup_interval_seconds: config.rollup_interval_secs,
         warehouse: state.engine.lake.warehouse.clone(),
     })
     .into_response())
@@ -440,7 +461,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
     info(title = "ObservaStack facts", description = "The request-fact lake: ingest, the Service Health dashboard's queries, SQL, and the flush and rollup jobs."),
     paths(ingest, get_dashboard, get_services, run_sql, flush, rollup, recompute, status),
     components(schemas(ErrorBody, service_kit::error::ErrorDetail, service_kit::FieldError)),
-    tags((name = "facts", description = "Request-fact lake (served on its own port; `/healthz`, `/readyz` and `/metrics` as every service, no `/config`)")),
+    tags((name = "facts", description = "Request-fact lake (served on its own port; `/healthz`, `/readyz`, `/metrics` and `/config` as every service). Every error is JSON.")),
 )]
 pub(crate) struct FactsApi;
 

@@ -2,6 +2,7 @@
 //! stored as Parquet in an Apache Iceberg table (`request_facts`), rolled up into `metrics_1m`
 //! with mergeable latency sketches, and queried with DataFusion for the Service Health page.
 
+pub mod config;
 pub mod dashboard;
 pub mod engine;
 pub mod http;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod objstore;
 pub mod read;
 pub mod sketch;
+pub mod sql;
 pub mod sqltable;
 pub mod validate;
 pub mod wal;
@@ -25,18 +27,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
-use axum::routing::get;
-use service_kit::metrics::{self, Metrics};
-use service_kit::server;
+use service_kit::config::Snapshot;
+use service_kit::metrics::Metrics;
+use service_kit::{ConfigStore, JwtKeys, server};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+pub use config::FactsConfig;
 pub use engine::{Engine, Settings};
 pub use model::RequestFact;
 
-/// OpenAPI description of the facts service's API (`/api/v1/*`).
+/// Service name in metrics, logs and `/config`.
+pub const SERVICE: &str = "facts";
+
+/// OpenAPI description of the facts service's API (`/api/v1/*` and the shared internal routes).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <http::FactsApi as utoipa::OpenApi>::openapi()
+    let mut doc = <http::FactsApi as utoipa::OpenApi>::openapi();
+    doc.merge(service_kit::openapi::internal_api());
+    doc
 }
 
 /// A built facts service: bound listener, engine and router, ready to serve.
@@ -44,34 +54,66 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub struct Application {
     listener: TcpListener,
     pub engine: Arc<Engine>,
+    store: Arc<ConfigStore<FactsConfig>>,
     router: Router,
 }
 
 /// Service options beyond the engine's.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
+    /// Verify the tokens of ingest, SQL, maintenance and `/config`.
+    pub keys: Arc<JwtKeys>,
     /// PostgreSQL URL of the orchestrator's database, for config-change markers.
     pub database_url: Option<String>,
     /// Largest ingest body; default [`http::DEFAULT_MAX_BODY_BYTES`].
     pub max_body_bytes: Option<usize>,
+    /// `/config` at revision 1; `None`: the defaults with the engine's flush and rollup intervals.
+    pub initial_config: Option<FactsConfig>,
+    /// Worker threads of the SQL runtime; default half the cores (at least one).
+    pub sql_threads: Option<usize>,
+}
+
+impl Options {
+    pub fn new(keys: Arc<JwtKeys>) -> Self {
+        Self { keys, database_url: None, max_body_bytes: None, initial_config: None, sql_threads: None }
+    }
 }
 
 impl Application {
     /// Binds first (the real port is known before anything else starts), then opens the lake.
     pub async fn build(addr: SocketAddr, settings: Settings, options: Options) -> anyhow::Result<Self> {
         let listener = server::bind(addr).await?;
+        let initial = options.initial_config.clone().unwrap_or_else(|| FactsConfig {
+            flush_interval_ms: u64::try_from(settings.flush_interval.as_millis()).unwrap_or(u64::MAX),
+            rollup_interval_secs: settings.rollup_interval.as_secs(),
+            ..FactsConfig::default()
+        });
+        let metrics = Metrics::new(SERVICE);
+        let store = ConfigStore::new(SERVICE, initial, metrics.clone()).map_err(|err| {
+            anyhow::anyhow!("the initial facts configuration is invalid (flush interval 100 ms to 1 h, rollup 1 min to 1 day): {err}")
+        })?;
         let engine = Engine::open(settings).await?;
-        let metrics = Metrics::new("facts");
         let markers = options.database_url.as_deref().map(markers::MarkerSource::new).transpose()?;
         let max_body = options.max_body_bytes.unwrap_or(http::DEFAULT_MAX_BODY_BYTES);
-        let state = http::AppState::new(engine.clone(), markers, &metrics, max_body);
-        let api = http::router(state);
-        let router = Router::new()
-            .merge(api)
-            .merge(server::health_router("facts", server::always_ready()))
-            .route("/metrics", get(metrics::metrics_handler).with_state(metrics.clone()));
+        let sql_threads = options
+            .sql_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1).max(1));
+        let sql = sql::SqlRunner::new(sql_threads).context("cannot start the SQL runtime")?;
+        let state = http::AppState::new(engine.clone(), markers, store.clone(), sql, &metrics, max_body);
+        let router =
+            service_kit::app::with_json_fallbacks(http::router(state).merge(service_kit::app::internal_routes(
+                metrics.clone(),
+                store.clone(),
+                options.keys.clone(),
+                server::always_ready(),
+            )));
         let router = service_kit::app::observed(router, metrics);
-        Ok(Self { listener, engine, router })
+        Ok(Self { listener, engine, store, router })
+    }
+
+    /// The live runtime configuration (also served at `/config`).
+    pub fn config_store(&self) -> Arc<ConfigStore<FactsConfig>> {
+        self.store.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -82,7 +124,7 @@ impl Application {
     /// WAL into Iceberg once more on the way out.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let engine = self.engine.clone();
-        let jobs = tokio::spawn(schedules(engine.clone()));
+        let jobs = tokio::spawn(schedules(engine.clone(), self.store.subscribe()));
         server::serve(self.listener, self.router, shutdown, Duration::from_secs(10)).await?;
         jobs.abort();
         if let Err(err) = engine.flush().await {
@@ -93,16 +135,35 @@ impl Application {
 }
 
 /// Flush every `flush_interval` (or early when the tail is large); roll up every
-/// `rollup_interval`. Failures are logged and retried at the next tick: the WAL keeps the facts.
-async fn schedules(engine: Arc<Engine>) {
-    let mut flush = tokio::time::interval(engine.settings.flush_interval);
-    let mut rollup = tokio::time::interval(engine.settings.rollup_interval);
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    rollup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    flush.tick().await;
-    rollup.tick().await;
+/// `rollup_interval`, both as `/config` says now: a changed interval restarts its clock.
+/// Failures are logged and retried at the next tick: the WAL keeps the facts.
+async fn schedules(engine: Arc<Engine>, mut config: watch::Receiver<Arc<Snapshot<FactsConfig>>>) {
+    let every = |period: Duration| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    };
+    let current = config.borrow_and_update().clone();
+    let (mut flush_every, mut rollup_every) = (current.flush_interval(), current.rollup_interval());
+    let mut flush = every(flush_every);
+    let mut rollup = every(rollup_every);
     loop {
         tokio::select! {
+            changed = config.changed() => {
+                if changed.is_err() {
+                    // The store is gone: the service is shutting down.
+                    return;
+                }
+                let current = config.borrow_and_update().clone();
+                if current.flush_interval() != flush_every {
+                    flush_every = current.flush_interval();
+                    flush = every(flush_every);
+                }
+                if current.rollup_interval() != rollup_every {
+                    rollup_every = current.rollup_interval();
+                    rollup = every(rollup_every);
+                }
+            }
             _ = flush.tick() => run_flush(&engine).await,
             () = engine.flush_wanted() => run_flush(&engine).await,
             _ = rollup.tick() => {

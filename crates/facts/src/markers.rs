@@ -11,9 +11,9 @@ pub struct Marker {
     pub at: DateTime<Utc>,
     pub service: String,
     pub field: String,
-    #[schema(value_type = Object)]
+    /// The value before the change: any JSON value (a string, a number, an object, …).
     pub old: serde_json::Value,
-    #[schema(value_type = Object)]
+    /// The value after the change: any JSON value.
     pub new: serde_json::Value,
     /// `scenario` (the orchestrator applied a fault) or `learner`.
     pub source: String,

@@ -9,6 +9,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, col, lit};
 use futures_util::StreamExt as _;
 
@@ -16,11 +17,20 @@ use crate::objstore::ObjectStoreStorage;
 
 /// A DataFusion session that reads the lake's object store.
 pub fn session(storage: &ObjectStoreStorage, warehouse: &str) -> anyhow::Result<SessionContext> {
+    session_with(storage, warehouse, Arc::new(RuntimeEnv::default()))
+}
+
+/// [`session`] on `runtime` (its memory pool and disk manager bound what the session may use).
+pub fn session_with(
+    storage: &ObjectStoreStorage,
+    warehouse: &str,
+    runtime: Arc<RuntimeEnv>,
+) -> anyhow::Result<SessionContext> {
     let mut config = SessionConfig::new().with_target_partitions(2);
     // Plain Utf8/Binary columns: the readers below downcast to them.
     config.options_mut().execution.parquet.schema_force_view_types = false;
     config.options_mut().execution.parquet.pushdown_filters = true;
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     if let Ok(url) = url_of(warehouse) {
         ctx.register_object_store(&url, storage.store());
     }

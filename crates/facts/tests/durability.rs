@@ -3,6 +3,8 @@
 //! restart every acknowledged `event_id` is stored exactly once.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .arg(dir)
         .args(["--flush-interval", "300ms", "--log", "warn"])
         .env_remove("DATABASE_URL")
+        .env(service_kit::ENV_JWT_SECRET, std::str::from_utf8(support::SECRET).unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -4,6 +4,8 @@
 //! flat, grouping by path shows only `/api/checkout`, and the marker sits at the start.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -99,7 +101,7 @@ async fn five_minute_incident_explanation() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(dir.path());
     settings.flush_interval = Duration::from_secs(3600);
-    let options = Options { database_url: Some(url), max_body_bytes: None };
+    let options = Options { database_url: Some(url), ..Options::new(support::keys()) };
     let app = Application::build("127.0.0.1:0".parse().unwrap(), settings, options).await.unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     let engine = app.engine.clone();

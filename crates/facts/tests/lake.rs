@@ -2,6 +2,8 @@
 //! visible at once, flush to Iceberg, rollup into metrics_1m, late facts, recompute.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ async fn spawn_app(max_body: Option<usize>) -> TestApp {
     // Schedules far away: the tests drive flush and rollup themselves.
     settings.flush_interval = Duration::from_secs(3600);
     settings.rollup_interval = Duration::from_secs(3600);
-    let options = Options { database_url: None, max_body_bytes: max_body };
+    let options = Options { max_body_bytes: max_body, ..Options::new(support::keys()) };
     let app = Application::build("127.0.0.1:0".parse().unwrap(), settings, options).await.unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     let engine = app.engine.clone();
@@ -219,7 +221,14 @@ fn hostile_bodies_are_refused_with_field_and_rule_and_leave_nothing_behind() {
     let app = rt.block_on(spawn_app(Some(256 << 10)));
     let send = |body: Vec<u8>| {
         rt.block_on(async {
-            let resp = app.client.post(format!("{}/api/v1/facts", app.base)).body(body).send().await.unwrap();
+            let resp = app
+                .client
+                .post(format!("{}/api/v1/facts", app.base))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = resp.status().as_u16();
             (status, resp.json::<Value>().await.unwrap_or(Value::Null))
         })

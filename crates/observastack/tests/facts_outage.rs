@@ -56,7 +56,7 @@ fn start_facts(logs: &Path, port: u16, dir: &Path) -> Proc {
         "--flush-interval".to_owned(),
         "2s".to_owned(),
     ];
-    spawn(logs, "facts", &args, &[])
+    spawn(logs, "facts", &args, &[(service_kit::ENV_JWT_SECRET, SECRET.to_owned())])
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str, logs: &Path) {

@@ -15,6 +15,7 @@ use chrono::Utc;
 use clap::Parser;
 use facts::dashboard::{self, GroupBy};
 use facts::{Application, Options, Settings};
+use service_kit::JwtKeys;
 
 /// mimalloc: with glibc's per-thread arenas the flush/ingest churn fragmented the heap (peak RSS
 /// 2.4 GB at 10M facts in `facts-bench`).
@@ -162,7 +163,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     let settings = Settings::new(&data_dir);
-    let app = Application::build("127.0.0.1:0".parse()?, settings, Options::default()).await?;
+    // A throwaway key: the lake's `/config` verifies tokens with it.
+    let secret: String = std::iter::repeat_with(fastrand::alphanumeric).take(48).collect();
+    let keys = Arc::new(JwtKeys::from_secret(secret.as_bytes())?);
+    let app = Application::build("127.0.0.1:0".parse()?, settings, Options::new(keys)).await?;
     let base = format!("http://{}", app.local_addr()?);
     let engine = app.engine.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -262,7 +266,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Utc::now().to_rfc3339()
     );
     let started = Instant::now();
-    let resp = client.post(format!("{base}/api/v1/facts")).body(probe).send().await?;
+    let resp = client
+        .post(format!("{base}/api/v1/facts"))
+        .header("content-type", "application/json")
+        .body(probe)
+        .send()
+        .await?;
     anyhow::ensure!(resp.status() == 200, "probe answered {}", resp.status());
     loop {
         let body: serde_json::Value = client

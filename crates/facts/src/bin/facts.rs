@@ -4,12 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Parser;
 use facts::objstore::StoreConfig;
 use facts::{Application, Options, Settings};
+use service_kit::JwtKeys;
+use service_kit::auth::MIN_SECRET_BYTES;
 
 /// mimalloc: with glibc's per-thread arenas the flush/ingest churn fragmented the heap (peak RSS
 /// 2.4 GB at 10M facts in `facts-bench`).
@@ -17,6 +20,9 @@ use facts::{Application, Options, Settings};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// ObservaStack facts: the request-fact lake (ingest, Iceberg, metrics_1m, Service Health).
+///
+/// The keys that verify tokens (ingest, SQL, maintenance, `/config`) come from the environment
+/// only (`OBSERVASTACK_JWT_SECRET`).
 #[derive(Debug, Parser)]
 #[command(name = "facts", version)]
 struct Cli {
@@ -26,10 +32,12 @@ struct Cli {
     /// Directory for the WAL, the Iceberg catalog and (by default) the warehouse.
     #[arg(long, env = "OBSERVASTACK_FACTS_DATA_DIR", default_value = "facts-data")]
     data_dir: PathBuf,
-    /// How often acknowledged facts are committed to Iceberg (e.g. `60s`).
-    #[arg(long, env = "OBSERVASTACK_FACTS_FLUSH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// How often acknowledged facts are committed to Iceberg (e.g. `60s`; `100ms` to `1h`). The
+    /// start value of `/config`'s `flush_interval_ms`.
+    #[arg(long, env = "OBSERVASTACK_FACTS_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_flush_interval)]
     flush_interval: Duration,
-    /// How often `metrics_1m` is rolled up (`1h` as the seed asks; down to `1m`).
+    /// How often `metrics_1m` is rolled up (`1h` as the seed asks; `1m` to `1d`). The start value
+    /// of `/config`'s `rollup_interval_secs`.
     #[arg(long, env = "OBSERVASTACK_FACTS_ROLLUP_INTERVAL", default_value = "1h", value_parser = parse_rollup_interval)]
     rollup_interval: Duration,
     /// Largest ingest body in bytes (bigger ones get 413).
@@ -58,10 +66,19 @@ struct Cli {
     log: String,
 }
 
+/// The ranges of `/config`, so a bad flag fails at parse, naming the flag.
+fn parse_flush_interval(s: &str) -> Result<Duration, String> {
+    parse_within(s, Duration::from_millis(100), Duration::from_secs(3600), "100ms", "1h")
+}
+
 fn parse_rollup_interval(s: &str) -> Result<Duration, String> {
+    parse_within(s, Duration::from_secs(60), Duration::from_secs(86_400), "1m", "1d")
+}
+
+fn parse_within(s: &str, min: Duration, max: Duration, min_text: &str, max_text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d < Duration::from_secs(60) {
-        return Err("must be at least 1m".into());
+    if d < min || d > max {
+        return Err(format!("must be from {min_text} to {max_text}"));
     }
     Ok(d)
 }
@@ -72,6 +89,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Without keys every ingest would be refused: better not to start at all.
+    let secret = std::env::var(service_kit::ENV_JWT_SECRET).unwrap_or_default();
+    if secret.len() < MIN_SECRET_BYTES {
+        bail!(
+            "{} must hold the stack's JWT signing secret (at least {MIN_SECRET_BYTES} bytes; `observastack up` \
+             creates one)",
+            service_kit::ENV_JWT_SECRET
+        );
+    }
+    let keys = JwtKeys::from_secret(secret.as_bytes())
+        .with_context(|| format!("{} is unusable", service_kit::ENV_JWT_SECRET))?;
     let _telemetry = service_kit::telemetry::init("facts", cli.otlp_endpoint.as_deref(), &cli.log)?;
     service_kit::server::follow_supervisor()?;
     let mut settings = Settings::new(cli.data_dir);
@@ -86,7 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             endpoint: cli.s3_endpoint,
         };
     }
-    let options = Options { database_url: cli.database_url, max_body_bytes: Some(cli.max_body_bytes) };
+    let options = Options {
+        database_url: cli.database_url,
+        max_body_bytes: Some(cli.max_body_bytes),
+        ..Options::new(Arc::new(keys))
+    };
     let app = Application::build(cli.listen, settings, options).await.context("the facts service could not start")?;
     tracing::info!(addr = %app.local_addr()?, version = service_kit::VERSION, "facts listening");
     app.run(service_kit::server::shutdown_signal()).await?;
