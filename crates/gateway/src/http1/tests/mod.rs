@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
 use super::LazyTimer;
+use super::codec::MAX_BODY;
 use super::server::{self, Handler, RawRequest, Reply};
 
 /// Cases per property: a few hundred in CI, more when asked.

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use super::super::codec::MAX_BODY;
+use super::MAX_BODY;
 
 /// How a request says where its body ends.
 #[derive(Debug, Clone)]
