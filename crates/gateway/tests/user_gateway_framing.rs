@@ -5,10 +5,11 @@
 //! and mutated framing, as in `src/http1/tests/`) and a final `Connection: close` request,
 //! then compares what the upstream (hyper, recording each request whose body arrived whole)
 //! received with what a hyper server sees in the same bytes, less the requests the gateway
-//! answers itself (no user route: 404 or 405). The gateway may stop earlier (a refusal); it
-//! may not forward a request the reference did not see, nor in another order.
+//! answers itself (no user route: 404 or 405). Some may be missing (a refusal by the gateway
+//! or the upstream); none may be forwarded that the reference did not see, nor in another
+//! order.
 //!
-//! Cases: 64 by default, `PROPTEST_CASES` for more.
+//! Cases: 256 by default, `PROPTEST_CASES` for more.
 
 #![allow(clippy::unwrap_used)] // Test scaffolding: a failed unwrap is a failed test.
 
@@ -175,7 +176,7 @@ fn routed_request() -> impl Strategy<Value = requests::Request> {
 
 #[test]
 fn the_upstream_behind_the_user_gateway_sees_only_requests_hyper_sees_in_the_same_bytes() {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64);
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let recorder = Recorder::default();
     let (gateway, _gw) = rt.block_on(async {
@@ -198,7 +199,10 @@ fn the_upstream_behind_the_user_gateway_sees_only_requests_hyper_sees_in_the_sam
             (expected, recorder.take())
         });
         let shown = |seen: &[Seen]| seen.iter().map(|(m, t, b)| format!("{m} {t} ({} bytes)", b.len())).collect::<Vec<_>>();
-        if forwarded.len() > expected.len() || forwarded[..] != expected[..forwarded.len()] {
+        // In order, each one hyper's; some may be missing (an upstream refusal: the fields
+        // the gateway adds can take a request over hyper's 100 with a 431).
+        let mut remaining = expected.iter();
+        if !forwarded.iter().all(|seen| remaining.any(|candidate| candidate == seen)) {
             return Err(TestCaseError::fail(format!(
                 "the upstream saw {:?}, hyper sees {:?} (of them, those the gateway forwards) in {}",
                 shown(&forwarded),

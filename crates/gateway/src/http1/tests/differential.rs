@@ -72,11 +72,12 @@ fn agree(pieces: &[Vec<u8>], gateway: &Served, hyper: &Served) -> Result<(), Tes
         Ok(theirs) => theirs,
         Err((why, _)) => return Err(TestCaseError::fail(format!("hyper wrote {why}\n{}", context()))),
     };
-    // The answers to the requests served are the same. After them, a stream that ends in the
-    // middle of a request may get a refusal from one server and none from the other: hyper
-    // answers 400 to a head it cannot parse only when it read the head's end before the
-    // stream's, and a body cut short is answered by the handler's 400 there and by a close
-    // here. Either way no request is served, and nothing follows.
+    // The answers to the requests served are the same. After them, a stream that ends in a
+    // request refused or cut short may get a refusal from one server and none from the other:
+    // whether hyper answers 400 to a head it cannot parse or just closes depends on how the
+    // bytes reached it (the gateway hands over all it read at once), and a body cut short is
+    // answered by the handler's 400 on hyper's side and by a close on the gateway's. Either
+    // way no request is served, and nothing follows.
     let served = gateway.requests.len();
     prop_assert!(
         ours.get(..served) == theirs.get(..served),
