@@ -84,7 +84,8 @@ fi
 # the buildx plugin for that.
 docker_cli=docker
 if ! docker buildx version >/dev/null 2>&1; then
-  if [ -x /usr/bin/docker ] && /usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null | grep -q '^20\.'; then
+  # `docker --version` needs no daemon (`docker version` fails while dockerd is not started yet).
+  if [ -x /usr/bin/docker ] && /usr/bin/docker --version 2>/dev/null | grep -q 'version 20\.'; then
     docker_cli=/usr/bin/docker
   else
     fail "building with BuildKit needs the docker buildx plugin (or Debian's docker.io client)"
