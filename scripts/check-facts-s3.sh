@@ -82,10 +82,10 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT AWS_ENDPOINT_URL
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
-# A throwaway signing secret: the facts binary does not start without the keys it verifies
+# A throwaway public key: the facts binary does not start without the keys it verifies
 # tokens with.
-OBSERVASTACK_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export OBSERVASTACK_JWT_SECRET
+OBSERVASTACK_JWT_PUBLIC_KEYS=$(openssl genpkey -algorithm ed25519 | openssl pkey -pubout)
+export OBSERVASTACK_JWT_PUBLIC_KEYS
 
 # The HTTP and S3 steps, in Python (stdlib for HTTP, boto3 for the bucket).
 cat >"$work/check.py" <<'PY'

@@ -24,7 +24,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .arg(dir)
         .args(["--flush-interval", "300ms", "--log", "warn"])
         .env_remove("DATABASE_URL")
-        .env(service_kit::ENV_JWT_SECRET, std::str::from_utf8(support::SECRET).unwrap())
+        .env(service_kit::auth::ENV_JWT_PUBLIC_KEYS, support::public_keys_pem())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

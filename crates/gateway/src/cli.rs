@@ -1,11 +1,10 @@
 //! Command line of the gateway binary. Parsing stays here, out of `main.rs`, so it is tested
-//! without a process; the JWT secret is read from the environment by `main` and passed in.
+//! without a process; the public keys' env value is read by `main` and passed in.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use service_kit::auth::MIN_SECRET_BYTES;
 
 use crate::settings::{DEFAULT_SHOP_URL, GatewayRole, ServiceTarget, Settings, UpstreamUrl, default_threads};
 
@@ -51,27 +50,17 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Settings for this command line; `jwt_secret` is the value of `OBSERVASTACK_JWT_SECRET`.
-    pub fn into_settings(self, jwt_secret: Option<String>) -> anyhow::Result<Settings> {
-        let secret = jwt_secret.filter(|s| !s.is_empty()).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} is not set: the gateway verifies the stack's tokens with it (`observastack up` creates one)",
-                service_kit::ENV_JWT_SECRET
-            )
-        })?;
-        anyhow::ensure!(
-            secret.len() >= MIN_SECRET_BYTES,
-            "{} is too short ({} bytes); it must be at least {MIN_SECRET_BYTES} bytes",
-            service_kit::ENV_JWT_SECRET,
-            secret.len()
-        );
+    /// Settings for this command line; `public_keys` is the value of
+    /// `OBSERVASTACK_JWT_PUBLIC_KEYS` (a path, PEM or `base64:` PEM).
+    pub fn into_settings(self, public_keys: Option<&str>) -> anyhow::Result<Settings> {
+        let keys = service_kit::auth::public_keys_from_env(public_keys)?;
         let threads = self.threads.unwrap_or_else(default_threads);
         anyhow::ensure!((1..=1024).contains(&threads), "--threads must be between 1 and 1024 (got {threads})");
         let mut seen = BTreeSet::new();
         for service in &self.services {
             anyhow::ensure!(seen.insert(service.name.as_str()), "--service {} is given twice", service.name);
         }
-        let mut settings = Settings::new(self.role, secret.into_bytes());
+        let mut settings = Settings::new(self.role, keys);
         settings.listen = self.listen.unwrap_or(settings.listen);
         settings.admin_listen = self.admin_listen.unwrap_or(settings.admin_listen);
         settings.shop_url = self.shop_url;
@@ -88,7 +77,9 @@ impl Cli {
 mod tests {
     use super::*;
 
-    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    fn public_keys() -> String {
+        service_kit::JwtSigner::generate().map(|s| s.verifier().to_pem()).unwrap_or_default()
+    }
 
     fn parse(args: &[&str]) -> anyhow::Result<Cli> {
         Ok(Cli::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))?)
@@ -96,7 +87,7 @@ mod tests {
 
     #[test]
     fn role_decides_default_ports() -> anyhow::Result<()> {
-        let settings = parse(&["--role", "control"])?.into_settings(Some(SECRET.to_owned()))?;
+        let settings = parse(&["--role", "control"])?.into_settings(Some(&public_keys()))?;
         assert_eq!(settings.listen, "127.0.0.1:8081".parse()?);
         assert_eq!(settings.admin_listen, "127.0.0.1:8112".parse()?);
         assert_eq!(settings.shop_url.to_string(), "http://127.0.0.1:8101");
@@ -105,10 +96,10 @@ mod tests {
 
     #[test]
     fn the_header_read_timeout_defaults_to_30_s_and_takes_milliseconds() -> anyhow::Result<()> {
-        let settings = parse(&["--role", "user"])?.into_settings(Some(SECRET.to_owned()))?;
+        let settings = parse(&["--role", "user"])?.into_settings(Some(&public_keys()))?;
         assert_eq!(settings.header_read_timeout, std::time::Duration::from_secs(30));
         let settings =
-            parse(&["--role", "user", "--header-read-timeout-ms", "1500"])?.into_settings(Some(SECRET.to_owned()))?;
+            parse(&["--role", "user", "--header-read-timeout-ms", "1500"])?.into_settings(Some(&public_keys()))?;
         assert_eq!(settings.header_read_timeout, std::time::Duration::from_millis(1500));
         assert!(parse(&["--role", "user", "--header-read-timeout-ms", "0"]).is_err());
         Ok(())
@@ -130,7 +121,7 @@ mod tests {
             "--threads",
             "2",
         ])?;
-        let settings = cli.into_settings(Some(SECRET.to_owned()))?;
+        let settings = cli.into_settings(Some(&public_keys()))?;
         assert_eq!(settings.listen, "0.0.0.0:9000".parse()?);
         assert_eq!(settings.services.len(), 2);
         assert_eq!(settings.threads, 2);
@@ -138,11 +129,15 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_short_secret_is_a_clear_error() -> anyhow::Result<()> {
+    fn missing_unusable_or_private_keys_are_a_clear_error() -> anyhow::Result<()> {
         let missing = parse(&["--role", "user"])?.into_settings(None).err().map(|e| e.to_string());
-        assert!(missing.is_some_and(|m| m.contains("OBSERVASTACK_JWT_SECRET is not set")));
-        let short = parse(&["--role", "user"])?.into_settings(Some("short".to_owned())).err().map(|e| e.to_string());
-        assert!(short.is_some_and(|m| m.contains("too short")));
+        assert!(missing.is_some_and(|m| m.contains("OBSERVASTACK_JWT_PUBLIC_KEYS is not set")));
+        let bad = parse(&["--role", "user"])?.into_settings(Some("-----BEGIN PUBLIC KEY-----\nxx")).err();
+        assert!(bad.map(|e| e.to_string()).is_some_and(|m| m.contains("unusable")));
+        // A private key where the public ones belong is refused, not quietly used.
+        let private = service_kit::JwtSigner::generate()?.private_key_pem()?;
+        let leaked = parse(&["--role", "user"])?.into_settings(Some(&private)).err().map(|e| e.to_string());
+        assert!(leaked.is_some_and(|m| m.contains("public keys only")));
         Ok(())
     }
 
@@ -156,7 +151,7 @@ mod tests {
     #[test]
     fn duplicate_service_names_are_refused() -> anyhow::Result<()> {
         let cli = parse(&["--role", "control", "--service", "shop=http://a:1", "--service", "shop=http://b:2"])?;
-        assert!(cli.into_settings(Some(SECRET.to_owned())).is_err());
+        assert!(cli.into_settings(Some(&public_keys())).is_err());
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let otlp_endpoint = cli.otlp_endpoint.clone();
     let log = cli.log.clone();
-    let settings = cli.into_settings(std::env::var(service_kit::ENV_JWT_SECRET).ok())?;
+    let settings = cli.into_settings(std::env::var(service_kit::auth::ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
     let _telemetry = service_kit::telemetry::init(settings.role.service_name(), otlp_endpoint.as_deref(), &log)?;
     service_kit::server::follow_supervisor()?;
     // The admin listener and config follower share this runtime; the public listener gets

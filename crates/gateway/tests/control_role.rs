@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{TestGateway, Upstream, http, settings, token, with_services};
 use gateway::GatewayRole;
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtSigner, Role};
 
 async fn control_gateway(upstream: &Upstream) -> TestGateway {
     let services = [("shop", upstream.url()), ("gateway-user", upstream.url())];
@@ -39,7 +39,7 @@ async fn control_gateway_refuses_requests_without_a_token() {
 async fn control_gateway_refuses_a_forged_token() {
     let upstream = Upstream::start().await;
     let gw = control_gateway(&upstream).await;
-    let forger = JwtKeys::from_secret(b"not-the-stack-secret-not-the-stack-secret").unwrap();
+    let forger = JwtSigner::generate().unwrap();
     let forged = forger.mint("eve", Role::Instructor, Duration::from_secs(60)).unwrap();
     let resp = http().get(gw.url("/api/services/shop/config")).bearer_auth(&forged).send().await.unwrap();
     assert_eq!(resp.status(), 401);

@@ -1,5 +1,5 @@
 //! `observastack config get|set`: a service's runtime config through the control gateway,
-//! authenticated with a token minted from the stack's secret.
+//! authenticated with a token minted with the stack's private key.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 //! `observastack scenario list|show|start|status|stop|reset`: the orchestrator's scenario API
-//! through the control gateway, with a token minted from the stack's secret. Refusals are
+//! through the control gateway, with a token minted with the stack's private key. Refusals are
 //! printed as the API gave them (message, then field, rule and why) and exit 1.
 
 use std::fmt::Write as _;
@@ -15,7 +15,7 @@ use scenario::Condition;
 use scenario::load::{LoadSpec, Pattern};
 use scenario::sli::{Sli, SliSnapshot};
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtSigner, Role};
 
 use crate::{state, ui, watch};
 
@@ -41,9 +41,9 @@ pub const WIDTH: usize = 88;
 pub struct Control {
     http: reqwest::Client,
     base: String,
-    keys: JwtKeys,
+    keys: JwtSigner,
     role: Role,
-    secret_path: PathBuf,
+    key_path: PathBuf,
 }
 
 impl std::fmt::Debug for Control {
@@ -112,7 +112,7 @@ impl Control {
             base: args.control_url.trim_end_matches('/').to_owned(),
             keys,
             role: args.role,
-            secret_path: state::secret_path(state_dir),
+            key_path: state::private_key_path(state_dir),
         })
     }
 
@@ -125,7 +125,7 @@ impl Control {
         Ok(self.keys.mint(SUBJECT, self.role, TOKEN_LIFETIME)?)
     }
 
-    /// Prints a refusal; a 401 also says where the token's secret came from.
+    /// Prints a refusal; a 401 also says which key signed the token.
     pub fn report(&self, refusal: &Refusal) {
         let mut lines = refusal.lines().into_iter();
         if let Some(first) = lines.next() {
@@ -136,8 +136,9 @@ impl Control {
         }
         if refusal.status == StatusCode::UNAUTHORIZED {
             ui::progress(&format!(
-                "the token was signed with {}; is that the running stack's state dir (--state-dir)?",
-                self.secret_path.display()
+                "the token was signed with {} (kid {}); is that the running stack's state dir (--state-dir)?",
+                self.key_path.display(),
+                self.keys.kid()
             ));
         }
     }

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,7 +21,7 @@ use reqwest::{Method, StatusCode};
 use scenario::sli::{Journey, JourneySlis, SliSnapshot};
 use scenario::{Condition, Diagnostic, Scenario};
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtSigner, Role};
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpStream;
@@ -44,7 +45,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "S", default_value_t = 0.1)]
     pub time_scale: f64,
     /// Verify on this running stack (its catalog must hold the same scenarios; tokens are
-    /// signed with the secret in --state-dir) instead of starting one.
+    /// signed with the private key in --state-dir) instead of starting one.
     #[arg(long, value_name = "URL")]
     pub control_url: Option<String>,
     /// The PostgreSQL server on which the started stack creates its own throwaway database (the
@@ -175,7 +176,9 @@ pub async fn run(state_dir: &Path, args: VerifyArgs) -> anyhow::Result<ExitCode>
         return Ok(finish(&reports, started.elapsed()));
     }
     let mut target = match &args.control_url {
-        Some(url) => Target::Remote { base: url.trim_end_matches('/').to_owned(), keys: state::load_keys(state_dir)? },
+        Some(url) => {
+            Target::Remote { base: url.trim_end_matches('/').to_owned(), keys: Arc::new(state::load_keys(state_dir)?) }
+        }
         None => Target::start(&args, &scenarios).await?,
     };
     let outcome = tokio::select! {
@@ -276,7 +279,7 @@ enum Target {
     Own {
         stack: Box<Stack>,
         state: Option<tempfile::TempDir>,
-        keys: JwtKeys,
+        keys: Arc<JwtSigner>,
         offset: u16,
         /// The server's URL as given, and the database verify made on it.
         server: String,
@@ -284,12 +287,12 @@ enum Target {
     },
     Remote {
         base: String,
-        keys: JwtKeys,
+        keys: Arc<JwtSigner>,
     },
 }
 
 impl Target {
-    /// Starts a stack on a free port range, with its own state dir (secret, logs), its own
+    /// Starts a stack on a free port range, with its own state dir (keys, logs), its own
     /// database and a scenario folder holding exactly the files to verify.
     async fn start(args: &VerifyArgs, scenarios: &[(PathBuf, Scenario)]) -> anyhow::Result<Self> {
         let state = tempfile::Builder::new().prefix("observastack-verify-").tempdir()?;
@@ -331,7 +334,7 @@ impl Target {
                 return Err(err.context(format!("the stack did not start (its logs: {})", kept.join("logs").display())));
             }
         };
-        let keys = state::load_keys(state.path())?;
+        let keys = Arc::new(state::load_keys(state.path())?);
         Ok(Self::Own {
             stack: Box::new(stack),
             state: Some(state),
@@ -429,15 +432,16 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-/// The control gateway's routes with tokens of either role, minted from the stack's secret.
+/// The control gateway's routes with tokens of either role, minted with the stack's private
+/// key.
 struct Api {
     http: reqwest::Client,
     base: String,
-    keys: JwtKeys,
+    keys: Arc<JwtSigner>,
 }
 
 impl Api {
-    fn new(base: String, keys: JwtKeys) -> anyhow::Result<Self> {
+    fn new(base: String, keys: Arc<JwtSigner>) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(CLIENT_HEADER, reqwest::header::HeaderValue::from_static(CLIENT));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?;

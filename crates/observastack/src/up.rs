@@ -1,5 +1,5 @@
 //! `observastack up`: the native launch. Checks PostgreSQL, creates the stack's database and
-//! secret, starts the facts lake, shop, the three gateway roles, the scenario runner and the orchestrator as
+//! token keys, starts the facts lake, shop, the three gateway roles, the scenario runner and the orchestrator as
 //! supervised child processes (restarting a crashed one), prints the URLs and a login token, and
 //! stops everything on Ctrl-C/SIGTERM.
 
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use service_kit::Role;
+use service_kit::auth::{ENV_JWT_PRIVATE_KEY, ENV_JWT_PUBLIC_KEYS, ENV_SERVICE_TOKEN};
+use service_kit::{JwtSigner, Role};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio::process::{Child, Command};
@@ -84,9 +85,26 @@ fn addr(port: u16, offset: u16) -> String {
     format!("127.0.0.1:{}", port.saturating_add(offset))
 }
 
+/// How long the `service` tokens `up` hands the fact emitters last; each start mints new ones.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The stack's keys as the services get them: every service the public keys' path, the
+/// orchestrator alone the private key's path, the emitters a `service` token each.
+struct KeyPlan<'a> {
+    public_keys: PathBuf,
+    private_key: PathBuf,
+    signer: &'a JwtSigner,
+}
+
+impl KeyPlan<'_> {
+    fn service_token(&self, service: &str) -> anyhow::Result<String> {
+        Ok(self.signer.mint(service, Role::Service, SERVICE_TOKEN_TTL)?)
+    }
+}
+
 /// `facts_dir`: data dir of the facts lake; `None` when its binary is missing (no lake, no
 /// RequestFact emitters).
-fn plan(args: &UpArgs, secret: &str, facts_dir: Option<&Path>) -> Vec<ServiceSpec> {
+fn plan(args: &UpArgs, keys: &KeyPlan<'_>, facts_dir: Option<&Path>) -> anyhow::Result<Vec<ServiceSpec>> {
     let o = args.port_offset;
     let facts_url = format!("http://{}", addr(ports::FACTS, o));
     let shop_url = format!("http://{}", addr(ports::SHOP, o));
@@ -106,7 +124,8 @@ fn plan(args: &UpArgs, secret: &str, facts_dir: Option<&Path>) -> Vec<ServiceSpe
         // Its `/metrics` on the observability path, like every other service's.
         fronted.push(format!("facts={facts_url}"));
     }
-    let mut common = vec![(service_kit::ENV_JWT_SECRET, secret.to_owned())];
+    // Paths, not the keys themselves, so no key material sits in any process's environment.
+    let mut common = vec![(ENV_JWT_PUBLIC_KEYS, keys.public_keys.display().to_string())];
     if let Some(endpoint) = &args.otlp_endpoint {
         common.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()));
     }
@@ -228,12 +247,20 @@ fn plan(args: &UpArgs, secret: &str, facts_dir: Option<&Path>) -> Vec<ServiceSpe
             env: {
                 let mut env = common;
                 env.push(("DATABASE_URL", args.database_url.clone()));
+                // The one service that mints tokens (console logins, its own instructor token).
+                env.push((ENV_JWT_PRIVATE_KEY, keys.private_key.display().to_string()));
                 env
             },
             ready_url: format!("{orchestrator_url}/readyz"),
         },
     ]);
-    specs
+    if facts_dir.is_some() {
+        // What each emitter presents to the lake's ingest; it opens nothing else.
+        for spec in specs.iter_mut().filter(|s| s.name != "facts") {
+            spec.env.push((ENV_SERVICE_TOKEN, keys.service_token(spec.name)?));
+        }
+    }
+    Ok(specs)
 }
 
 /// Verifies PostgreSQL answers and creates the stack's database if it does not exist.
@@ -315,7 +342,7 @@ pub enum FactLake {
 
 impl Stack {
     /// Starts every service in order, each once the previous one is ready, with the stack's
-    /// secret from `state_dir` (created on first use). PostgreSQL must be prepared already
+    /// keys from `state_dir` (created on first use). PostgreSQL must be prepared already
     /// ([`prepare_database`]).
     pub async fn start(state_dir: &Path, args: &UpArgs, lake: FactLake) -> anyhow::Result<Self> {
         let bins = bin_dir(args)?;
@@ -328,7 +355,18 @@ impl Stack {
             }
         }
 
-        let secret = state::ensure_secret(state_dir)?;
+        let (signer, origin) = state::ensure_keys(state_dir)?;
+        if origin == state::KeysOrigin::MigratedFromSecret {
+            ui::progress(&format!(
+                "note: replaced the shared HS256 secret in {} with an Ed25519 key pair; tokens minted before no longer work",
+                state_dir.display()
+            ));
+        }
+        let key_plan = KeyPlan {
+            public_keys: std::path::absolute(state::public_keys_path(state_dir))?,
+            private_key: std::path::absolute(state::private_key_path(state_dir))?,
+            signer: &signer,
+        };
         let logs = state::logs_dir(state_dir);
         std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
 
@@ -342,7 +380,7 @@ impl Stack {
         if lake == FactLake::IfBuilt && !with_facts {
             ui::progress(&format!("note: no `facts` binary in {}; starting without the fact lake", bins.display()));
         }
-        let specs = plan(args, &secret, with_facts.then_some(facts_dir.as_path()));
+        let specs = plan(args, &key_plan, with_facts.then_some(facts_dir.as_path()))?;
         for (index, spec) in specs.into_iter().enumerate() {
             let what = if spec.name == "shop" { "starting shop (migrations, seed data)" } else { "starting " };
             ui::step(&if spec.name == "shop" { what.to_owned() } else { format!("{what}{}", spec.name) });
@@ -596,17 +634,59 @@ mod tests {
             console_dir: PathBuf::from("/srv/console/dist"),
             ready_timeout_secs: 1,
         };
-        let specs = plan(&args, "secret", None);
+        let signer = JwtSigner::generate().unwrap();
+        let keys = KeyPlan {
+            public_keys: PathBuf::from("/state/jwt-public.pem"),
+            private_key: PathBuf::from("/state/jwt-private.pem"),
+            signer: &signer,
+        };
+        let specs = plan(&args, &keys, None).unwrap();
         let orchestrator = specs.iter().find(|s| s.name == "orchestrator").map(|s| s.args.join(" "));
         assert!(orchestrator.is_some_and(|a| a.contains("--console-dir /srv/console/dist")));
         assert!(!specs.iter().any(|s| s.name == "facts"));
 
-        let specs = plan(&args, "secret", Some(Path::new("/state/facts")));
+        let specs = plan(&args, &keys, Some(Path::new("/state/facts"))).unwrap();
         let orchestrator = specs.iter().find(|s| s.name == "orchestrator").map(|s| s.args.join(" ")).unwrap();
         assert!(orchestrator.contains("--service-health-url http://127.0.0.1:8104/dashboard"), "{orchestrator}");
         assert!(orchestrator.contains("--service gateway-control=http://127.0.0.1:8112"), "{orchestrator}");
         let observability = specs.iter().find(|s| s.name == "gateway-observability").map(|s| s.args.join(" ")).unwrap();
         assert!(observability.contains("--service facts=http://127.0.0.1:8104"), "{observability}");
         assert_eq!(specs[0].name, "facts", "the lake starts first");
+    }
+
+    #[test]
+    fn only_the_orchestrator_is_given_the_private_key_and_every_emitter_a_service_token() {
+        let args = UpArgs {
+            database_url: "postgres://postgres@127.0.0.1:5432/observastack".to_owned(),
+            port_offset: 0,
+            bin_dir: None,
+            otlp_endpoint: None,
+            seed_products: 1,
+            seed_orders: 1,
+            scenarios: vec![],
+            console_dir: PathBuf::from("/console"),
+            ready_timeout_secs: 1,
+        };
+        let signer = JwtSigner::generate().unwrap();
+        let keys = KeyPlan {
+            public_keys: PathBuf::from("/state/jwt-public.pem"),
+            private_key: PathBuf::from("/state/jwt-private.pem"),
+            signer: &signer,
+        };
+        let specs = plan(&args, &keys, Some(Path::new("/state/facts"))).unwrap();
+        let env = |spec: &ServiceSpec, key: &str| spec.env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+        let verifier = signer.verifier();
+        for spec in &specs {
+            assert_eq!(env(spec, ENV_JWT_PUBLIC_KEYS).as_deref(), Some("/state/jwt-public.pem"), "{}", spec.name);
+            let private = env(spec, ENV_JWT_PRIVATE_KEY);
+            assert_eq!(private.is_some(), spec.name == "orchestrator", "{}: {private:?}", spec.name);
+            match env(spec, ENV_SERVICE_TOKEN) {
+                None => assert_eq!(spec.name, "facts", "every emitter has a service token"),
+                Some(token) => {
+                    let caller = verifier.verify(&token).unwrap();
+                    assert_eq!((caller.subject.as_str(), caller.role), (spec.name, Role::Service));
+                }
+            }
+        }
     }
 }

@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 mod support;
 use support::{Proc, bin, database_url, free_port, recreate_database};
 
-const SECRET: &str = "facts-outage-test-secret-facts-outage";
 /// Steady user load: one request every 20 ms.
 const PERIOD: Duration = Duration::from_millis(20);
 const BASELINE: Duration = Duration::from_secs(10);
@@ -47,7 +46,7 @@ fn spawn(logs: &Path, name: &str, args: &[String], env: &[(&str, String)]) -> Pr
     Proc(child)
 }
 
-fn start_facts(logs: &Path, port: u16, dir: &Path) -> Proc {
+fn start_facts(logs: &Path, port: u16, dir: &Path, public_keys: &str) -> Proc {
     let args = [
         "--listen".to_owned(),
         format!("127.0.0.1:{port}"),
@@ -56,7 +55,7 @@ fn start_facts(logs: &Path, port: u16, dir: &Path) -> Proc {
         "--flush-interval".to_owned(),
         "2s".to_owned(),
     ];
-    spawn(logs, "facts", &args, &[(service_kit::ENV_JWT_SECRET, SECRET.to_owned())])
+    spawn(logs, "facts", &args, &[("OBSERVASTACK_JWT_PUBLIC_KEYS", public_keys.to_owned())])
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str, logs: &Path) {
@@ -110,9 +109,17 @@ async fn facts_down_for_60_s_costs_counted_facts_never_user_latency() {
     let shop_url = format!("http://127.0.0.1:{shop_port}");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
 
-    let mut facts = Some(start_facts(logs, facts_port, lake.path()));
+    // The services get the public keys inline and a `service` token to send their facts with.
+    let signer = service_kit::JwtSigner::generate().unwrap();
+    let public_keys = signer.verifier().to_pem();
+    let service_token = signer.mint("emitter", service_kit::Role::Service, Duration::from_secs(3600)).unwrap();
+    let mut facts = Some(start_facts(logs, facts_port, lake.path(), &public_keys));
     wait_ready(&http, &format!("{facts_url}/readyz"), logs).await;
-    let env = [("OBSERVASTACK_JWT_SECRET", SECRET.to_owned()), ("OBSERVASTACK_FACTS_URL", facts_url.clone())];
+    let env = [
+        ("OBSERVASTACK_JWT_PUBLIC_KEYS", public_keys.clone()),
+        ("OBSERVASTACK_SERVICE_TOKEN", service_token),
+        ("OBSERVASTACK_FACTS_URL", facts_url.clone()),
+    ];
     let shop_args: Vec<String> = ["--listen", &format!("127.0.0.1:{shop_port}"), "--seed-products", "300"]
         .into_iter()
         .chain(["--seed-orders", "500"])
@@ -179,7 +186,7 @@ async fn facts_down_for_60_s_costs_counted_facts_never_user_latency() {
     let blackhole = std::net::TcpListener::bind(("127.0.0.1", facts_port)).unwrap();
     tokio::time::sleep(HUNG).await;
     drop(blackhole);
-    facts = Some(start_facts(logs, facts_port, lake.path()));
+    facts = Some(start_facts(logs, facts_port, lake.path(), &public_keys));
     wait_ready(&http, &format!("{facts_url}/readyz"), logs).await;
     phase.store(Phase::Recovered as u8, Ordering::SeqCst);
     tokio::time::sleep(RECOVERY).await;

@@ -18,10 +18,8 @@ use axum::http::{Method, Request, StatusCode, header};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};
-use service_kit::{ConfigStore, JwtKeys, Metrics, Role, RuntimeConfig};
+use service_kit::{ConfigStore, JwtSigner, Metrics, Role, RuntimeConfig};
 use tower::ServiceExt;
-
-const SECRET: &[u8] = b"fuzz-secret-fuzz-secret-fuzz-secret!";
 
 fn cases(default: u32) -> Config {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default);
@@ -37,9 +35,14 @@ struct Target {
 
 fn target<T: RuntimeConfig>(name: &'static str) -> Target {
     let metrics = Metrics::new(name);
-    let keys = Arc::new(JwtKeys::from_secret(SECRET).unwrap());
+    let keys = JwtSigner::generate().unwrap();
     let store = ConfigStore::new(name, T::default(), metrics.clone()).unwrap();
-    let app = service_kit::app::internal_routes(metrics, store, keys.clone(), service_kit::server::always_ready());
+    let app = service_kit::app::internal_routes(
+        metrics,
+        store,
+        Arc::new(keys.verifier()),
+        service_kit::server::always_ready(),
+    );
     // Instructor: may change every field, so a rejection is always about the value.
     let token = keys.mint("fuzzer", Role::Instructor, Duration::from_secs(3600)).unwrap();
     Target { name, app, token }

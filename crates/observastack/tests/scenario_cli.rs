@@ -1,7 +1,7 @@
 //! `observastack scenario list|show|start|status|stop|give-up|reset|watch` as a learner types them: the
 //! real CLI binary against a real control gateway in front of a real orchestrator, with the
 //! shop, user gateway and runner a run needs, all in-process on port 0 against a fresh
-//! PostgreSQL database per test, and a state dir holding the stack's secret.
+//! PostgreSQL database per test, and a state dir holding the stack's keys.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test scaffolding: a failed unwrap is a failed test.
 
@@ -20,8 +20,6 @@ use uuid::Uuid;
 
 mod support;
 use support::{admin_url, database_url};
-
-const SECRET: &str = "scenario-cli-tests-secret-0123456789abcdef";
 
 /// Longest a compressed run's phase (baseline, fault, recovery) may take on a busy machine.
 const PHASE: Duration = Duration::from_secs(120);
@@ -88,7 +86,7 @@ fn shipped_scenarios() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
 }
 
-/// The stack a learner's CLI talks to, and a state dir holding its secret.
+/// The stack a learner's CLI talks to, and a state dir holding its keys.
 struct Stack {
     control_url: String,
     state: tempfile::TempDir,
@@ -102,11 +100,16 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
+        // The state dir's key pair, as `observastack up` makes it: the CLI mints with the
+        // private key, the services verify with the public ones.
+        let state = tempfile::tempdir().unwrap();
+        let (signer, _) = observastack::state::ensure_keys(state.path()).unwrap();
+        let public_keys = signer.verifier();
         let db = TestDb::create().await;
         let shop_app = shop::Application::build(shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
-            jwt_secret: SECRET.to_owned(),
+            jwt_keys: public_keys.clone(),
             seed_products: 200,
             seed_orders: 200,
             initial_config: shop::ShopConfig::default(),
@@ -118,7 +121,7 @@ impl Stack {
         let shop_url = format!("http://127.0.0.1:{}", shop_app.port());
         let shop = Running::spawn(|rx| shop_app.run_until(until(rx)));
 
-        let mut user = gateway::Settings::new(GatewayRole::User, SECRET.as_bytes().to_vec());
+        let mut user = gateway::Settings::new(GatewayRole::User, public_keys.clone());
         user.listen = "127.0.0.1:0".parse().unwrap();
         user.admin_listen = "127.0.0.1:0".parse().unwrap();
         user.shop_url = shop_url.parse().unwrap();
@@ -132,7 +135,7 @@ impl Stack {
         let runner_app = runner::Application::build(runner::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             target: user_public,
-            jwt_secret: SECRET.to_owned(),
+            jwt_keys: public_keys.clone(),
             threads: 1,
             connections: 16,
             max_in_flight: 1_000,
@@ -147,7 +150,8 @@ impl Stack {
         let orchestrator_app = orchestrator::Application::build(orchestrator::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
-            jwt_secret: SECRET.to_owned(),
+            jwt_keys: public_keys.clone(),
+            jwt_signer: Some(std::sync::Arc::new(signer)),
             scenario_dirs: vec![shipped_scenarios()],
             services: [("shop", &shop_url), ("gateway", &user_admin), ("runner", &runner_url)]
                 .into_iter()
@@ -163,7 +167,7 @@ impl Stack {
         let orchestrator_url = format!("http://127.0.0.1:{}", orchestrator_app.port());
         let orchestrator = Running::spawn(|rx| orchestrator_app.run_until(until(rx)));
 
-        let mut control = gateway::Settings::new(GatewayRole::Control, SECRET.as_bytes().to_vec());
+        let mut control = gateway::Settings::new(GatewayRole::Control, public_keys.clone());
         control.listen = "127.0.0.1:0".parse().unwrap();
         control.admin_listen = "127.0.0.1:0".parse().unwrap();
         control.shop_url = shop_url.parse().unwrap();
@@ -183,8 +187,6 @@ impl Stack {
         let control_url = format!("http://{}", control_app.public_addr());
         let control_gateway = Running::spawn(|rx| control_app.run_until(until(rx)));
 
-        let state = tempfile::tempdir().unwrap();
-        std::fs::write(state.path().join("jwt-secret"), SECRET).unwrap();
         Self {
             control_url,
             state,
@@ -392,14 +394,14 @@ async fn learners_browse_the_catalog_and_bad_requests_are_named() {
     let status = stack.ok(&["scenario", "status"]).await;
     assert_eq!(status.trim(), "no active run");
 
-    // A token from another secret is refused, and the CLI says where its secret came from.
+    // A token from another stack's key is refused, and the CLI says which key it signed with.
     let other = tempfile::tempdir().unwrap();
-    std::fs::write(other.path().join("jwt-secret"), "another-secret-another-secret-another-secret").unwrap();
+    observastack::state::ensure_keys(other.path()).unwrap();
     for args in [["scenario", "list"], ["scenario", "watch"]] {
         let refused = Run(stack.command_in(other.path(), &args).output().await.unwrap());
         assert_eq!(refused.code(), 1, "{refused:?}");
         assert!(refused.stderr().contains("(401 unauthorized)"), "{refused:?}");
-        assert!(refused.stderr().contains("jwt-secret"), "{refused:?}");
+        assert!(refused.stderr().contains("jwt-private.pem"), "{refused:?}");
     }
     stack.stop().await;
 }

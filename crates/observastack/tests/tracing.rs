@@ -12,12 +12,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
 use serde_json::json;
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtSigner, Role};
 
 mod support;
 use support::{Proc, bin, database_url, drop_database, free_port, recreate_database};
 
-const SECRET: &str = "tracing-test-secret-tracing-test-secret";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 async fn wait_ok(url: &str) {
@@ -61,11 +60,14 @@ async fn a_trace_started_at_the_gateway_continues_in_shop_and_in_its_logs() {
     recreate_database(&db).await;
 
     let (shop_port, gw_port, gw_admin) = (free_port(), free_port(), free_port());
+    // The processes get the public keys inline; the test keeps the private key to mint with.
+    let keys = JwtSigner::generate().unwrap();
+    let public_keys = keys.verifier().to_pem();
     let shop = Proc(
         Command::new(bin("shop"))
             .args(["--listen", &format!("127.0.0.1:{shop_port}"), "--database-url", &db_url])
             .args(["--seed-products", "200", "--seed-orders", "200", "--otlp-endpoint", &otlp])
-            .env("OBSERVASTACK_JWT_SECRET", SECRET)
+            .env("OBSERVASTACK_JWT_PUBLIC_KEYS", &public_keys)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -77,7 +79,7 @@ async fn a_trace_started_at_the_gateway_continues_in_shop_and_in_its_logs() {
             .args(["--role", "user", "--listen", &format!("127.0.0.1:{gw_port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{gw_admin}")])
             .args(["--shop-url", &format!("http://127.0.0.1:{shop_port}"), "--otlp-endpoint", &otlp])
-            .env("OBSERVASTACK_JWT_SECRET", SECRET)
+            .env("OBSERVASTACK_JWT_PUBLIC_KEYS", &public_keys)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -87,7 +89,6 @@ async fn a_trace_started_at_the_gateway_continues_in_shop_and_in_its_logs() {
     wait_ok(&format!("http://127.0.0.1:{gw_admin}/readyz")).await;
 
     // Break checkout with the known-bad release, so the shop logs an error inside the trace.
-    let keys = JwtKeys::from_secret(SECRET.as_bytes()).unwrap();
     let token = keys.mint("tracing-test", Role::Instructor, Duration::from_secs(300)).unwrap();
     let http = reqwest::Client::new();
     let patched = http

@@ -3,7 +3,7 @@
 //! `SameSite=Strict` session cookie, tells the UI which optional tools (Grafana, the
 //! Service Health view of the `facts` service) are configured, and says who may frame it.
 //!
-//! A login code is a short-lived HS256 token signed with the stack's secret under its own
+//! A login code is a short-lived EdDSA token signed with the stack's private key under its own
 //! audience, so it is never accepted as an API token; its `jti` is recorded in
 //! `console_logins` on first use, which makes it single-use across restarts too.
 
@@ -16,10 +16,9 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
-use service_kit::auth::{ISSUER, TOKEN_COOKIE, token_from_headers};
-use service_kit::{JwtKeys, Role};
+use service_kit::auth::{ISSUER, Rejection, TOKEN_COOKIE, token_from_headers};
+use service_kit::{JwtKeys, JwtSigner, Role};
 use sqlx::PgPool;
 use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
@@ -145,7 +144,7 @@ fn now_secs() -> u64 {
 }
 
 /// Mints a one-time login code for `subject` (a learner), valid for `ttl`.
-pub fn mint_login_code(keys: &JwtKeys, subject: &str, ttl: Duration) -> anyhow::Result<String> {
+pub fn mint_login_code(keys: &JwtSigner, subject: &str, ttl: Duration) -> anyhow::Result<String> {
     let now = now_secs();
     let claims = LoginClaims {
         sub: subject.to_owned(),
@@ -168,20 +167,16 @@ struct ConsoleState {
     /// `X-Frame-Options: DENY` for browsers without CSP level 2, only when nobody may frame the
     /// console: it has no allow-list, so with frame ancestors it would contradict the CSP.
     frame_options: Option<HeaderValue>,
+    /// Verifies login codes and sessions.
     keys: Arc<JwtKeys>,
-    login_key: DecodingKey,
-    login_validation: Validation,
+    /// Mints the session a login code is exchanged for.
+    signer: Arc<JwtSigner>,
     db: PgPool,
 }
 
 /// Routes under `/console` plus `/` → `/console/`. None needs a token: the assets hold no
 /// secrets, and the login route is how a browser gets one.
-pub fn router(settings: ConsoleSettings, secret: &[u8], keys: Arc<JwtKeys>, db: PgPool) -> Router {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_audience(&[LOGIN_AUDIENCE]);
-    validation.set_issuer(&[ISSUER]);
-    validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
-    validation.leeway = 5;
+pub fn router(settings: ConsoleSettings, keys: Arc<JwtKeys>, signer: Arc<JwtSigner>, db: PgPool) -> Router {
     let frames: String = [settings.grafana_url.as_deref(), settings.service_health_url.as_deref()]
         .into_iter()
         .flatten()
@@ -202,15 +197,7 @@ pub fn router(settings: ConsoleSettings, secret: &[u8], keys: Arc<JwtKeys>, db: 
     let csp = HeaderValue::from_str(&csp)
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
     let frame_options = settings.frame_ancestors.is_empty().then(|| HeaderValue::from_static("DENY"));
-    let state = Arc::new(ConsoleState {
-        settings,
-        csp,
-        frame_options,
-        keys,
-        login_key: DecodingKey::from_secret(secret),
-        login_validation: validation,
-        db,
-    });
+    let state = Arc::new(ConsoleState { settings, csp, frame_options, keys, signer, db });
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
         .route("/console", get(|| async { Redirect::to("/console/") }))
@@ -240,19 +227,20 @@ struct LoginQuery {
 /// `GET /console/login?code=…`: a valid, unused code becomes the session cookie and the
 /// browser goes on to the console (the code leaves the address bar at once).
 async fn login(State(state): State<Arc<ConsoleState>>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
-    let already_in = token_from_headers(&headers).is_some_and(|t| state.keys.verify(t).is_ok());
+    let already_in =
+        token_from_headers(&headers).is_some_and(|t| state.keys.verify(t).is_ok_and(|c| c.may(Role::Learner)));
     let Some(code) = q.code.filter(|c| !c.is_empty()) else {
         if already_in {
             return Redirect::to("/console/").into_response();
         }
         return login_failed(StatusCode::BAD_REQUEST, "The login address lacks its `code` parameter.");
     };
-    let claims = match jsonwebtoken::decode::<LoginClaims>(&code, &state.login_key, &state.login_validation) {
-        Ok(data) => data.claims,
+    let claims = match state.keys.decode::<LoginClaims>(&code, LOGIN_AUDIENCE) {
+        Ok(claims) => claims,
         Err(_) if already_in => return Redirect::to("/console/").into_response(),
         Err(err) => {
-            let why = match err.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "This login link has expired.",
+            let why = match err {
+                Rejection::Expired => "This login link has expired.",
                 _ => "This login link is not valid for this stack.",
             };
             return login_failed(StatusCode::UNAUTHORIZED, why);
@@ -279,7 +267,7 @@ async fn login(State(state): State<Arc<ConsoleState>>, headers: HeaderMap, Query
             return login_failed(StatusCode::SERVICE_UNAVAILABLE, "The login could not be recorded; try again.");
         }
     }
-    let token = match state.keys.mint(&claims.sub, Role::Learner, SESSION_TTL) {
+    let token = match state.signer.mint(&claims.sub, Role::Learner, SESSION_TTL) {
         Ok(token) => token,
         Err(err) => {
             tracing::error!(error = %err, "cannot mint a console session");

@@ -34,7 +34,7 @@ use axum::Router;
 use axum::routing::get;
 use service_kit::app::observed;
 use service_kit::server::{ReadinessCheck, health_router};
-use service_kit::{JwtKeys, Metrics};
+use service_kit::{JwtKeys, JwtSigner, Metrics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use utoipa::OpenApi as _;
@@ -64,8 +64,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// PostgreSQL URL; the orchestrator keeps its tables in the `orchestrator` schema.
     pub database_url: String,
-    /// HS256 secret: verifies callers' tokens and signs the orchestrator's own.
-    pub jwt_secret: String,
+    /// The stack's public keys: verify callers' tokens and the console's login codes.
+    pub jwt_keys: JwtKeys,
+    /// The stack's private key: signs the orchestrator's own instructor tokens and console
+    /// sessions. Its public half must be among `jwt_keys`.
+    pub jwt_signer: Option<Arc<JwtSigner>>,
     /// Folders of scenario files, read in order (the first of two equal ids wins).
     pub scenario_dirs: Vec<PathBuf>,
     /// Service name → base URL. `runner` is required for SLIs and load.
@@ -89,7 +92,8 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("database_url", &"(redacted)")
-            .field("jwt_secret", &"(redacted)")
+            .field("jwt_keys", &self.jwt_keys)
+            .field("jwt_signer", &self.jwt_signer)
             .field("scenario_dirs", &self.scenario_dirs)
             .field("services", &self.services)
             .field("tick", &self.tick)
@@ -99,12 +103,13 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Default for Settings {
-    /// The binary's defaults, without a JWT secret (building fails until one is set).
+    /// The binary's defaults, without keys (building fails until they are set).
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8102)),
             database_url: "postgres://postgres@127.0.0.1:5432/observastack".to_owned(),
-            jwt_secret: String::new(),
+            jwt_keys: JwtKeys::default(),
+            jwt_signer: None,
             scenario_dirs: vec![PathBuf::from("scenarios")],
             services: default_services(),
             tick: Duration::from_secs(1),
@@ -137,8 +142,7 @@ impl Application {
     /// Binds first (a port clash fails fast and tests learn the real port), then loads the
     /// catalog, connects to PostgreSQL and migrates the `orchestrator` schema.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let keys = JwtKeys::from_secret(settings.jwt_secret.as_bytes())
-            .with_context(|| format!("{} is unusable", service_kit::ENV_JWT_SECRET))?;
+        let (keys, signer) = checked_keys(&settings)?;
         anyhow::ensure!(
             settings.services.contains_key(services::RUNNER),
             "no `{}` service given: the orchestrator needs the runner for load and SLIs",
@@ -152,7 +156,7 @@ impl Application {
         let metrics = Metrics::new(SERVICE);
         let own_metrics = metrics::OrchestratorMetrics::new(&metrics);
         let hub = Hub::new(settings.ws_queue, own_metrics.clone());
-        let services = Services::new(settings.services.clone(), keys.clone(), settings.service_timeout)?;
+        let services = Services::new(settings.services.clone(), signer.clone(), settings.service_timeout)?;
         let config = service_kit::ConfigStore::new(SERVICE, config::OrchestratorConfig::default(), metrics.clone())
             .map_err(|e| anyhow::anyhow!("the orchestrator's default config is invalid: {e}"))?;
         let shared = Arc::new(engine::Shared {
@@ -166,9 +170,7 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let orchestrator = Arc::new(Orchestrator::new(shared, catalog, shutdown_rx));
 
-        let keys = Arc::new(keys);
-        let console =
-            console::router(settings.console.clone(), settings.jwt_secret.as_bytes(), keys.clone(), db.clone());
+        let console = console::router(settings.console.clone(), keys.clone(), signer, db.clone());
         let ready: ReadinessCheck = Arc::new(move || {
             let db = db.clone();
             Box::pin(async move { store::ready(&db).await })
@@ -211,6 +213,30 @@ impl Application {
         self.orchestrator.wait_stopped().await;
         self.orchestrator.shared.db.close().await;
         served.context("the orchestrator server failed")
+    }
+}
+
+/// The verification keys and the private key, refused unless the private key's public half is
+/// a current key of the set: the tokens it mints would be refused everywhere otherwise.
+fn checked_keys(settings: &Settings) -> anyhow::Result<(Arc<JwtKeys>, Arc<JwtSigner>)> {
+    let signer = settings.jwt_signer.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no private key: the orchestrator mints tokens ({} is not set)",
+            service_kit::auth::ENV_JWT_PRIVATE_KEY
+        )
+    })?;
+    let own = settings.jwt_keys.keys().iter().find(|k| k.kid() == signer.kid());
+    match own {
+        None => anyhow::bail!(
+            "the private key (kid {}) is not among the public keys ({}); tokens it mints would be refused",
+            signer.kid(),
+            service_kit::auth::ENV_JWT_PUBLIC_KEYS
+        ),
+        Some(key) if key.not_after().is_some() => anyhow::bail!(
+            "the private key (kid {}) is a retired public key (`# not-after:`); sign with the current key",
+            signer.kid()
+        ),
+        Some(_) => Ok((Arc::new(settings.jwt_keys.clone()), signer)),
     }
 }
 

@@ -4,19 +4,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use orchestrator::console::FrameAncestor;
 use orchestrator::{Application, Settings};
-use service_kit::auth::MIN_SECRET_BYTES;
+use service_kit::auth::{ENV_JWT_PRIVATE_KEY, ENV_JWT_PUBLIC_KEYS};
 
 /// ObservaStack orchestrator: scenario catalog, run lifecycle, fault injection, success
 /// evaluation and the console's WebSocket feed.
 ///
-/// The JWT secret is read from `OBSERVASTACK_JWT_SECRET` only, never from a flag, so it does
-/// not show up in process listings.
+/// The stack's keys come from `OBSERVASTACK_JWT_PUBLIC_KEYS` and, as the one service that
+/// mints tokens, `OBSERVASTACK_JWT_PRIVATE_KEY` (each a path, PEM or `base64:` PEM), never
+/// from a flag, so they do not show up in process listings.
 #[derive(Debug, Parser)]
 #[command(name = "orchestrator", version)]
 struct Cli {
@@ -106,14 +108,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let secret = std::env::var(service_kit::ENV_JWT_SECRET).unwrap_or_default();
-    if secret.len() < MIN_SECRET_BYTES {
-        bail!(
-            "{} is not set or too short: the orchestrator needs the stack's JWT signing secret (at least \
-             {MIN_SECRET_BYTES} bytes; `observastack up` creates one)",
-            service_kit::ENV_JWT_SECRET
-        );
-    }
+    let jwt_keys = service_kit::auth::public_keys_from_env(std::env::var(ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
+    let jwt_signer = service_kit::auth::signer_from_env(std::env::var(ENV_JWT_PRIVATE_KEY).ok().as_deref())?;
     let _telemetry = service_kit::telemetry::init(orchestrator::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
     service_kit::server::follow_supervisor()?;
     let mut services = orchestrator::default_services();
@@ -121,7 +117,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings {
         listen: cli.listen,
         database_url: cli.database_url,
-        jwt_secret: secret,
+        jwt_keys,
+        jwt_signer: Some(Arc::new(jwt_signer)),
         scenario_dirs: cli.scenarios,
         services,
         tick: Duration::from_millis(cli.tick_ms),

@@ -1,14 +1,15 @@
 //! Talking to the stack's services: their `/config` (as the instructor `orchestrator`, with a
-//! token minted from the stack's secret) and the runner's `/slis`.
+//! token minted with the stack's private key) and the runner's `/slis`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use scenario::sli::SliSnapshot;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtSigner, Role};
 
 /// Subject of the orchestrator's own token: changes made under it are the scenario's.
 pub const SUBJECT: &str = "orchestrator";
@@ -68,7 +69,8 @@ pub struct ServiceError {
 #[derive(Clone)]
 pub struct Services {
     http: reqwest::Client,
-    keys: JwtKeys,
+    /// Mints the orchestrator's own instructor tokens for the services' `/config`.
+    keys: Arc<JwtSigner>,
     targets: BTreeMap<String, String>,
 }
 
@@ -79,7 +81,7 @@ impl std::fmt::Debug for Services {
 }
 
 impl Services {
-    pub fn new(targets: BTreeMap<String, String>, keys: JwtKeys, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(targets: BTreeMap<String, String>, keys: Arc<JwtSigner>, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(timeout).no_proxy().build()?;
         let targets = targets.into_iter().map(|(name, url)| (name, url.trim_end_matches('/').to_owned())).collect();
         Ok(Self { http, keys, targets })

@@ -45,8 +45,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Base URL journeys go to: the user gateway.
     pub target: String,
-    /// HS256 secret that verifies `/config` tokens (at least 32 bytes).
-    pub jwt_secret: String,
+    /// The stack's public keys, which verify `/config` tokens (the runner mints none).
+    pub jwt_keys: JwtKeys,
     /// Load worker threads, each with its own runtime and connections.
     pub threads: usize,
     /// Keep-alive connections to the target in all.
@@ -64,7 +64,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("target", &self.target)
-            .field("jwt_secret", &"(redacted)")
+            .field("jwt_keys", &self.jwt_keys)
             .field("threads", &self.threads)
             .field("connections", &self.connections)
             .field("max_in_flight", &self.max_in_flight)
@@ -75,12 +75,12 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Default for Settings {
-    /// The binary's defaults, without a JWT secret (building fails until one is set).
+    /// The binary's defaults, without public keys (building fails until they are set).
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8103)),
             target: "http://127.0.0.1:8080".to_owned(),
-            jwt_secret: String::new(),
+            jwt_keys: JwtKeys::default(),
             threads: default_threads(),
             connections: 256,
             max_in_flight: 10_000,
@@ -119,8 +119,12 @@ impl Application {
     /// then starts the load engine's threads, idle until a plan is enabled. Must run inside a
     /// tokio runtime.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let keys = JwtKeys::from_secret(settings.jwt_secret.as_bytes())
-            .with_context(|| format!("{} is unusable", service_kit::ENV_JWT_SECRET))?;
+        anyhow::ensure!(
+            !settings.jwt_keys.is_empty(),
+            "no public key to verify tokens with ({} is empty)",
+            service_kit::auth::ENV_JWT_PUBLIC_KEYS
+        );
+        let keys = settings.jwt_keys.clone();
         let target = Endpoint::parse(&settings.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
         let listener = service_kit::server::bind(settings.listen).await?;
         let port = listener.local_addr()?.port();

@@ -4,15 +4,15 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use runner::{Application, Settings};
-use service_kit::auth::MIN_SECRET_BYTES;
 
 /// ObservaStack scenario runner: open-loop load of user journeys through the user gateway,
 /// controlled through `/config`, reporting user-side SLIs at `/slis`.
 ///
-/// The JWT secret that verifies `/config` tokens is read from `OBSERVASTACK_JWT_SECRET` only.
+/// The public keys that verify `/config` tokens come from `OBSERVASTACK_JWT_PUBLIC_KEYS` (a
+/// path, PEM or `base64:` PEM).
 #[derive(Debug, Parser)]
 #[command(name = "runner", version)]
 struct Cli {
@@ -49,20 +49,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let secret = std::env::var(service_kit::ENV_JWT_SECRET).unwrap_or_default();
-    if secret.len() < MIN_SECRET_BYTES {
-        bail!(
-            "{} must hold the stack's JWT signing secret (at least {MIN_SECRET_BYTES} bytes; `observastack up` \
-             creates one)",
-            service_kit::ENV_JWT_SECRET
-        );
-    }
+    let jwt_keys =
+        service_kit::auth::public_keys_from_env(std::env::var(service_kit::auth::ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
     let _telemetry = service_kit::telemetry::init(runner::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
     service_kit::server::follow_supervisor()?;
     let settings = Settings {
         listen: cli.listen,
         target: cli.target,
-        jwt_secret: secret,
+        jwt_keys,
         threads: cli.threads.unwrap_or_else(runner::default_threads),
         connections: cli.connections,
         max_in_flight: cli.max_in_flight,

@@ -14,13 +14,10 @@ pub mod openapi;
 pub mod server;
 pub mod telemetry;
 
-pub use auth::{Caller, JwtKeys, Role};
+pub use auth::{Caller, JwtKeys, JwtSigner, Role};
 pub use config::{ConfigStore, RuntimeConfig};
 pub use error::{ApiError, FieldError};
 pub use metrics::Metrics;
 
 /// Version baked into every binary; reported as `observastack_build_info{version}`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Env key holding the HS256 signing secret shared by the stack (created by `observastack up`).
-pub const ENV_JWT_SECRET: &str = "OBSERVASTACK_JWT_SECRET";

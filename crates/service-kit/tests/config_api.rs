@@ -13,10 +13,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use service_kit::faults::{HasRouteFaults, RouteFaults};
-use service_kit::{ConfigStore, FieldError, JwtKeys, Metrics, Role, RuntimeConfig};
+use service_kit::{ConfigStore, FieldError, JwtSigner, Metrics, Role, RuntimeConfig};
 use tower::ServiceExt;
-
-const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -70,19 +68,19 @@ impl HasRouteFaults for SampleConfig {
 struct Fixture {
     app: Router,
     store: Arc<ConfigStore<SampleConfig>>,
-    keys: Arc<JwtKeys>,
+    keys: Arc<JwtSigner>,
     metrics: Arc<Metrics>,
 }
 
 fn fixture() -> Fixture {
     let metrics = Metrics::new("sample");
-    let keys = Arc::new(JwtKeys::from_secret(SECRET).unwrap());
+    let keys = Arc::new(JwtSigner::generate().unwrap());
     let store = ConfigStore::new("sample", SampleConfig::default(), metrics.clone()).unwrap();
     let app = service_kit::app::observed(
         service_kit::app::internal_routes(
             metrics.clone(),
             store.clone(),
-            keys.clone(),
+            Arc::new(keys.verifier()),
             service_kit::server::always_ready(),
         ),
         metrics.clone(),
@@ -328,7 +326,7 @@ async fn reads_and_writes_need_a_valid_token() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = f.call(Method::PATCH, "/config", Some("not.a.token"), Some(r#"{"mode":"slow"}"#)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let foreign = JwtKeys::from_secret(b"another-secret-another-secret-xx").unwrap();
+    let foreign = JwtSigner::generate().unwrap();
     let forged = foreign.mint("eve", Role::Instructor, Duration::from_secs(60)).unwrap();
     let (status, body) = f.call(Method::PATCH, "/config", Some(&forged), Some(r#"{"mode":"slow"}"#)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -337,6 +335,25 @@ async fn reads_and_writes_need_a_valid_token() {
     // Health stays public.
     let (status, _) = f.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_service_token_may_neither_read_nor_change_the_config() {
+    let f = fixture();
+    let service = f.token(Role::Service);
+    for (method, uri, body) in [
+        (Method::GET, "/config", None),
+        (Method::GET, "/config/schema", None),
+        (Method::GET, "/config/history", None),
+        (Method::PATCH, "/config", Some(r#"{"db": {"pool_size": 4}}"#)),
+        (Method::PUT, "/config", Some("{}")),
+    ] {
+        let (status, body) = f.call(method.clone(), uri, Some(&service), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+        assert_eq!(body["error"]["code"], "forbidden", "{method} {uri}");
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("service"), "{body}");
+    }
+    assert_eq!(f.store.current().revision, 1);
 }
 
 #[tokio::test]
@@ -383,10 +400,10 @@ impl RuntimeConfig for LockedConfig {
     }
 }
 
-fn locked_app() -> (Router, Arc<ConfigStore<LockedConfig>>, Arc<JwtKeys>) {
-    let keys = Arc::new(JwtKeys::from_secret(SECRET).unwrap());
+fn locked_app() -> (Router, Arc<ConfigStore<LockedConfig>>, JwtSigner) {
+    let keys = JwtSigner::generate().unwrap();
     let store = ConfigStore::new("locked", LockedConfig::default(), Metrics::new("locked")).unwrap();
-    (service_kit::config::router(store.clone(), keys.clone()), store, keys)
+    (service_kit::config::router(store.clone(), Arc::new(keys.verifier())), store, keys)
 }
 
 #[tokio::test]

@@ -47,8 +47,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// PostgreSQL URL, e.g. `postgres://postgres@127.0.0.1:5432/observastack`.
     pub database_url: String,
-    /// HS256 secret that verifies `/config` tokens (at least 32 bytes).
-    pub jwt_secret: String,
+    /// The stack's public keys, which verify `/config` tokens (the shop mints none).
+    pub jwt_keys: JwtKeys,
     /// Products seeded into an empty catalog.
     pub seed_products: u32,
     /// Past orders seeded into an empty order history.
@@ -66,7 +66,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("database_url", &"(redacted)")
-            .field("jwt_secret", &"(redacted)")
+            .field("jwt_keys", &self.jwt_keys)
             .field("seed_products", &self.seed_products)
             .field("seed_orders", &self.seed_orders)
             .field("initial_config", &self.initial_config)
@@ -77,12 +77,12 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Default for Settings {
-    /// The binary's defaults, without a JWT secret (building fails until one is set).
+    /// The binary's defaults, without public keys (building fails until they are set).
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8101)),
             database_url: "postgres://postgres@127.0.0.1:5432/observastack".to_owned(),
-            jwt_secret: String::new(),
+            jwt_keys: JwtKeys::default(),
             seed_products: 10_000,
             seed_orders: 100_000,
             initial_config: ShopConfig::default(),
@@ -114,8 +114,12 @@ impl Application {
     /// Binds the listener first (so a port clash fails fast and tests learn the real port),
     /// then connects to PostgreSQL, migrates, seeds an empty database and loads the price book.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let keys = JwtKeys::from_secret(settings.jwt_secret.as_bytes())
-            .with_context(|| format!("{} is unusable", service_kit::ENV_JWT_SECRET))?;
+        anyhow::ensure!(
+            !settings.jwt_keys.is_empty(),
+            "no public key to verify tokens with ({} is empty)",
+            service_kit::auth::ENV_JWT_PUBLIC_KEYS
+        );
+        let keys = settings.jwt_keys.clone();
         let listener = service_kit::server::bind(settings.listen).await?;
         let port = listener.local_addr()?.port();
 

@@ -4,15 +4,14 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
-use service_kit::auth::MIN_SECRET_BYTES;
 use shop::{Application, Settings};
 
 /// ObservaStack shop: catalog, carts, checkout and orders on PostgreSQL.
 ///
-/// The JWT secret that verifies `/config` tokens is read from `OBSERVASTACK_JWT_SECRET` only,
-/// never from a flag, so it does not show up in process listings.
+/// The public keys that verify `/config` tokens come from `OBSERVASTACK_JWT_PUBLIC_KEYS` (a
+/// path, PEM or `base64:` PEM); the shop never holds the private key.
 #[derive(Debug, Parser)]
 #[command(name = "shop", version)]
 struct Cli {
@@ -47,27 +46,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let secret = std::env::var(service_kit::ENV_JWT_SECRET).unwrap_or_default();
-    if secret.is_empty() {
-        bail!(
-            "{} is not set: the shop needs the stack's JWT signing secret (at least {MIN_SECRET_BYTES} bytes; \
-             `observastack up` creates one)",
-            service_kit::ENV_JWT_SECRET
-        );
-    }
-    if secret.len() < MIN_SECRET_BYTES {
-        bail!(
-            "{} is too short: {} bytes, at least {MIN_SECRET_BYTES} required",
-            service_kit::ENV_JWT_SECRET,
-            secret.len()
-        );
-    }
+    let jwt_keys =
+        service_kit::auth::public_keys_from_env(std::env::var(service_kit::auth::ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
     let _telemetry = service_kit::telemetry::init(shop::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
     service_kit::server::follow_supervisor()?;
     let settings = Settings {
         listen: cli.listen,
         database_url: cli.database_url,
-        jwt_secret: secret,
+        jwt_keys,
         seed_products: cli.seed_products,
         seed_orders: cli.seed_orders,
         ..Settings::default()

@@ -15,7 +15,7 @@ use chrono::Utc;
 use clap::Parser;
 use facts::dashboard::{self, GroupBy};
 use facts::{Application, Options, Settings};
-use service_kit::JwtKeys;
+use service_kit::JwtSigner;
 
 /// mimalloc: with glibc's per-thread arenas the flush/ingest churn fragmented the heap (peak RSS
 /// 2.4 GB at 10M facts in `facts-bench`).
@@ -163,9 +163,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     let settings = Settings::new(&data_dir);
-    // A throwaway key: the lake's `/config` verifies tokens with it.
-    let secret: String = std::iter::repeat_with(fastrand::alphanumeric).take(48).collect();
-    let keys = Arc::new(JwtKeys::from_secret(secret.as_bytes())?);
+    // A throwaway key pair: the lake verifies tokens with its public half.
+    let keys = Arc::new(JwtSigner::generate()?.verifier());
     let app = Application::build("127.0.0.1:0".parse()?, settings, Options::new(keys)).await?;
     let base = format!("http://{}", app.local_addr()?);
     let engine = app.engine.clone();

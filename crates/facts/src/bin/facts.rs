@@ -7,12 +7,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use facts::objstore::StoreConfig;
 use facts::{Application, Options, Settings};
-use service_kit::JwtKeys;
-use service_kit::auth::MIN_SECRET_BYTES;
+use service_kit::auth::ENV_JWT_PUBLIC_KEYS;
 
 /// mimalloc: with glibc's per-thread arenas the flush/ingest churn fragmented the heap (peak RSS
 /// 2.4 GB at 10M facts in `facts-bench`).
@@ -22,7 +21,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// ObservaStack facts: the request-fact lake (ingest, Iceberg, metrics_1m, Service Health).
 ///
 /// The keys that verify tokens (ingest, SQL, maintenance, `/config`) come from the environment
-/// only (`OBSERVASTACK_JWT_SECRET`).
+/// only (`OBSERVASTACK_JWT_PUBLIC_KEYS`: a path, PEM or `base64:` PEM); the lake never holds the
+/// private key.
 #[derive(Debug, Parser)]
 #[command(name = "facts", version)]
 struct Cli {
@@ -90,16 +90,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // Without keys every ingest would be refused: better not to start at all.
-    let secret = std::env::var(service_kit::ENV_JWT_SECRET).unwrap_or_default();
-    if secret.len() < MIN_SECRET_BYTES {
-        bail!(
-            "{} must hold the stack's JWT signing secret (at least {MIN_SECRET_BYTES} bytes; `observastack up` \
-             creates one)",
-            service_kit::ENV_JWT_SECRET
-        );
-    }
-    let keys = JwtKeys::from_secret(secret.as_bytes())
-        .with_context(|| format!("{} is unusable", service_kit::ENV_JWT_SECRET))?;
+    let keys = service_kit::auth::public_keys_from_env(std::env::var(ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
     let _telemetry = service_kit::telemetry::init("facts", cli.otlp_endpoint.as_deref(), &cli.log)?;
     service_kit::server::follow_supervisor()?;
     let mut settings = Settings::new(cli.data_dir);

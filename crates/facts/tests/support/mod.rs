@@ -2,20 +2,28 @@
 //! tokens of each role, and clients that send one.
 #![allow(dead_code, clippy::unwrap_used)] // Each test file uses a part; a failed unwrap is a failed test.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtKeys, JwtSigner, Role};
 
-/// The test stack's secret (only ever used by these tests).
-pub const SECRET: &[u8] = b"facts-tests-secret-0123456789abcdef";
+/// The test stack's private key (the orchestrator's side); the lake gets only [`keys`].
+pub fn signer() -> &'static JwtSigner {
+    static SIGNER: OnceLock<JwtSigner> = OnceLock::new();
+    SIGNER.get_or_init(|| JwtSigner::generate().unwrap())
+}
 
 pub fn keys() -> Arc<JwtKeys> {
-    Arc::new(JwtKeys::from_secret(SECRET).unwrap())
+    Arc::new(signer().verifier())
+}
+
+/// The public keys as `OBSERVASTACK_JWT_PUBLIC_KEYS` takes them, for a `facts` process.
+pub fn public_keys_pem() -> String {
+    signer().verifier().to_pem()
 }
 
 pub fn token(role: Role) -> String {
-    keys().mint(&format!("test-{role}"), role, Duration::from_secs(3600)).unwrap()
+    signer().mint(&format!("test-{role}"), role, Duration::from_secs(3600)).unwrap()
 }
 
 /// A client whose every request carries a token of `role`.

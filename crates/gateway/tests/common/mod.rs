@@ -17,17 +17,22 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gateway::{Gateway, GatewayRole, ServiceTarget, Settings};
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtKeys, JwtSigner, Role};
 use tokio::sync::oneshot;
 
-pub const SECRET: &[u8] = b"gateway-test-secret-gateway-test-secret";
+/// The stack's private key in these tests (the orchestrator's side); gateways get only
+/// [`keys`].
+pub fn signer() -> &'static JwtSigner {
+    static SIGNER: OnceLock<JwtSigner> = OnceLock::new();
+    SIGNER.get_or_init(|| JwtSigner::generate().unwrap())
+}
 
 pub fn keys() -> JwtKeys {
-    JwtKeys::from_secret(SECRET).unwrap()
+    signer().verifier()
 }
 
 pub fn token(role: Role) -> String {
-    keys().mint("tester", role, Duration::from_secs(600)).unwrap()
+    signer().mint("tester", role, Duration::from_secs(600)).unwrap()
 }
 
 /// Installs the stack's telemetry once per test binary, so spans carry W3C trace context.
@@ -164,7 +169,7 @@ pub fn dead_url() -> String {
 
 /// Settings for a test gateway: port 0 everywhere, one worker thread.
 pub fn settings(role: GatewayRole, shop_url: &str) -> Settings {
-    let mut settings = Settings::new(role, SECRET.to_vec());
+    let mut settings = Settings::new(role, keys());
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.admin_listen = "127.0.0.1:0".parse().unwrap();
     settings.shop_url = shop_url.parse().unwrap();

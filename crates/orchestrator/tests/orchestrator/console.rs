@@ -9,12 +9,12 @@ use orchestrator::console::{ConsoleSettings, FrameAncestor};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
 use serde_json::Value;
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtSigner, Role};
 
-use crate::helpers::{SECRET, Stack, fixture_scenarios};
+use crate::helpers::{Stack, fixture_scenarios, signer};
 
-fn keys() -> JwtKeys {
-    JwtKeys::from_secret(SECRET.as_bytes()).unwrap()
+fn keys() -> &'static JwtSigner {
+    signer()
 }
 
 /// A client that shows redirects instead of following them.
@@ -29,7 +29,7 @@ fn cookie_of(resp: &reqwest::Response) -> String {
 #[tokio::test]
 async fn a_login_code_becomes_an_http_only_strict_cookie_once() {
     let stack = Stack::start(fixture_scenarios()).await;
-    let code = orchestrator::console::mint_login_code(&keys(), "ada", Duration::from_secs(60)).unwrap();
+    let code = orchestrator::console::mint_login_code(keys(), "ada", Duration::from_secs(60)).unwrap();
     let login = stack.url(&format!("/console/login?code={code}"));
 
     let resp = browser().get(&login).send().await.unwrap();
@@ -45,7 +45,7 @@ async fn a_login_code_becomes_an_http_only_strict_cookie_once() {
     assert!(pair.starts_with("observastack_token="), "{pair}");
 
     // Behind a TLS-terminating proxy (it says so), the cookie is Secure, and so is its removal.
-    let code = orchestrator::console::mint_login_code(&keys(), "ada", Duration::from_secs(60)).unwrap();
+    let code = orchestrator::console::mint_login_code(keys(), "ada", Duration::from_secs(60)).unwrap();
     let https = browser()
         .get(stack.url(&format!("/console/login?code={code}")))
         .header("x-forwarded-proto", "https")
@@ -53,7 +53,7 @@ async fn a_login_code_becomes_an_http_only_strict_cookie_once() {
         .await
         .unwrap();
     assert!(cookie_of(&https).contains("; Secure"), "{}", cookie_of(&https));
-    let code = orchestrator::console::mint_login_code(&keys(), "ada", Duration::from_secs(60)).unwrap();
+    let code = orchestrator::console::mint_login_code(keys(), "ada", Duration::from_secs(60)).unwrap();
     let forwarded = browser()
         .get(stack.url(&format!("/console/login?code={code}")))
         .header("forwarded", "for=192.0.2.1;proto=https")
@@ -74,7 +74,7 @@ async fn a_login_code_becomes_an_http_only_strict_cookie_once() {
     let resp = browser().get(stack.url("/api/runs")).header("cookie", &pair).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let token = pair.trim_start_matches("observastack_token=");
-    let caller = keys().verify(token).unwrap();
+    let caller = keys().verifier().verify(token).unwrap();
     assert_eq!((caller.subject.as_str(), caller.role), ("ada", Role::Learner));
 
     // Used once: a second browser is refused; the signed-in one just goes on to the console.
@@ -91,7 +91,7 @@ async fn a_login_code_becomes_an_http_only_strict_cookie_once() {
 #[tokio::test]
 async fn a_spent_code_stays_spent_after_a_restart() {
     let mut stack = Stack::start(fixture_scenarios()).await;
-    let code = orchestrator::console::mint_login_code(&keys(), "ada", Duration::from_secs(60)).unwrap();
+    let code = orchestrator::console::mint_login_code(keys(), "ada", Duration::from_secs(60)).unwrap();
     let login = stack.url(&format!("/console/login?code={code}"));
     assert_eq!(browser().get(&login).send().await.unwrap().status(), StatusCode::SEE_OTHER);
     stack.restart_orchestrator().await;
@@ -103,7 +103,7 @@ async fn a_spent_code_stays_spent_after_a_restart() {
 #[tokio::test]
 async fn login_codes_and_api_tokens_do_not_pass_for_each_other() {
     let stack = Stack::start(fixture_scenarios()).await;
-    let code = orchestrator::console::mint_login_code(&keys(), "ada", Duration::from_secs(60)).unwrap();
+    let code = orchestrator::console::mint_login_code(keys(), "ada", Duration::from_secs(60)).unwrap();
     let resp = browser().get(stack.url("/api/scenarios")).bearer_auth(&code).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "a login code is no API token");
 
@@ -112,7 +112,7 @@ async fn login_codes_and_api_tokens_do_not_pass_for_each_other() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "an API token is no login code");
     assert!(cookie_of(&resp).is_empty());
 
-    let foreign = JwtKeys::from_secret(b"another-secret-another-secret-another!!").unwrap();
+    let foreign = JwtSigner::generate().unwrap();
     let forged = orchestrator::console::mint_login_code(&foreign, "eve", Duration::from_secs(60)).unwrap();
     let resp = browser().get(stack.url(&format!("/console/login?code={forged}"))).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "a code signed by another stack");
@@ -266,11 +266,14 @@ async fn the_console_may_be_framed_by_exactly_the_configured_origin() {
     assert_eq!(directive, "frame-ancestors https://*.ws-eu02.gitpod.io http://localhost:8081");
 }
 
-/// Runs the orchestrator binary with these frame ancestors and no JWT secret: it must stop
+/// Runs the orchestrator binary with these frame ancestors and no JWT keys: it must stop
 /// before serving anything; returns its exit code and stderr.
 fn start_orchestrator(args: &[&str], env: Option<&str>) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-    cmd.args(args).env_remove("OBSERVASTACK_JWT_SECRET").env_remove("OBSERVASTACK_FRAME_ANCESTORS");
+    cmd.args(args)
+        .env_remove("OBSERVASTACK_JWT_PUBLIC_KEYS")
+        .env_remove("OBSERVASTACK_JWT_PRIVATE_KEY")
+        .env_remove("OBSERVASTACK_FRAME_ANCESTORS");
     if let Some(value) = env {
         cmd.env("OBSERVASTACK_FRAME_ANCESTORS", value);
     }
@@ -291,8 +294,8 @@ fn a_console_frame_ancestor_that_is_not_an_origin_stops_the_orchestrator_at_star
         assert!(stderr.contains("http(s)://host[:port]"), "and says what is expected: {stderr}");
     }
     // An empty list (Docker Compose's default) is no frame ancestor, not an error: start-up
-    // goes on to the next requirement, the JWT secret.
+    // goes on to the next requirement, the JWT keys.
     let (code, stderr) = start_orchestrator(&[], Some(""));
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("OBSERVASTACK_JWT_SECRET") && !stderr.contains("frame-ancestor"), "{stderr}");
+    assert!(stderr.contains("OBSERVASTACK_JWT_PUBLIC_KEYS") && !stderr.contains("frame-ancestor"), "{stderr}");
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // Each test module uses a different part.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -13,7 +14,7 @@ use gateway::{Gateway, GatewayRole};
 use orchestrator::Settings;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtKeys, JwtSigner, Role};
 use sqlx::{Connection, PgConnection};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -23,7 +24,16 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-pub const SECRET: &str = "orchestrator-tests-secret-0123456789abcdef";
+/// The stack's private key in these tests: the orchestrator's, which no other service gets.
+pub fn signer() -> &'static Arc<JwtSigner> {
+    static SIGNER: OnceLock<Arc<JwtSigner>> = OnceLock::new();
+    SIGNER.get_or_init(|| Arc::new(JwtSigner::generate().unwrap()))
+}
+
+/// What every service verifies with.
+pub fn public_keys() -> JwtKeys {
+    signer().verifier()
+}
 
 /// The user gateway's header read timeout in these tests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -141,7 +151,7 @@ pub struct Stack {
     pub gateway_admin_url: String,
     pub runner_url: String,
     pub http: reqwest::Client,
-    pub keys: JwtKeys,
+    pub keys: &'static JwtSigner,
     pub hub: std::sync::Arc<orchestrator::Hub>,
     settings: Settings,
     orchestrator: Option<Running>,
@@ -167,7 +177,7 @@ impl Stack {
         let shop_app = shop::Application::build(shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
-            jwt_secret: SECRET.to_owned(),
+            jwt_keys: public_keys(),
             seed_products: products,
             seed_orders: 300,
             initial_config: shop::ShopConfig::default(),
@@ -179,7 +189,7 @@ impl Stack {
         let shop_url = format!("http://127.0.0.1:{}", shop_app.port());
         let shop = Running::spawn(|rx| shop_app.run_until(until(rx)));
 
-        let mut gw = gateway::Settings::new(GatewayRole::User, SECRET.as_bytes().to_vec());
+        let mut gw = gateway::Settings::new(GatewayRole::User, public_keys());
         gw.listen = "127.0.0.1:0".parse().unwrap();
         gw.admin_listen = "127.0.0.1:0".parse().unwrap();
         gw.shop_url = shop_url.parse().unwrap();
@@ -195,7 +205,7 @@ impl Stack {
         let runner_app = runner::Application::build(runner::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             target: gateway_public.clone(),
-            jwt_secret: SECRET.to_owned(),
+            jwt_keys: public_keys(),
             threads: 1,
             connections: 32,
             max_in_flight: 2_000,
@@ -210,7 +220,8 @@ impl Stack {
         let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
-            jwt_secret: SECRET.to_owned(),
+            jwt_keys: public_keys(),
+            jwt_signer: Some(signer().clone()),
             scenario_dirs: vec![dir],
             services: [("shop", &shop_url), ("gateway", &gateway_admin_url), ("runner", &runner_url)]
                 .into_iter()
@@ -230,7 +241,7 @@ impl Stack {
             gateway_admin_url,
             runner_url,
             http,
-            keys: JwtKeys::from_secret(SECRET.as_bytes()).unwrap(),
+            keys: signer(),
             hub: orchestrator::Hub::new(1, orchestrator::metrics::OrchestratorMetrics::unregistered()),
             settings,
             orchestrator: None,
@@ -274,6 +285,7 @@ impl Stack {
         let subject = match role {
             Role::Learner => "ada",
             Role::Instructor => "grace",
+            Role::Service => "shop",
         };
         self.keys.mint(subject, role, Duration::from_secs(3600)).unwrap()
     }

@@ -16,10 +16,8 @@ async fn every_route_needs_a_valid_token() {
         let resp = stack.http.get(stack.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
-    let forged = service_kit::JwtKeys::from_secret(b"another-secret-another-secret-another!!")
-        .unwrap()
-        .mint("eve", Role::Instructor, Duration::from_secs(60))
-        .unwrap();
+    let forged =
+        service_kit::JwtSigner::generate().unwrap().mint("eve", Role::Instructor, Duration::from_secs(60)).unwrap();
     let resp = stack.http.post(stack.url("/api/reset")).bearer_auth(forged).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // The console's cookie is as good as the header.

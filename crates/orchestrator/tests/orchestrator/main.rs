@@ -11,4 +11,5 @@ mod hub;
 mod lifecycle;
 mod overload;
 mod restart;
+mod tokens;
 mod verdicts;

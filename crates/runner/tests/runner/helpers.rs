@@ -3,8 +3,8 @@
 
 #![allow(dead_code)] // Each test module uses a different part of this file.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -13,19 +13,28 @@ use gateway::{Gateway, GatewayRole};
 use reqwest::{Response, StatusCode};
 use runner::{Application, RunnerConfig, Settings};
 use serde_json::Value;
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtKeys, JwtSigner, Role};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-pub const SECRET: &str = "runner-tests-secret-runner-tests-secret!";
+/// The stack's private key in these tests (the orchestrator's side); services get only
+/// [`public_keys`].
+pub fn signer() -> &'static JwtSigner {
+    static SIGNER: OnceLock<JwtSigner> = OnceLock::new();
+    SIGNER.get_or_init(|| JwtSigner::generate().unwrap())
+}
+
+pub fn public_keys() -> JwtKeys {
+    signer().verifier()
+}
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap()
 }
 
 pub fn token(role: Role) -> String {
-    JwtKeys::from_secret(SECRET.as_bytes()).unwrap().mint("runner-test", role, Duration::from_secs(600)).unwrap()
+    signer().mint("runner-test", role, Duration::from_secs(600)).unwrap()
 }
 
 fn admin_url() -> String {
@@ -118,7 +127,7 @@ impl Shop {
         let settings = shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
-            jwt_secret: SECRET.to_owned(),
+            jwt_keys: public_keys(),
             seed_products: 300,
             seed_orders: 100,
             initial_config: shop::ShopConfig::default(),
@@ -135,7 +144,7 @@ impl Shop {
             }))),
         };
 
-        let mut settings = gateway::Settings::new(GatewayRole::User, SECRET.as_bytes().to_vec());
+        let mut settings = gateway::Settings::new(GatewayRole::User, public_keys());
         settings.listen = "127.0.0.1:0".parse().unwrap();
         settings.admin_listen = "127.0.0.1:0".parse().unwrap();
         settings.shop_url = shop_url.parse().unwrap();
@@ -177,7 +186,7 @@ impl TestRunner {
         let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             target: target.to_owned(),
-            jwt_secret: SECRET.to_owned(),
+            jwt_keys: public_keys(),
             threads: 1,
             connections: 32,
             max_in_flight: 1000,

@@ -1,18 +1,28 @@
 //! Test scaffolding: a fresh PostgreSQL database per test, the shop started in-process on port
 //! 0, tokens, and a reader for the Prometheus text format.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, Role};
+use service_kit::{JwtKeys, JwtSigner, Role};
 use shop::config::ShopConfig;
 use shop::{Application, Settings};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-pub const SECRET: &str = "shop-tests-secret-shop-tests-secret!";
+/// The stack's private key in these tests (the orchestrator's side); the shop gets only
+/// [`public_keys`].
+pub fn signer() -> &'static JwtSigner {
+    static SIGNER: OnceLock<JwtSigner> = OnceLock::new();
+    SIGNER.get_or_init(|| JwtSigner::generate().unwrap())
+}
+
+pub fn public_keys() -> JwtKeys {
+    signer().verifier()
+}
 
 /// The admin connection used to create and drop per-test databases.
 pub fn admin_url() -> String {
@@ -84,7 +94,7 @@ impl Drop for TestDb {
 pub struct TestApp {
     pub address: String,
     pub http: reqwest::Client,
-    pub keys: JwtKeys,
+    pub keys: &'static JwtSigner,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Last, so the server is told to stop before its database goes.
@@ -118,7 +128,7 @@ pub fn settings(db: &TestDb, options: &Options) -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url.clone(),
-        jwt_secret: SECRET.to_owned(),
+        jwt_keys: public_keys(),
         seed_products: options.products,
         seed_orders: options.orders,
         initial_config: options.config.clone(),
@@ -139,14 +149,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    TestApp {
-        address,
-        http: reqwest::Client::new(),
-        keys: JwtKeys::from_secret(SECRET.as_bytes()).unwrap(),
-        shutdown: Some(tx),
-        server: Some(server),
-        db,
-    }
+    TestApp { address, http: reqwest::Client::new(), keys: signer(), shutdown: Some(tx), server: Some(server), db }
 }
 
 impl TestApp {

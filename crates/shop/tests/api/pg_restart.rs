@@ -19,7 +19,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
-use crate::helpers::{Options, SECRET};
+use crate::helpers::{Options, public_keys};
 
 /// A PostgreSQL cluster of this test's own, dropped with it.
 struct Cluster {
@@ -134,7 +134,7 @@ async fn postgres_restart_under_load_gives_fast_503s_then_recovers_and_loses_no_
     let settings = shop::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: cluster.url("shop"),
-        jwt_secret: SECRET.to_owned(),
+        jwt_keys: public_keys(),
         seed_products: options.products,
         seed_orders: options.orders,
         initial_config: options.config.clone(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use shop::{Application, Settings};
 
-use crate::helpers::{Options, SECRET, TestDb, settings};
+use crate::helpers::{Options, TestDb, public_keys, settings};
 
 async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
     let mut conn = db.connect().await;
@@ -73,7 +73,7 @@ async fn unreachable_database_fails_start_up_with_a_message_naming_host_and_data
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: "postgres://postgres:hunter2@127.0.0.1:1/shop_nowhere".to_owned(),
-        jwt_secret: SECRET.to_owned(),
+        jwt_keys: public_keys(),
         connect_timeout: Duration::from_millis(300),
         ..Settings::default()
     };
@@ -84,11 +84,10 @@ async fn unreachable_database_fails_start_up_with_a_message_naming_host_and_data
 }
 
 #[tokio::test]
-async fn a_short_jwt_secret_is_refused_before_anything_starts() {
-    let settings =
-        Settings { listen: "127.0.0.1:0".parse().unwrap(), jwt_secret: "short".to_owned(), ..Settings::default() };
+async fn no_public_keys_are_refused_before_anything_starts() {
+    let settings = Settings { listen: "127.0.0.1:0".parse().unwrap(), ..Settings::default() };
     let err = Application::build(settings).await.unwrap_err();
-    assert!(format!("{err:#}").contains("OBSERVASTACK_JWT_SECRET"), "{err:#}");
+    assert!(format!("{err:#}").contains("OBSERVASTACK_JWT_PUBLIC_KEYS"), "{err:#}");
 }
 
 #[test]
