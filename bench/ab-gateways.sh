@@ -45,8 +45,11 @@ trap 'exit 143' TERM
 
 psql_admin "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 psql_admin "CREATE DATABASE $DB"
+# A throwaway public key: the services verify tokens with it (no token is used here). The old
+# shared secret too, for a binary built before the Ed25519 keys (an A/B against an old revision).
+OBSERVASTACK_JWT_PUBLIC_KEYS=$(openssl genpkey -algorithm ed25519 | openssl pkey -pubout)
 OBSERVASTACK_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-export OBSERVASTACK_JWT_SECRET RUST_LOG=warn
+export OBSERVASTACK_JWT_PUBLIC_KEYS OBSERVASTACK_JWT_SECRET RUST_LOG=warn
 read -r -a PORTS <<<"$(free_ports $((2 + 2 * $#)))"
 SHOP_URL=http://127.0.0.1:${PORTS[0]}
 "$SHOP_BIN" --listen "127.0.0.1:${PORTS[0]}" --database-url "$PG/$DB" --seed-products 1000 --seed-orders 1000 \

@@ -47,7 +47,9 @@ wait_ok() { for _ in $(seq 1 600); do curl -sf -o /dev/null "$1" && return 0; sl
 
 psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $DB" >/dev/null
-export OBSERVASTACK_JWT_SECRET=profile-secret-profile-secret-profile-secret RUST_LOG=warn
+# A throwaway public key: the services verify tokens with it (no token is used here).
+OBSERVASTACK_JWT_PUBLIC_KEYS=$(openssl genpkey -algorithm ed25519 | openssl pkey -pubout)
+export OBSERVASTACK_JWT_PUBLIC_KEYS RUST_LOG=warn
 GRIND=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT")
 
 SHOP_CMD=("$BIN_DIR/shop" --listen "127.0.0.1:$SHOP_PORT" --database-url "$PG/$DB" --seed-products 100 --seed-orders 100)

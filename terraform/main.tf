@@ -143,8 +143,10 @@ resource "google_compute_firewall" "iap" {
 
 # --- Secrets (generated here, kept in Secret Manager; never defaults) ------------------------
 
-resource "random_id" "jwt_secret" {
-  byte_length = 32
+# The stack's token keys: the orchestrator alone mints with the private key, every service
+# verifies with the public keys (docker-compose.yml hands them out).
+resource "tls_private_key" "jwt" {
+  algorithm = "ED25519"
 }
 
 resource "random_password" "grafana_admin" {
@@ -165,10 +167,12 @@ resource "random_password" "facts_db" {
 locals {
   # Secret Manager id suffix => value; startup.sh.tftpl writes each into .env under its key.
   secrets = {
-    jwt-secret    = random_id.jwt_secret.hex
-    grafana-admin = random_password.grafana_admin.result
-    postgres      = random_password.postgres.result
-    facts-db      = random_password.facts_db.result
+    jwt-private-key = tls_private_key.jwt.private_key_pem
+    # The current public key, then keys rotated out and still in their grace period.
+    jwt-public-keys = join("\n", compact([tls_private_key.jwt.public_key_pem, var.jwt_retired_public_keys]))
+    grafana-admin   = random_password.grafana_admin.result
+    postgres        = random_password.postgres.result
+    facts-db        = random_password.facts_db.result
   }
 }
 

@@ -38,7 +38,12 @@ output "startup_log_command" {
   value       = "gcloud compute ssh ${google_compute_instance.stack.name} --zone ${google_compute_instance.stack.zone} --project ${var.project_id} --tunnel-through-iap -- sudo journalctl -t observastack-startup -f"
 }
 
-output "jwt_secret_id" {
-  description = "Secret Manager secret holding the JWT signing secret."
-  value       = google_secret_manager_secret.stack["jwt-secret"].secret_id
+output "jwt_private_key_id" {
+  description = "Secret Manager secret holding the token signing key (Ed25519, PKCS#8 PEM); only the orchestrator container gets it."
+  value       = google_secret_manager_secret.stack["jwt-private-key"].secret_id
+}
+
+output "jwt_public_keys_id" {
+  description = "Secret Manager secret holding the public keys every service verifies tokens with."
+  value       = google_secret_manager_secret.stack["jwt-public-keys"].secret_id
 }

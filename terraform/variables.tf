@@ -103,3 +103,9 @@ variable "domain" {
     error_message = "domain must be a lowercase DNS name such as sre.example.org, or empty."
   }
 }
+
+variable "jwt_retired_public_keys" {
+  description = "Public keys rotated out and still accepted until their cut-off, in the public keys format: for each, `# not-after: <RFC 3339>` and its PEM block (see README.md, Rotating the token key). Empty: only the current key is accepted."
+  type        = string
+  default     = ""
+}

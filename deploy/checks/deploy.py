@@ -11,6 +11,7 @@ Prints one line per failed check and a closing "N passed, N failed" line; exits 
 """
 
 import argparse
+import base64
 import json
 import re
 import sys
@@ -28,7 +29,9 @@ EXPECTED_SERVICES = APP_SERVICES | {"postgres", "otel-collector", "prometheus", 
 # over OTLP, so the collector reads no Docker log files (absent on Docker Desktop, rootless, Gitpod).
 ALLOWED_BINDS = {"./prometheus", "./grafana/provisioning", "./grafana/dashboards", "./deploy/otel-collector.yaml",
                  "./deploy/loki.yaml", "./deploy/tempo.yaml", "./deploy/postgres/initdb.d"}
-SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|DATABASE_URL)", re.I)
+SECRET_KEY = re.compile(r"(PASSWORD|SECRET|TOKEN|DATABASE_URL|PRIVATE_KEY|PUBLIC_KEYS)", re.I)
+# The one service that mints tokens, and so the one given the stack's private key.
+MINTER = "orchestrator"
 
 
 class Checks:
@@ -153,10 +156,45 @@ def compose_checks(c, resolved, raw):
             if SECRET_KEY.search(key):
                 c.check(isinstance(value, str) and re.search(r"\$\{[A-Z_]+:\?", value) is not None,
                         f"{name}: {key} comes from .env and is required (`${{VAR:?…}}`), never a default")
-    anchor = raw.get("x-secret", {}).get("OBSERVASTACK_JWT_SECRET", "")
-    c.check(re.fullmatch(r"\$\{OBSERVASTACK_JWT_SECRET:\?.*\}", anchor) is not None,
-            "the JWT secret is required from .env, never defaulted")
+    for anchor, keys in (("x-public-keys", ["OBSERVASTACK_JWT_PUBLIC_KEYS"]),
+                         ("x-emitter", ["OBSERVASTACK_JWT_PUBLIC_KEYS", "OBSERVASTACK_SERVICE_TOKEN"])):
+        for key in keys:
+            value = raw.get(anchor, {}).get(key, "")
+            c.check(re.fullmatch(rf"\$\{{{key}:\?.*\}}", str(value)) is not None,
+                    f"{anchor}: {key} is required from .env, never defaulted")
+    key_checks(c, services)
     return members
+
+
+def decoded(value):
+    """An env value as text, `base64:` values (how .env carries keys) decoded."""
+    value = str(value)
+    if value.startswith("base64:"):
+        try:
+            return base64.b64decode(value.removeprefix("base64:")).decode("utf-8", "replace")
+        except ValueError:
+            return value
+    return value
+
+
+def key_checks(c, services):
+    """Least privilege for the token keys, on the resolved file: every ObservaStack service gets
+    the public keys, the orchestrator alone the private key, and no service anything of it."""
+    private = services.get(MINTER, {}).get("environment", {}).get("OBSERVASTACK_JWT_PRIVATE_KEY", "")
+    c.check(bool(private), f"{MINTER}: is given the private key (OBSERVASTACK_JWT_PRIVATE_KEY) it mints with")
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if name in APP_SERVICES:
+            c.check(bool(env.get("OBSERVASTACK_JWT_PUBLIC_KEYS")), f"{name}: verifies tokens with the public keys")
+        c.check("OBSERVASTACK_JWT_SECRET" not in env, f"{name}: no shared signing secret (OBSERVASTACK_JWT_SECRET)")
+        if name == MINTER:
+            continue
+        holds = [key for key, value in env.items()
+                 if key == "OBSERVASTACK_JWT_PRIVATE_KEY" or (private and private in str(value))
+                 or "PRIVATE KEY" in decoded(value)]
+        c.check(not holds, f"{name}: holds no private key material (only {MINTER} mints tokens; found in {holds})")
+        if env.get("OBSERVASTACK_FACTS_URL"):
+            c.check(bool(env.get("OBSERVASTACK_SERVICE_TOKEN")), f"{name}: sends facts with a `service` token")
 
 
 def network_checks(c, resolved, members):

@@ -13,7 +13,8 @@ secret has a default, and the startup script renders to valid bash. Also:
     attributes each resource type exports, from the provider's documentation) and are built
     from the VM's static address;
   - every secret docker-compose.yml requires (`${VAR:?…}`) is written into .env by the startup
-    script from Secret Manager.
+    script from Secret Manager (but the fact emitters' `service` token, which compose-env.sh
+    mints on the VM with the private key); the token keys are an Ed25519 pair made here.
 
     terraform.py [DIR]      DIR defaults to terraform/
 
@@ -61,8 +62,12 @@ ATTRIBUTES = {
     "google_project_service": {"id"},
     "random_id": {"hex", "b64_url", "b64_std", "dec", "id"},
     "random_password": {"result"},
+    "tls_private_key": {"id", "private_key_pem", "private_key_pem_pkcs8", "private_key_openssh",
+                        "public_key_pem", "public_key_openssh", "public_key_fingerprint_sha256"},
 }
-REFERENCE = re.compile(r"\b((?:google|random)_[a-z_]+)\.([a-z_][a-z0-9_]*)((?:\[[^\]]*\])?)((?:\.[a-z_][a-z0-9_]*(?:\[\d+\])?)*)")
+# Required by docker-compose.yml, yet no secret of its own: derived on the VM, and by what.
+DERIVED = {"OBSERVASTACK_SERVICE_TOKEN": "scripts/compose-env.sh mints it with the private key"}
+REFERENCE = re.compile(r"\b((?:google|random|tls)_[a-z_]+)\.([a-z_][a-z0-9_]*)((?:\[[^\]]*\])?)((?:\.[a-z_][a-z0-9_]*(?:\[\d+\])?)*)")
 
 
 def main():
@@ -100,7 +105,7 @@ def main():
     used = set(re.findall(r"\bvar\.([a-z_][a-z0-9_]*)", text))
     check(used <= set(variables), f"every var.X is declared (undeclared: {sorted(used - set(variables))})")
     check(set(variables) <= used, f"every variable is used (unused: {sorted(set(variables) - used)})")
-    for kind, name in re.findall(r"\b(google_[a-z_]+|random_[a-z_]+)\.([a-z_][a-z0-9_]*)\b", text):
+    for kind, name in re.findall(r"\b(google_[a-z_]+|random_[a-z_]+|tls_[a-z_]+)\.([a-z_][a-z0-9_]*)\b", text):
         if (kind, name) not in resources and not text.count(f'data "{kind}" "{name}"'):
             check(False, f"reference {kind}.{name} resolves to a resource")
     check(("google_compute_network", "vpc") in resources, "a VPC")
@@ -129,8 +134,11 @@ def main():
     check("reverse_proxy 127.0.0.1:8081" in template, "Caddy proxies the control gateway only")
     check("0.0.0.0/0" not in str([firewall(n).get("source_ranges") for n in ("control", "control_https", "observability", "iap")]),
           "no literal 0.0.0.0/0 on control, observability or SSH")
-    check(("google_secret_manager_secret", "stack") in resources and "jwt-secret" in text,
-          "the JWT secret lives in Secret Manager")
+    check(("google_secret_manager_secret", "stack") in resources and "jwt-private-key" in text
+          and "jwt-public-keys" in text, "the token keys live in Secret Manager")
+    check(resources.get(("tls_private_key", "jwt"), {}).get("algorithm") == "ED25519",
+          "the token keys are an Ed25519 pair (tls_private_key.jwt)")
+    check(("random_id", "jwt_secret") not in resources, "no shared HS256 signing secret (random_id.jwt_secret)")
     check(not re.search(r'(?i)(password|secret)\s*=\s*"[^"$]+"', text), "no literal password or secret in terraform/")
 
     # The startup template: every ${var} is passed by templatefile(), and the result is valid bash.
@@ -220,10 +228,12 @@ def main():
     compose = (ROOT / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{([A-Z_]+):\?", compose))
     from_secrets = {a or b: secret_id for a, b, secret_id in
-                    re.findall(r'(?:set_env ([A-Z_]+) "|^([A-Z_]+)=)\$\(secret ([a-z-]+)\)', template, re.M)}
+                    re.findall(r'(?:set_env ([A-Z_]+) "(?:base64:)?|^([A-Z_]+)=)\$\(secret ([a-z-]+)\b', template, re.M)}
     secret_ids = set(re.findall(r"^\s*([a-z-]+)\s*=", text[text.index("secrets = {"):text.index("}", text.index("secrets = {"))], re.M))
-    for var in sorted(required):
+    for var in sorted(required - set(DERIVED)):
         check(var in from_secrets, f"the startup script writes {var} (required by docker-compose.yml) from Secret Manager")
+    after_keys = template[template.find("OBSERVASTACK_JWT_PRIVATE_KEY"):]
+    check("compose-env.sh" in after_keys, f"OBSERVASTACK_SERVICE_TOKEN: {DERIVED['OBSERVASTACK_SERVICE_TOKEN']} after the keys are written")
     for var, secret_id in from_secrets.items():
         check(secret_id in secret_ids, f"{var} comes from a secret Terraform creates ({secret_id})")
 
