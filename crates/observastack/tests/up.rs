@@ -119,6 +119,24 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
     let mut stack = start_stack(state.path(), &db);
     let http = reqwest::Client::new();
 
+    // Least privilege: only the orchestrator is given the private key (as a path to the 0600
+    // file); the user gateway, the shop and every other service get the public keys only, and
+    // no process environment holds key material at all.
+    let private_pem = std::fs::read_to_string(state.path().join("jwt-private.pem")).unwrap();
+    let private_body: String = private_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let children = children_of(stack.child.id());
+    let names: Vec<&str> = children.iter().map(|c| c.name.as_str()).collect();
+    for service in ["shop", "gateway-user", "gateway-control", "orchestrator", "facts"] {
+        assert!(names.contains(&service), "{service} among the children: {names:?}");
+    }
+    for child in &children {
+        let env = &child.environ;
+        assert!(env.contains("OBSERVASTACK_JWT_PUBLIC_KEYS="), "{} has the public keys", child.name);
+        assert!(!env.contains(&private_body) && !env.contains("PRIVATE KEY"), "{}: key material in env", child.name);
+        let holds_private = env.contains("OBSERVASTACK_JWT_PRIVATE_KEY=");
+        assert_eq!(holds_private, child.name == "orchestrator", "{}: private key given: {holds_private}", child.name);
+    }
+
     // A user lists products and checks out through the user gateway.
     let products: Value =
         http.get(stack.url(8080, "/api/products?limit=5")).send().await.unwrap().json().await.unwrap();
@@ -260,6 +278,38 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
         );
     }
     drop_database(&db).await;
+}
+
+/// A child process of `up`: its service name (the gateway's role told apart by `--role`) and
+/// its environment as one string.
+struct ChildProcess {
+    name: String,
+    environ: String,
+}
+
+fn children_of(parent: u32) -> Vec<ChildProcess> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let (_, comm) = head.split_once(" (")?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            if ppid != parent {
+                return None;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> =
+                cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let name = match args.iter().position(|a| a == "--role") {
+                Some(i) if comm == "gateway" => format!("gateway-{}", args.get(i + 1)?),
+                _ => comm.to_owned(),
+            };
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            Some(ChildProcess { name, environ: String::from_utf8_lossy(&environ).replace('\0', "\n") })
+        })
+        .collect()
 }
 
 /// The pid of `parent`'s child process named `name` (its `comm`), from /proc.
