@@ -33,8 +33,6 @@ pub const TOKEN_COOKIE: &str = "observastack_token";
 pub const ENV_JWT_PUBLIC_KEYS: &str = "OBSERVASTACK_JWT_PUBLIC_KEYS";
 /// Env key of the PKCS#8 private key (same forms), given only where tokens are minted.
 pub const ENV_JWT_PRIVATE_KEY: &str = "OBSERVASTACK_JWT_PRIVATE_KEY";
-/// Env key of the `service` token fact emitters present to the lake's ingest.
-pub const ENV_SERVICE_TOKEN: &str = "OBSERVASTACK_SERVICE_TOKEN";
 /// Prefix of a key given as base64 of its PEM text.
 pub const BASE64_PREFIX: &str = "base64:";
 
