@@ -83,7 +83,16 @@ try {
     const frame = page.frameLocator('iframe.grafana');
     await frame.getByRole('heading', { name: 'Service Health', level: 1 }).waitFor();
     // The page's own reads pass through the same gateway path, and list the stack's services.
-    await frame.locator('#service option', { hasText: /^shop$/ }).waitFor({ state: 'attached', timeout: 60_000 });
+    // The lake lists a service once its facts are flushed (once a minute), and the page reads
+    // the list when it loads: reload the frame until the shop is there.
+    const deadline = Date.now() + 150_000;
+    while ((await frame.locator('#service option', { hasText: /^shop$/ }).count()) === 0) {
+      if (Date.now() > deadline) throw new Error('the Service Health page never listed the shop');
+      await page.waitForTimeout(5_000);
+      const health = page.frames().find((f) => f.url().startsWith(SERVICE_HEALTH_URL));
+      if (health) await health.evaluate(() => location.reload());
+      await frame.getByRole('heading', { name: 'Service Health', level: 1 }).waitFor();
+    }
     // Grafana's dashboards are offered at the stack's Grafana address (Grafana itself does not
     // run in this test: it cannot be fetched here).
     await pick.selectOption({ label: 'Database' });
