@@ -82,10 +82,12 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT AWS_ENDPOINT_URL
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
-# A throwaway public key: the facts binary does not start without the keys it verifies
-# tokens with.
-OBSERVASTACK_JWT_PUBLIC_KEYS=$(openssl genpkey -algorithm ed25519 | openssl pkey -pubout)
-export OBSERVASTACK_JWT_PUBLIC_KEYS
+# A throwaway key pair: the lake verifies tokens with its public key, and check.py sends an
+# instructor's token signed with its private key (ingest, SQL, flush and rollup all take one).
+(umask 077 && printf 'OBSERVASTACK_JWT_PRIVATE_KEY=base64:%s\n' "$(openssl genpkey -algorithm ed25519 | openssl base64 -A)" >"$work/keys.env")
+OBSERVASTACK_JWT_PUBLIC_KEYS=$(sed -n 's/^OBSERVASTACK_JWT_PRIVATE_KEY=base64://p' "$work/keys.env" | openssl base64 -d -A | openssl pkey -pubout)
+OBSERVASTACK_CHECK_TOKEN=$(OBSERVASTACK_ENV_FILE="$work/keys.env" bash scripts/compose-env.sh token instructor 1)
+export OBSERVASTACK_JWT_PUBLIC_KEYS OBSERVASTACK_CHECK_TOKEN
 
 # The HTTP and S3 steps, in Python (stdlib for HTTP, boto3 for the bucket).
 cat >"$work/check.py" <<'PY'
@@ -96,9 +98,14 @@ def die(msg):
     print(f"check-facts-s3: FAIL: {msg}", file=sys.stderr)
     sys.exit(1)
 
+# An instructor's token (EdDSA, minted by scripts/compose-env.sh with the key pair whose public
+# half the facts binary verifies with).
+TOKEN = os.environ["OBSERVASTACK_CHECK_TOKEN"]
+
 def http(method, url, body=None, timeout=60):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {TOKEN}"}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")

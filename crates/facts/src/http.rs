@@ -1,11 +1,14 @@
 //! HTTP API of the facts service: ingest, dashboard JSON, read-only SQL, maintenance, and the
-//! Service Health page with its vendored chart library.
+//! Service Health page with its vendored chart library. Ingest, SQL and maintenance take a
+//! bearer token (`crate::access`); the page and its two reads stay open to the observability
+//! gateway.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,8 +17,9 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use serde::{Deserialize, Serialize};
 use service_kit::error::{ErrorBody, ErrorDetail};
 use service_kit::metrics::Metrics;
-use service_kit::{ApiError, ConfigStore, FieldError};
+use service_kit::{ApiError, ConfigStore, FieldError, JwtKeys};
 
+use crate::access::{self, Gate};
 use crate::config::FactsConfig;
 use crate::dashboard::Dashboard;
 use crate::dashboard::{self, GroupBy};
@@ -77,16 +81,24 @@ impl AppState {
     }
 }
 
-/// The service's own routes (health, metrics and `/config` are added by the caller).
-pub fn router(state: Arc<AppState>) -> Router {
+/// The service's own routes (health, metrics and `/config` are added by the caller). Ingest
+/// checks the content type first (415 whoever asks), then the token, then reads the body.
+pub fn router(state: Arc<AppState>, keys: &Arc<JwtKeys>) -> Router {
+    let gate = |rule| middleware::from_fn_with_state(Gate::new(keys.clone(), rule), access::require);
     Router::new()
-        .route("/api/v1/facts", post(ingest).layer(DefaultBodyLimit::max(state.max_body_bytes)))
+        .route(
+            "/api/v1/facts",
+            post(ingest)
+                .layer(DefaultBodyLimit::max(state.max_body_bytes))
+                .route_layer(gate(&access::INGEST))
+                .route_layer(middleware::from_fn(access::require_json)),
+        )
         .route("/api/v1/dashboard", get(get_dashboard))
         .route("/api/v1/services", get(get_services))
-        .route("/api/v1/sql", post(run_sql))
-        .route("/api/v1/flush", post(flush))
-        .route("/api/v1/rollup", post(rollup))
-        .route("/api/v1/recompute", post(recompute))
+        .route("/api/v1/sql", post(run_sql).route_layer(gate(&access::SQL)))
+        .route("/api/v1/flush", post(flush).route_layer(gate(&access::MAINTENANCE)))
+        .route("/api/v1/rollup", post(rollup).route_layer(gate(&access::MAINTENANCE)))
+        .route("/api/v1/recompute", post(recompute).route_layer(gate(&access::MAINTENANCE)))
         .route("/api/v1/status", get(status))
         .route("/", get(page))
         .route("/dashboard", get(page))
@@ -130,12 +142,19 @@ fn rejection(r: BatchRejection) -> Response {
 }
 
 /// `POST /api/v1/facts`: one fact, a JSON array or NDJSON; 200 only once durable.
-#[utoipa::path(post, path = "/api/v1/facts", tag = "facts",
-    request_body(content = Vec<RequestFact>, description = "One fact (a JSON object), a JSON array of facts, or NDJSON (one fact per line). Strict: unknown fields, wrong types and out-of-range values reject the whole batch."),
+#[utoipa::path(post, path = "/api/v1/facts", tag = "facts", security(("bearer" = [])),
+    request_body(description = "One fact (a JSON object), a JSON array of facts, or NDJSON (one fact per line). Strict: unknown fields, wrong types and out-of-range values reject the whole batch.",
+        content(
+            (Vec<RequestFact> = "application/json"),
+            (String = "application/x-ndjson"),
+        )),
     responses(
         (status = 200, body = IngestOutcome, description = "Every fact is durable (written to the WAL and fsynced); `duplicates` were already stored"),
         (status = 400, body = Rejection, description = "The batch broke rules; `details` names record, field and rule; nothing was stored"),
+        (status = 401, body = ErrorBody, description = "No `Authorization: Bearer` token, or a forged or expired one; nothing was stored"),
+        (status = 403, body = ErrorBody, description = "The token's role is neither `service` nor `instructor`; nothing was stored"),
         (status = 413, body = ErrorBody, description = "Body over the size limit"),
+        (status = 415, body = ErrorBody, description = "`Content-Type` is not `application/json` or `application/x-ndjson` (UTF-8); checked before the token; nothing was stored"),
         (status = 503, body = ErrorBody, description = "The facts could not be stored; retry (ingest is idempotent by `event_id`)"),
     ))]
 async fn ingest(
@@ -320,10 +339,12 @@ struct SqlRows {
 
 /// `POST /api/v1/sql`: one read-only statement over `request_facts` and `metrics_1m`, within
 /// the `sql` limits of `/config`.
-#[utoipa::path(post, path = "/api/v1/sql", tag = "facts", request_body = SqlRequest,
+#[utoipa::path(post, path = "/api/v1/sql", tag = "facts", security(("bearer" = [])), request_body = SqlRequest,
     responses(
         (status = 200, body = SqlRows),
         (status = 400, body = ErrorBody, description = "Malformed body, or a statement that does not parse, is not read-only or fails; `details` names `sql`"),
+        (status = 401, body = ErrorBody, description = "No `Authorization: Bearer` token, or a forged or expired one"),
+        (status = 403, body = ErrorBody, description = "The token's role is neither `learner` nor `instructor`"),
         (status = 415, body = ErrorBody, description = "`Content-Type` is not `application/json`"),
         (status = 422, body = ErrorBody, description = "The statement hit a limit and was stopped: code `sql_time_limit` (`sql.timeout_ms`) or `sql_memory_limit` (`sql.memory_limit_mib`); `details` names `sql` and the rule"),
         (status = 503, body = ErrorBody, description = "`sql.max_concurrent` statements are already running; retry"),
@@ -378,8 +399,10 @@ struct Flushed {
 }
 
 /// `POST /api/v1/flush`: commits the acknowledged facts in the WAL to Iceberg now.
-#[utoipa::path(post, path = "/api/v1/flush", tag = "facts", responses(
+#[utoipa::path(post, path = "/api/v1/flush", tag = "facts", security(("bearer" = [])), responses(
     (status = 200, body = Flushed),
+    (status = 401, body = ErrorBody, description = "No `Authorization: Bearer` token, or a forged or expired one"),
+    (status = 403, body = ErrorBody, description = "The token's role is not `instructor`"),
 ))]
 async fn flush(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let flushed = state.engine.flush().await?;
@@ -388,8 +411,10 @@ async fn flush(State(state): State<Arc<AppState>>) -> Result<Response, ApiError>
 }
 
 /// `POST /api/v1/rollup`: rolls the committed facts up into `metrics_1m` now.
-#[utoipa::path(post, path = "/api/v1/rollup", tag = "facts", responses(
+#[utoipa::path(post, path = "/api/v1/rollup", tag = "facts", security(("bearer" = [])), responses(
     (status = 200, body = RollupOutcome),
+    (status = 401, body = ErrorBody, description = "No `Authorization: Bearer` token, or a forged or expired one"),
+    (status = 403, body = ErrorBody, description = "The token's role is not `instructor`"),
 ))]
 async fn rollup(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(Json(state.engine.rollup(Utc::now()).await?).into_response())
@@ -406,10 +431,12 @@ struct RecomputeParams {
 }
 
 /// `POST /api/v1/recompute?from=…&to=…`: rebuilds `metrics_1m` for the window.
-#[utoipa::path(post, path = "/api/v1/recompute", tag = "facts", params(RecomputeParams),
+#[utoipa::path(post, path = "/api/v1/recompute", tag = "facts", security(("bearer" = [])), params(RecomputeParams),
     responses(
         (status = 200, body = RollupOutcome),
         (status = 400, body = ErrorBody, description = "Invalid window; `details` names the field and rule"),
+        (status = 401, body = ErrorBody, description = "No `Authorization: Bearer` token, or a forged or expired one"),
+        (status = 403, body = ErrorBody, description = "The token's role is not `instructor`"),
     ))]
 async fn recompute(
     State(state): State<Arc<AppState>>,
@@ -461,7 +488,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
     info(title = "ObservaStack facts", description = "The request-fact lake: ingest, the Service Health dashboard's queries, SQL, and the flush and rollup jobs."),
     paths(ingest, get_dashboard, get_services, run_sql, flush, rollup, recompute, status),
     components(schemas(ErrorBody, service_kit::error::ErrorDetail, service_kit::FieldError)),
-    tags((name = "facts", description = "Request-fact lake (served on its own port; `/healthz`, `/readyz`, `/metrics` and `/config` as every service). Every error is JSON.")),
+    tags((name = "facts", description = "Request-fact lake (served on its own port; `/healthz`, `/readyz`, `/metrics` and `/config` as every service). Ingest needs a `service` (or `instructor`) token, SQL a `learner` or `instructor` token, flush, rollup and recompute an `instructor` token; the dashboard, the service list, the status and the Service Health page need none. Every error is JSON.")),
 )]
 pub(crate) struct FactsApi;
 

@@ -2,6 +2,7 @@
 //! stored as Parquet in an Apache Iceberg table (`request_facts`), rolled up into `metrics_1m`
 //! with mergeable latency sketches, and queried with DataFusion for the Service Health page.
 
+pub mod access;
 pub mod config;
 pub mod dashboard;
 pub mod engine;
@@ -100,13 +101,14 @@ impl Application {
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1).max(1));
         let sql = sql::SqlRunner::new(sql_threads).context("cannot start the SQL runtime")?;
         let state = http::AppState::new(engine.clone(), markers, store.clone(), sql, &metrics, max_body);
-        let router =
-            service_kit::app::with_json_fallbacks(http::router(state).merge(service_kit::app::internal_routes(
+        let router = service_kit::app::with_json_fallbacks(http::router(state, &options.keys).merge(
+            service_kit::app::internal_routes(
                 metrics.clone(),
                 store.clone(),
                 options.keys.clone(),
                 server::always_ready(),
-            )));
+            ),
+        ));
         let router = service_kit::app::observed(router, metrics);
         Ok(Self { listener, engine, store, router })
     }

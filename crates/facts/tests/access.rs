@@ -1,5 +1,6 @@
-//! The lake as an attacker and a careless client meet it, in-process on an ephemeral port: SQL
-//! that runs past its time or memory limit; `/config`; and JSON on every error.
+//! The lake as an attacker and a careless client meet it, in-process on an ephemeral port: who
+//! may ingest, query and maintain; what content types ingest takes; SQL that runs past its time
+//! or memory limit; `/config`; and JSON on every error.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -47,7 +48,7 @@ impl Lake {
     async fn committed(&self, n: usize) {
         let now = Utc::now();
         let batch: Vec<Value> = (0..n).map(|i| fact(now - chrono::Duration::milliseconds(i as i64))).collect();
-        let resp = reqwest::Client::new().post(self.url("/api/v1/facts")).json(&batch).send().await;
+        let resp = support::client(Role::Service).post(self.url("/api/v1/facts")).json(&batch).send().await;
         assert_eq!(resp.unwrap().status(), 200);
         assert_eq!(self.engine.flush().await.unwrap(), n);
     }
@@ -85,6 +86,122 @@ async fn answer(resp: reqwest::Response) -> (u16, Value) {
     let json = resp.headers().get("content-type").is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
     assert!(json, "{status} is not JSON: {:?}", resp.headers().get("content-type"));
     (status, resp.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_refuses_text_plain_forms_and_a_missing_content_type_with_415_and_stores_nothing() {
+    let lake = Lake::start().await;
+    let body = json!([fact(Utc::now())]).to_string();
+    let emitter = support::client(Role::Service);
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/json; charset=latin1"),
+        None,
+    ] {
+        let mut req = emitter.post(lake.url("/api/v1/facts")).body(body.clone());
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let (status, error) = answer(req.send().await.unwrap()).await;
+        assert_eq!(status, 415, "{content_type:?}: {error}");
+        assert_eq!(error["error"]["code"], "unsupported_media_type");
+        assert!(error["error"]["message"].as_str().unwrap().contains("Content-Type"), "{error}");
+    }
+    assert_eq!(lake.engine.unflushed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_form_post_of_forged_facts_is_refused_and_stores_nothing() {
+    // What a page the learner opens can send without a CORS preflight: a "simple" request,
+    // text/plain, no Authorization header, the console's cookie riding along at best.
+    let lake = Lake::start().await;
+    let resp = reqwest::Client::new()
+        .post(lake.url("/api/v1/facts"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("origin", "https://evil.example")
+        .header("cookie", format!("observastack_token={}", support::token(Role::Instructor)))
+        .body(json!([fact(Utc::now())]).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = answer(resp).await;
+    assert_eq!(status, 415, "{error}");
+    // The preflight a page would need for JSON grants nothing.
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, lake.url("/api/v1/facts"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type, authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.headers().get("access-control-allow-origin").is_none(), "{:?}", preflight.headers());
+    assert!(
+        lake.engine.unflushed() == 0 && lake.sql(Role::Learner, "SELECT 1 AS one").await.0 == 200,
+        "nothing stored, service fine"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_needs_a_service_or_instructor_bearer_token() {
+    let lake = Lake::start().await;
+    let post = |req: reqwest::RequestBuilder| async move {
+        answer(req.json(&json!([fact(Utc::now())])).send().await.unwrap()).await
+    };
+    let url = lake.url("/api/v1/facts");
+    let anonymous = reqwest::Client::new();
+
+    let (status, error) = post(anonymous.post(&url)).await;
+    assert_eq!(status, 401, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("service"), "{error}");
+    let forged = service_kit::JwtSigner::generate().unwrap();
+    let forged = forged.mint("eve", Role::Instructor, Duration::from_secs(60)).unwrap();
+    assert_eq!(post(anonymous.post(&url).bearer_auth(forged)).await.0, 401);
+    // The console's cookie is not a credential here, even an instructor's.
+    let cookie = format!("observastack_token={}", support::token(Role::Instructor));
+    assert_eq!(post(anonymous.post(&url).header("cookie", cookie)).await.0, 401);
+    let (status, error) = post(support::client(Role::Learner).post(&url)).await;
+    assert_eq!(status, 403, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("learner"), "{error}");
+    assert_eq!(lake.engine.unflushed(), 0, "a refused batch left facts behind");
+
+    let (status, outcome) = post(support::client(Role::Service).post(&url)).await;
+    assert_eq!((status, &outcome["accepted"]), (200, &json!(1)), "{outcome}");
+    assert_eq!(post(support::client(Role::Instructor).post(&url)).await.0, 200);
+    assert_eq!(lake.engine.unflushed(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_takes_a_learner_or_instructor_token_and_maintenance_an_instructor_token() {
+    let lake = Lake::start().await;
+    lake.committed(3).await;
+    let anonymous = reqwest::Client::new();
+    let resp = anonymous.post(lake.url("/api/v1/sql")).json(&json!({"sql": "SELECT 1"})).send().await.unwrap();
+    assert_eq!(answer(resp).await.0, 401);
+    assert_eq!(lake.sql(Role::Service, "SELECT 1 AS one").await.0, 403);
+    assert_eq!(lake.sql(Role::Learner, "SELECT count(*) AS n FROM request_facts").await.1["rows"], json!([{"n": 3}]));
+    assert_eq!(lake.sql(Role::Instructor, "SELECT 1 AS one").await.0, 200);
+
+    let now = Utc::now();
+    let recompute = format!(
+        "/api/v1/recompute?from={}&to={}",
+        (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ"),
+        now.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    for path in ["/api/v1/flush", "/api/v1/rollup", recompute.as_str()] {
+        let resp = anonymous.post(lake.url(path)).send().await.unwrap();
+        assert_eq!(answer(resp).await.0, 401, "{path}");
+        let (status, error) = answer(support::client(Role::Learner).post(lake.url(path)).send().await.unwrap()).await;
+        assert_eq!(status, 403, "{path}: {error}");
+        let (status, body) = answer(support::client(Role::Instructor).post(lake.url(path)).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // The dashboard's reads stay open: the observability gateway forwards them without a token.
+    for path in ["/api/v1/dashboard", "/api/v1/services", "/api/v1/status", "/dashboard"] {
+        assert_eq!(anonymous.get(lake.url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,6 +266,9 @@ async fn the_lake_has_a_config_only_the_instructor_changes_with_history_and_live
     assert_eq!(status, 200);
     assert!(schema["properties"]["sql"].is_object(), "{schema}");
     assert_eq!(answer(reqwest::get(lake.url("/config")).await.unwrap()).await.0, 401);
+    // An emitter's token sends facts and does nothing else.
+    let emitter = support::client(Role::Service);
+    assert_eq!(answer(emitter.get(lake.url("/config")).send().await.unwrap()).await.0, 403);
 
     let (status, error) = lake.patch_config(Role::Learner, json!({"sql": {"memory_limit_mib": 8192}})).await;
     assert_eq!(status, 403, "{error}");
@@ -158,7 +278,8 @@ async fn the_lake_has_a_config_only_the_instructor_changes_with_history_and_live
     assert_eq!(error["error"]["details"][0]["field"], "flush_interval_ms");
 
     // A fact waits in the WAL until the schedule, turned up live, commits it.
-    let resp = reqwest::Client::new().post(lake.url("/api/v1/facts")).json(&fact(Utc::now())).send().await.unwrap();
+    let resp =
+        support::client(Role::Service).post(lake.url("/api/v1/facts")).json(&fact(Utc::now())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(lake.engine.unflushed(), 1);
     let (status, view) = lake.patch_config(Role::Instructor, json!({"flush_interval_ms": 200})).await;

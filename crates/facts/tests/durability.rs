@@ -46,7 +46,7 @@ async fn kill_9_mid_ingest_loses_no_acknowledged_fact_and_replay_adds_no_duplica
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = support::client(service_kit::Role::Service);
     let mut child = start(dir.path(), port);
     wait_ready(&client, &base).await;
 
@@ -85,7 +85,8 @@ async fn kill_9_mid_ingest_loses_no_acknowledged_fact_and_replay_adds_no_duplica
     // Restart on the same data dir: replay, then commit everything and stop.
     let mut child = start(dir.path(), port);
     wait_ready(&client, &base).await;
-    let resp = client.post(format!("{base}/api/v1/flush")).send().await.unwrap();
+    let resp =
+        support::client(service_kit::Role::Instructor).post(format!("{base}/api/v1/flush")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     child.kill().unwrap();
     child.wait().unwrap();

@@ -109,7 +109,7 @@ async fn five_minute_incident_explanation() {
     tokio::spawn(app.run(async move {
         let _ = rx.await;
     }));
-    let client = reqwest::Client::new();
+    let client = support::client(service_kit::Role::Service);
     for chunk in traffic(from, release_at, to).chunks(5_000) {
         let resp = client.post(format!("{base}/api/v1/facts")).json(&chunk).send().await.unwrap();
         assert_eq!(resp.status(), 200);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use facts::{Application, Engine, Options, Settings};
 use serde_json::{Value, json};
+use service_kit::Role;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -35,7 +36,7 @@ async fn spawn_app(max_body: Option<usize>) -> TestApp {
     tokio::spawn(app.run(async move {
         let _ = rx.await;
     }));
-    TestApp { base, engine, client: reqwest::Client::new(), _stop: stop, _dir: dir }
+    TestApp { base, engine, client: support::client(service_kit::Role::Service), _stop: stop, _dir: dir }
 }
 
 fn fact(t: DateTime<Utc>, path: &str, status: u16, latency: f64) -> Value {
@@ -185,7 +186,8 @@ async fn sql_is_read_only_and_sees_committed_facts() {
     let now = Utc::now();
     app.post(&json!([fact(now, "/checkout", 200, 1.0), fact(now, "/checkout", 500, 2.0)])).await;
     app.engine.flush().await.unwrap();
-    let sql = |q: &str| app.client.post(format!("{}/api/v1/sql", app.base)).json(&json!({ "sql": q })).send();
+    let learner = support::client(Role::Learner);
+    let sql = |q: &str| learner.post(format!("{}/api/v1/sql", app.base)).json(&json!({ "sql": q })).send();
     let resp = sql("SELECT path_template, count(*) AS n FROM request_facts GROUP BY path_template").await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();

@@ -1,16 +1,17 @@
 //! `observastack facts …`: the fact lake's maintenance through its HTTP API (`recompute`,
-//! `flush`, `rollup`, `status`) and its benchmark (`bench`, which runs the `facts-bench`
-//! binary built beside this one). The CLI never links the lake itself: DataFusion and Iceberg
-//! stay inside the `facts` crate.
+//! `flush`, `rollup` with an instructor token minted from the stack's keys, `status`) and its
+//! benchmark (`bench`, which runs the `facts-bench` binary built beside this one). The CLI never
+//! links the lake itself: DataFusion and Iceberg stay inside the `facts` crate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::Value;
+use service_kit::Role;
 
-use crate::ui;
+use crate::{state, ui};
 
 #[derive(Debug, clap::Args)]
 pub struct FactsArgs {
@@ -52,7 +53,7 @@ pub enum FactsAction {
     },
 }
 
-pub async fn run(args: FactsArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(state_dir: &Path, args: FactsArgs) -> anyhow::Result<ExitCode> {
     let base = args.facts_url.trim_end_matches('/').to_owned();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(3600)).build()?;
     let (method_path, query): (&str, Vec<(&str, String)>) = match args.action {
@@ -64,7 +65,13 @@ pub async fn run(args: FactsArgs) -> anyhow::Result<ExitCode> {
     };
     let (method, path) = method_path.split_once(' ').unwrap_or(("GET", method_path));
     let url = format!("{base}{path}");
-    let req = if method == "POST" { http.post(&url) } else { http.get(&url) };
+    let req = if method == "POST" {
+        // The lake's maintenance is the instructor's; the status is open.
+        let keys = state::load_keys(state_dir).context("flush, rollup and recompute need an instructor token")?;
+        http.post(&url).bearer_auth(keys.mint("cli", Role::Instructor, Duration::from_secs(300))?)
+    } else {
+        http.get(&url)
+    };
     let resp = req.query(&query).send().await.with_context(|| format!("cannot reach the facts service at {base}"))?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);

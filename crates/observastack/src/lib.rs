@@ -108,6 +108,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => load_cmd::run(args).await,
         Command::Openapi(args) => openapi_cmd::run(args),
         Command::Scenario(args) => scenario_cmd::run(&cli.state_dir, args).await,
-        Command::Facts(args) => facts_cmd::run(args).await,
+        Command::Facts(args) => facts_cmd::run(&cli.state_dir, args).await,
     }
 }

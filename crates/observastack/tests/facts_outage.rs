@@ -215,10 +215,18 @@ async fn facts_down_for_60_s_costs_counted_facts_never_user_latency() {
 
     // Let the emitters deliver what they queued after the restart, then commit the WAL.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let resp = http.post(format!("{facts_url}/api/v1/flush")).send().await.unwrap();
+    // The lake's flush is the instructor's, its SQL a learner's or an instructor's.
+    let instructor = signer.mint("facts-outage", service_kit::Role::Instructor, Duration::from_secs(3600)).unwrap();
+    let resp = http.post(format!("{facts_url}/api/v1/flush")).bearer_auth(&instructor).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let sql = "SELECT service, count(*) AS n FROM request_facts WHERE path_template = '/api/products' GROUP BY service";
-    let resp = http.post(format!("{facts_url}/api/v1/sql")).json(&json!({ "sql": sql })).send().await.unwrap();
+    let resp = http
+        .post(format!("{facts_url}/api/v1/sql"))
+        .bearer_auth(&instructor)
+        .json(&json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let rows: Value = resp.json().await.unwrap();
     let stored: HashMap<String, u64> = rows["rows"]

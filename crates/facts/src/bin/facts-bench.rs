@@ -15,7 +15,7 @@ use chrono::Utc;
 use clap::Parser;
 use facts::dashboard::{self, GroupBy};
 use facts::{Application, Options, Settings};
-use service_kit::JwtSigner;
+use service_kit::{JwtSigner, Role};
 
 /// mimalloc: with glibc's per-thread arenas the flush/ingest churn fragmented the heap (peak RSS
 /// 2.4 GB at 10M facts in `facts-bench`).
@@ -163,8 +163,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     let settings = Settings::new(&data_dir);
-    // A throwaway key pair: the lake verifies tokens with its public half.
-    let keys = Arc::new(JwtSigner::generate()?.verifier());
+    // A throwaway key pair: the bench is its own emitter and mints the token ingest asks for.
+    let signer = JwtSigner::generate()?;
+    let keys = Arc::new(signer.verifier());
+    let token = signer.mint("facts-bench", Role::Service, Duration::from_secs(7 * 86_400))?;
     let app = Application::build("127.0.0.1:0".parse()?, settings, Options::new(keys)).await?;
     let base = format!("http://{}", app.local_addr()?);
     let engine = app.engine.clone();
@@ -178,7 +180,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let pool = Arc::new(bodies(64, cli.batch, cli.days));
     let requests = cli.facts.div_ceil(cli.batch as u64);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let client = reqwest::Client::new();
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    let client = reqwest::Client::builder().default_headers(auth).build()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..cli.clients {
