@@ -189,6 +189,29 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
     assert!(ids.contains(&"bad-release-checkout"), "{scenarios}");
     assert_eq!(http.get(stack.url(8080, "/api/scenarios")).send().await.unwrap().status(), 404);
 
+    // Every error on every service is JSON with a code and a message, never an empty body:
+    // a path no route serves, a method a path does not take, and a control-gateway sub-path
+    // the service behind it does not have.
+    let mut probes: Vec<(String, reqwest::Method, u16)> = Vec::new();
+    for port in [8080, 8081, 8082, 8101, 8102, 8103, 8104, 8111, 8112, 8113] {
+        probes.push((stack.url(port, "/no/such/route"), reqwest::Method::GET, 404));
+        probes.push((stack.url(port, "/healthz"), reqwest::Method::DELETE, 405));
+    }
+    for service in ["shop", "orchestrator", "runner", "facts", "gateway-user"] {
+        probes.push((stack.url(8081, &format!("/api/services/{service}/config/nope")), reqwest::Method::GET, 404));
+    }
+    for (url, method, status) in probes {
+        let resp = http.request(method.clone(), &url).bearer_auth(&stack.token).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{method} {url}");
+        let kind = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(kind.starts_with("application/json"), "{method} {url}: content type {kind:?}");
+        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{method} {url}: {body}");
+    }
+    let facts_config =
+        http.get(stack.url(8081, "/api/services/facts/config")).bearer_auth(&stack.token).send().await.unwrap();
+    assert_eq!(facts_config.status(), 200, "every service has /config, the lake included");
+
     // The control path cannot be cut from itself: a learner may not touch the control
     // gateway's knobs (`upstream.timeout_ms=1` would time out every control request, the one
     // that undoes it included), and `POST /api/reset` restores it like every other service.
