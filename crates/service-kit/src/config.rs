@@ -110,6 +110,8 @@ impl<T> std::ops::Deref for Snapshot<T> {
     }
 }
 
+/// How a `/config` change was made: `PATCH`, `PUT` (the whole document) or `DELETE` (back to
+/// the defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeAction {
@@ -148,6 +150,12 @@ pub struct ChangeRecord {
     pub changes: Vec<FieldChange>,
 }
 
+/// The JSON Schema (2020-12) of `T`'s values: what `GET /config/schema` serves, every change is
+/// validated against, and the OpenAPI documents carry (`openapi::add_config_schema`).
+pub fn json_schema<T: JsonSchema>() -> Result<Value, serde_json::Error> {
+    serde_json::to_value(schemars::schema_for!(T))
+}
+
 /// How many change records `GET /config/history` can return.
 pub const HISTORY_CAPACITY: usize = 500;
 
@@ -172,7 +180,7 @@ impl<T: RuntimeConfig> std::fmt::Debug for ConfigStore<T> {
 impl<T: RuntimeConfig> ConfigStore<T> {
     /// Creates a store holding `initial` at revision 1. Fails if `initial` breaks its own rules.
     pub fn new(service: &str, initial: T, metrics: Arc<Metrics>) -> Result<Arc<Self>, ApiError> {
-        let schema = serde_json::to_value(schemars::schema_for!(T)).map_err(anyhow::Error::from)?;
+        let schema = json_schema::<T>().map_err(anyhow::Error::from)?;
         // Draft 7 on purpose: the 2020-12 meta-schema validator costs ~20 MB of resident memory per
         // process, and the schemas schemars emits for our configs use no 2020-12-only keyword.
         let validator = jsonschema::options()
@@ -234,9 +242,15 @@ impl<T: RuntimeConfig> ConfigStore<T> {
             return Err(ApiError::field("(body)", "type", "a config patch must be a JSON object"));
         }
         self.apply(caller, origin, ChangeAction::Patch, |current| {
+            // `null` removes a member, so an unknown one would pass the merged document's
+            // validation unnoticed: a typo that silently does nothing.
+            let unknown = unknown_nulls(&patch, &self.schema, &self.schema, "");
+            if !unknown.is_empty() {
+                return Err(ApiError::Validation(unknown));
+            }
             let mut merged = current.clone();
             merge_patch(&mut merged, &patch);
-            merged
+            Ok(merged)
         })
         .await
     }
@@ -251,13 +265,13 @@ impl<T: RuntimeConfig> ConfigStore<T> {
         if !document.is_object() {
             return Err(ApiError::field("(body)", "type", "a config document must be a JSON object"));
         }
-        self.apply(caller, origin, ChangeAction::Put, |_| document.clone()).await
+        self.apply(caller, origin, ChangeAction::Put, |_| Ok(document.clone())).await
     }
 
     /// Resets every field to its default.
     pub async fn reset(&self, caller: &Caller, origin: &ChangeOrigin) -> Result<Arc<Snapshot<T>>, ApiError> {
         let defaults = serde_json::to_value(T::default()).map_err(anyhow::Error::from)?;
-        self.apply(caller, origin, ChangeAction::Reset, |_| defaults.clone()).await
+        self.apply(caller, origin, ChangeAction::Reset, |_| Ok(defaults.clone())).await
     }
 
     async fn apply(
@@ -265,13 +279,12 @@ impl<T: RuntimeConfig> ConfigStore<T> {
         caller: &Caller,
         origin: &ChangeOrigin,
         action: ChangeAction,
-        build: impl FnOnce(&Value) -> Value,
+        build: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Arc<Snapshot<T>>, ApiError> {
         let mut history = self.history.lock().await;
         let current = self.current();
         let current_json = serde_json::to_value(&current.config).map_err(anyhow::Error::from)?;
-        let candidate = build(&current_json);
-        let outcome = self.decide(caller, &current_json, candidate);
+        let outcome = build(&current_json).and_then(|candidate| self.decide(caller, &current_json, candidate));
         let (config, changes) = match outcome {
             Ok(ok) => ok,
             Err(err) => {
@@ -391,6 +404,48 @@ fn schema_error(err: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
     vec![FieldError::new(field, rule, err.to_string())]
 }
 
+/// The members of `patch` set to `null` that their place in `schema` (at `node`, under the
+/// root schema `root`) does not declare, as `unknown_field` errors.
+fn unknown_nulls(patch: &Value, node: &Value, root: &Value, path: &str) -> Vec<FieldError> {
+    let Value::Object(members) = patch else { return Vec::new() };
+    let mut errors = Vec::new();
+    for (key, value) in members {
+        let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        match member_schema(node, key, root) {
+            Some(sub) => errors.extend(unknown_nulls(value, sub, root, &child)),
+            None if value.is_null() => {
+                errors.push(FieldError::new(child, "unknown_field", format!("unknown field `{key}`")));
+            }
+            None => {}
+        }
+    }
+    errors
+}
+
+/// The schema of member `key` of an object described by `node`, or `None` when the object
+/// refuses members it does not declare. Anything not an object schema declares everything.
+fn member_schema<'a>(node: &'a Value, key: &str, root: &'a Value) -> Option<&'a Value> {
+    static ANYTHING: Value = Value::Bool(true);
+    let node = resolve(node, root);
+    if let Some(sub) = node.get("properties").and_then(|p| p.get(key)) {
+        return Some(resolve(sub, root));
+    }
+    match node.get("additionalProperties") {
+        Some(Value::Bool(false)) => None,
+        Some(sub @ Value::Object(_)) => Some(resolve(sub, root)),
+        _ => Some(&ANYTHING),
+    }
+}
+
+/// Follows a `$ref` into the root schema's `$defs` (what schemars writes).
+fn resolve<'a>(node: &'a Value, root: &'a Value) -> &'a Value {
+    node.get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+        .and_then(|name| root.get("$defs").and_then(|defs| defs.get(name)))
+        .unwrap_or(node)
+}
+
 /// `/db/pool_size` → `db.pool_size`; the empty pointer is the whole body.
 fn pointer_to_dotted(pointer: &str) -> String {
     if pointer.is_empty() {
@@ -478,9 +533,11 @@ impl<T: RuntimeConfig> ConfigStore<T> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// Newest first; at most 500.
+    /// How many records, newest first: 100 unless given; the history keeps the last 500.
+    #[param(minimum = 0, maximum = 500)]
     pub limit: Option<usize>,
 }
 
@@ -509,7 +566,10 @@ async fn get_history<T: RuntimeConfig>(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<ChangeRecord>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let limit = query.limit.unwrap_or(100).min(HISTORY_CAPACITY);
+    let limit = query.limit.unwrap_or(100);
+    if limit > HISTORY_CAPACITY {
+        return Err(ApiError::field("limit", "maximum", format!("must be at most {HISTORY_CAPACITY}, got {limit}")));
+    }
     Ok(Json(store.history(limit).await))
 }
 

@@ -200,6 +200,50 @@ async fn patch_config_rejects_out_of_range_pool_size_and_changes_nothing() {
     assert_eq!(f.store.current().db.pool_size, 10);
 }
 
+// Found by the contract run: JSON Schema, and so the OpenAPI document, counts 3.0 as an
+// integer; serde refused it.
+#[tokio::test]
+async fn a_whole_number_written_as_a_float_is_an_integer() {
+    let f = fixture();
+    let (status, body) = f.patch(Role::Learner, r#"{"db": {"pool_size": 3.0}}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(f.store.current().db.pool_size, 3);
+    let (status, body) = f.patch(Role::Learner, r#"{"db": {"pool_size": 3.5}}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+// Found by the contract run: `{"typo": null}` removed nothing and was accepted.
+#[tokio::test]
+async fn a_null_for_an_unknown_field_is_refused_and_one_for_a_fault_removes_it() {
+    let f = fixture();
+    let (status, body) = f.patch(Role::Learner, r#"{"typo": null, "db": {"pool_szie": null}}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        details(&body),
+        vec![("db.pool_szie".to_owned(), "unknown_field".to_owned()), ("typo".to_owned(), "unknown_field".to_owned())]
+    );
+    let (status, body) = f.patch(Role::Learner, r#"{"db": {"pool_size": null}, "mode": null}"#).await;
+    assert_eq!(status, StatusCode::OK, "known fields take their defaults: {body}");
+    let (status, body) = f.patch(Role::Instructor, r#"{"faults": {"GET /api/things": {"latency_ms": 5}}}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = f.patch(Role::Instructor, r#"{"faults": {"GET /api/things": null}}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(f.store.current().faults.is_empty());
+}
+
+// Found by the contract run: a limit past the history's size was quietly cut, one past
+// `usize` refused without naming it; the document now says 0..=500.
+#[tokio::test]
+async fn history_limits_outside_their_range_are_refused_naming_the_field() {
+    let f = fixture();
+    let token = f.token(Role::Learner);
+    let (status, body) = f.call(Method::GET, "/config/history?limit=500", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = f.call(Method::GET, "/config/history?limit=501", Some(&token), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(details(&body), vec![("limit".to_owned(), "maximum".to_owned())]);
+}
+
 #[tokio::test]
 async fn one_bad_field_rejects_the_whole_patch() {
     let f = fixture();
