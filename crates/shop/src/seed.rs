@@ -85,6 +85,22 @@ pub async fn seed_if_empty(conn: &mut PgConnection, products: u32, orders: u32) 
     Ok(report)
 }
 
+/// The twelve categories of [`PRODUCTS_SQL`], in its order.
+pub const CATEGORIES: [&str; 12] = [
+    "Electronics",
+    "Books",
+    "Home & Kitchen",
+    "Garden",
+    "Toys",
+    "Sports & Outdoors",
+    "Clothing",
+    "Beauty",
+    "Grocery",
+    "Office",
+    "Pet Supplies",
+    "Automotive",
+];
+
 /// `$1` products, spread round-robin over twelve categories. Names start with what a shopper
 /// types (adjective + product), so prefix search finds them; the brand appears only in the
 /// description, which only the full-scan search reads. Prices are skewed towards the cheap
@@ -229,3 +245,18 @@ const DROP_ORDER_ITEM_FKS_SQL: &str =
 const ADD_ORDER_ITEM_FKS_SQL: &str = "ALTER TABLE order_items \
      ADD CONSTRAINT order_items_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE CASCADE, \
      ADD CONSTRAINT order_items_product_id_fkey FOREIGN KEY (product_id) REFERENCES products (id)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_categories_are_the_seeds() {
+        let seeded: Vec<&str> = PRODUCTS_SQL
+            .split("\n    (")
+            .filter(|row| row.split(',').next().is_some_and(|idx| idx.parse::<u32>().is_ok()))
+            .filter_map(|row| row.split('\'').nth(1))
+            .collect();
+        assert_eq!(seeded, CATEGORIES);
+    }
+}

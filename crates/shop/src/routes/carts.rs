@@ -119,7 +119,11 @@ fn cart_not_found(cart_id: Uuid) -> ApiError {
 
 /// Opens an empty cart.
 #[utoipa::path(post, path = "/api/carts", tag = "shop", responses(
-    (status = 201, body = CartCreated, headers(("Location" = String, description = "The cart's URL"))),
+    (status = 201, body = CartCreated, headers(("Location" = String, description = "The cart's URL")),
+        links(
+            ("AddItem" = (operation_id = "add_item", parameters(("cart_id" = "$response.body#/cart_id")))),
+            ("GetCart" = (operation_id = "get_cart", parameters(("cart_id" = "$response.body#/cart_id")))),
+        )),
     (status = 503, body = ErrorBody, description = "Database or workers saturated; see Retry-After"),
 ))]
 pub async fn create_cart(State(app): State<AppState>) -> Result<(StatusCode, HeaderMap, Json<CartCreated>), ApiError> {
@@ -168,7 +172,9 @@ pub async fn get_cart(
     params(("cart_id" = Uuid, Path, description = "Cart id")),
     request_body = AddItem,
     responses(
-        (status = 200, body = Cart),
+        (status = 200, body = Cart, links(
+            ("Checkout" = (operation_id = "checkout", request_body = json!({"cart_id": "$response.body#/cart_id"}))),
+        )),
         (status = 400, body = ErrorBody, description = "Invalid `cart_id`, `product_id` or `quantity`; `details` names the field and rule"),
         (status = 404, body = ErrorBody, description = "No such cart or product"),
         (status = 409, body = ErrorBody, description = "The line would exceed 99 units"),

@@ -84,7 +84,8 @@ struct ProductRow {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct ListQuery {
-    /// Only products of this category (exact name, e.g. `Books`).
+    /// Only products of this category (exact name); empty means every category.
+    #[param(schema_with = category_schema)]
     category: Option<String>,
     /// Page size.
     #[param(minimum = 1, maximum = 100, default = 20)]
@@ -99,11 +100,27 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct SearchQuery {
-    /// What to look for (1 to 64 characters, case-insensitive).
+    /// What to look for, case-insensitive: at most 64 characters, not only whitespace (what
+    /// `str::trim` removes), no NUL.
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
     q: String,
     /// Most hits returned.
     #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<u32>,
+}
+
+/// The categories a seeded catalog has (the seed is what creates products); the server checks
+/// against the live catalog.
+fn category_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("Only products of this category (exact name); empty means every category."))
+        .enum_values(Some(std::iter::once("").chain(crate::seed::CATEGORIES)))
+        .build()
 }
 
 /// Case-insensitive name prefix match; `$1` is a lower-case LIKE prefix pattern. Served by the
@@ -232,12 +249,19 @@ pub async fn search_products(
 ) -> Result<Json<SearchResults>, ApiError> {
     let query = params::query(query, &["q", "limit"])?;
     let limit = params::bounded_u32(&query, "limit", 1, 100, 20)?;
-    let q = query.get("q").map(|q| q.trim()).ok_or_else(|| ApiError::field("q", "required", "`q` is required"))?;
-    if q.is_empty() {
-        return Err(ApiError::field("q", "minLength", "must have at least 1 character"));
-    }
-    if q.chars().count() > MAX_QUERY_CHARS {
+    let raw = query.get("q").ok_or_else(|| ApiError::field("q", "required", "`q` is required"))?;
+    // The length as sent, as the OpenAPI document's `maxLength` counts it; blanks around it are
+    // then ignored.
+    if raw.chars().count() > MAX_QUERY_CHARS {
         return Err(ApiError::field("q", "maxLength", format!("must have at most {MAX_QUERY_CHARS} characters")));
+    }
+    let q = raw.trim();
+    if q.is_empty() {
+        return Err(ApiError::field("q", "minLength", "must have at least 1 character besides whitespace"));
+    }
+    // PostgreSQL text cannot hold NUL: the query would fail in the database, a 500.
+    if q.contains('\0') {
+        return Err(ApiError::field("q", "pattern", "must not contain a NUL character"));
     }
     let config = app.config();
     let strategy = config.search.strategy;

@@ -90,10 +90,11 @@ enum Outcome {
 
 /// Places an order from a cart.
 #[utoipa::path(post, path = "/api/checkout", tag = "shop",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a checkout repeated with the same key returns the same order (1 to 255 visible ASCII characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a checkout repeated with the same key returns the same order (1 to 255 visible ASCII characters)", pattern = "^[!-~]+$", min_length = 1, max_length = 255)),
     request_body = CheckoutRequest,
     responses(
-        (status = 201, body = Order, description = "Order placed, or the order an earlier request with the same Idempotency-Key placed (then `Idempotent-Replayed: true`)"),
+        (status = 201, body = Order, description = "Order placed, or the order an earlier request with the same Idempotency-Key placed (then `Idempotent-Replayed: true`)",
+            links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))))),
         (status = 400, body = ErrorBody, description = "Invalid body, email or Idempotency-Key; `details` names the field and rule"),
         (status = 404, body = ErrorBody, description = "No such cart"),
         (status = 409, body = ErrorBody, description = "Empty cart, insufficient stock, or Idempotency-Key reused for a different checkout"),
