@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::Value;
 use service_kit::auth::require_token;
 use service_kit::body::{DEFAULT_BODY_LIMIT, JsonBody};
-use service_kit::error::ErrorBody;
+use service_kit::error::{ErrorBody, ErrorDetail};
 use service_kit::{ApiError, Caller, JwtKeys, Role};
 use uuid::Uuid;
 
@@ -68,6 +69,7 @@ pub async fn list_scenarios(State(orch): State<Arc<Orchestrator>>) -> Json<Vec<S
     responses(
         (status = 200, description = "The scenario (see the description for what learners see)", body = Object),
         (status = 404, description = "No such scenario", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
 pub async fn get_scenario(
@@ -90,11 +92,12 @@ pub async fn get_scenario(
 
 /// Body of `POST /api/runs`.
 #[derive(Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StartRun {
     /// Scenario id.
     pub scenario: String,
-    /// Multiplies every duration of the scenario, 0.01..=1.0 (default 1.0).
-    #[schema(minimum = 0.01, maximum = 1.0, default = 1.0)]
+    /// Multiplies every duration of the scenario, 0.01..=1.0; 1.0 when left out or `null`.
+    #[schema(minimum = 0.01, maximum = 1.0, default = 1.0, required = false, nullable = true)]
     pub time_scale: f64,
 }
 
@@ -153,6 +156,9 @@ impl StartRun {
         (status = 400, description = "Bad parameters, naming the field", body = ErrorBody),
         (status = 404, description = "No such scenario", body = ErrorBody),
         (status = 409, description = "A run is already active", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
 pub async fn start_run(
@@ -171,6 +177,7 @@ pub async fn start_run(
     responses(
         (status = 200, description = "The active run", body = RunDetail),
         (status = 404, description = "No run is active", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
 pub async fn current_run(State(orch): State<Arc<Orchestrator>>) -> Result<Json<RunDetail>, ApiError> {
@@ -187,9 +194,11 @@ async fn detail(orch: &Orchestrator, run: store::RunRow) -> Result<Json<RunDetai
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Most runs returned, newest first: 1..=200, default 20.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -200,6 +209,7 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "Runs", body = [RunSummary]),
         (status = 400, description = "Bad limit", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
 pub async fn list_runs(
@@ -223,6 +233,7 @@ pub async fn list_runs(
         (status = 200, description = "The run", body = RunDetail),
         (status = 400, description = "Not a UUID", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
 pub async fn get_run(
@@ -244,6 +255,7 @@ pub async fn get_run(
     responses(
         (status = 200, description = "The abandoned run", body = RunSummary),
         (status = 404, description = "No run is active", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
 pub async fn stop_run(
@@ -261,6 +273,7 @@ pub async fn stop_run(
     responses(
         (status = 200, description = "The run, ended `gave_up`, with its debrief in `result`", body = RunSummary),
         (status = 404, description = "No run is active", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
 pub async fn give_up(
@@ -273,7 +286,10 @@ pub async fn give_up(
 /// Abandons any active run and resets every service's `/config` to its defaults.
 #[utoipa::path(
     post, path = "/api/reset", tag = "orchestrator", security(("bearer" = [])),
-    responses((status = 200, description = "What was reset", body = ResetReport))
+    responses(
+        (status = 200, description = "What was reset", body = ResetReport),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
 )]
 pub async fn reset(
     State(orch): State<Arc<Orchestrator>>,
@@ -290,10 +306,26 @@ pub async fn reset(
     get, path = "/api/ws", tag = "orchestrator", security(("bearer" = [])),
     responses(
         (status = 101, description = "Switching to WebSocket; messages are `WsMessage`", body = crate::model::WsMessage),
+        (status = 400, description = "Not a WebSocket handshake (`Connection: upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`)", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
     )
 )]
-pub async fn websocket(State(orch): State<Arc<Orchestrator>>, ws: WebSocketUpgrade) -> Response {
+pub async fn websocket(
+    State(orch): State<Arc<Orchestrator>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        // axum's own rejection is plain text; every error here is JSON, as on the control gateway.
+        Err(rejection) => {
+            let error = ErrorDetail {
+                code: "websocket_required".to_owned(),
+                message: format!("this route speaks WebSocket only: {}", rejection.body_text()),
+                details: Vec::new(),
+            };
+            return (rejection.status(), Json(ErrorBody { error })).into_response();
+        }
+    };
     let hub = orch.shared.hub.clone();
     let stopping = orch.stopping();
     // Consoles only listen: an inbound message past a small size ends the connection before

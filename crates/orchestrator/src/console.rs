@@ -18,7 +18,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use service_kit::auth::{ISSUER, Rejection, TOKEN_COOKIE, token_from_headers};
-use service_kit::{JwtKeys, JwtSigner, Role};
+use service_kit::{ApiError, JwtKeys, JwtSigner, Role};
 use sqlx::PgPool;
 use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
@@ -332,14 +332,16 @@ fn login_failed(status: StatusCode, why: &str) -> Response {
     resp
 }
 
-#[derive(Debug, Serialize)]
-struct Dashboard<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Dashboard<'a> {
     title: &'a str,
     url: String,
 }
 
-#[derive(Debug, Serialize)]
-struct PublicSettings<'a> {
+/// Which optional tools the console's Observability tab offers; `null` when not configured.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ConsoleSettings)]
+pub(crate) struct PublicSettings<'a> {
     grafana_url: Option<&'a str>,
     grafana_dashboards: Vec<Dashboard<'a>>,
     service_health_url: Option<&'a str>,
@@ -367,6 +369,12 @@ async fn settings_json(State(state): State<Arc<ConsoleState>>) -> Response {
     resp
 }
 
+/// `/console{path}`, cut short so an error cannot echo an arbitrarily long path.
+fn req_path_for_error(path: &str) -> String {
+    let shown: String = path.chars().take(80).collect();
+    format!("/console{shown}")
+}
+
 /// The built UI. Vite's hashed files under `assets/` are cached for good; `index.html` is
 /// revalidated so a rebuilt console shows up on reload.
 async fn asset(State(state): State<Arc<ConsoleState>>, req: Request) -> Response {
@@ -384,13 +392,16 @@ async fn asset(State(state): State<Arc<ConsoleState>>, req: Request) -> Response
     };
     let path = req.uri().path().strip_prefix("/console").unwrap_or("/").to_owned();
     let immutable = path.starts_with("/assets/");
+    // ServeDir's 404 has an empty body; every error of the stack is JSON.
+    let not_found = || ApiError::NotFound(format!("no console file at {}", req_path_for_error(&path))).into_response();
     let Ok(uri) = path.parse::<axum::http::Uri>() else {
-        return StatusCode::NOT_FOUND.into_response();
+        return not_found();
     };
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
     let served = ServeDir::new(dir).oneshot(Request::from_parts(parts, body)).await;
     let mut resp = match served {
+        Ok(resp) if resp.status() == StatusCode::NOT_FOUND => return not_found(),
         Ok(resp) => resp.map(axum::body::Body::new),
         Err(never) => match never {},
     };
@@ -470,4 +481,68 @@ mod tests {
         assert_eq!(origin_of("javascript:alert(1)"), None);
         assert_eq!(origin_of("http://a; script-src *"), None);
     }
+}
+
+/// The console's routes in the orchestrator's OpenAPI document (which the control gateway's
+/// adopts): documentation only, the handlers above are routed by [`router`]. Browser pages
+/// answer their errors as HTML pages, which is what a browser shows.
+pub(crate) mod openapi {
+    #![allow(dead_code)]
+
+    use service_kit::error::ErrorBody;
+
+    pub(crate) use super::{Dashboard, PublicSettings};
+
+    /// Sends a browser to the console.
+    #[utoipa::path(get, path = "/", tag = "console", responses(
+        (status = 303, description = "To `/console/`", headers(("Location" = String))),
+    ))]
+    pub(crate) fn root() {}
+
+    /// Sends a browser to the console.
+    #[utoipa::path(get, path = "/console", tag = "console", responses(
+        (status = 303, description = "To `/console/`", headers(("Location" = String))),
+    ))]
+    pub(crate) fn console() {}
+
+    /// The console (its built `index.html`).
+    #[utoipa::path(get, path = "/console/", tag = "console", responses(
+        (status = 200, description = "The console's page", content_type = "text/html", body = String),
+        (status = 503, description = "The console is not built; the page says how to build it", content_type = "text/html", body = String),
+    ))]
+    pub(crate) fn index() {}
+
+    /// Exchanges the one-time login code of the URL `observastack up` prints for the session
+    /// cookie (HttpOnly, SameSite=Strict, 12 h) and goes on to the console.
+    #[utoipa::path(get, path = "/console/login", tag = "console",
+        params(("code" = Option<String>, Query, description = "The one-time login code")),
+        responses(
+            (status = 303, description = "Signed in (the cookie set), or already signed in: to `/console/`", headers(("Location" = String))),
+            (status = 400, description = "No `code`", content_type = "text/html", body = String),
+            (status = 401, description = "The code is not valid for this stack, has expired or was used already", content_type = "text/html", body = String),
+            (status = 503, description = "The login could not be recorded; try again", content_type = "text/html", body = String),
+        ))]
+    pub(crate) fn login() {}
+
+    /// Forgets the session cookie.
+    #[utoipa::path(post, path = "/console/logout", tag = "console", responses(
+        (status = 204, description = "The cookie is cleared"),
+    ))]
+    pub(crate) fn logout() {}
+
+    /// Which optional tools (Grafana, the Service Health view) the console links to.
+    #[utoipa::path(get, path = "/console/settings.json", tag = "console", responses(
+        (status = 200, body = PublicSettings),
+    ))]
+    pub(crate) fn settings() {}
+
+    /// A file of the built console.
+    #[utoipa::path(get, path = "/console/{path}", tag = "console",
+        params(("path" = String, Path, description = "Below `/console/`, e.g. `assets/index-1a2b.js`")),
+        responses(
+            (status = 200, description = "The file, with its content type", content_type = "*/*", body = String),
+            (status = 404, description = "No such file", body = ErrorBody),
+            (status = 503, description = "The console is not built", content_type = "text/html", body = String),
+        ))]
+    pub(crate) fn asset() {}
 }

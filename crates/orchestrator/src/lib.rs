@@ -244,8 +244,9 @@ fn checked_keys(settings: &Settings) -> anyhow::Result<(Arc<JwtKeys>, Arc<JwtSig
 #[openapi(
     info(
         title = "ObservaStack orchestrator",
-        description = "Scenario catalog, run lifecycle and history, and the console's WebSocket feed. \
-                       Reached through the control gateway; every route needs the stack's JWT."
+        description = "Scenario catalog, run lifecycle and history, the console's WebSocket feed, and the \
+                       console's pages. Reached through the control gateway; every `/api` route needs the \
+                       stack's JWT, the console's pages do not."
     ),
     paths(
         api::list_scenarios,
@@ -258,6 +259,13 @@ fn checked_keys(settings: &Settings) -> anyhow::Result<(Arc<JwtKeys>, Arc<JwtSig
         api::give_up,
         api::reset,
         api::websocket,
+        console::openapi::root,
+        console::openapi::console,
+        console::openapi::index,
+        console::openapi::login,
+        console::openapi::logout,
+        console::openapi::settings,
+        console::openapi::asset,
     ),
     components(schemas(
         service_kit::error::ErrorBody,
@@ -287,8 +295,13 @@ fn checked_keys(settings: &Settings) -> anyhow::Result<(Arc<JwtKeys>, Arc<JwtSig
         model::SlisMessage,
         lifecycle::ResetReport,
         lifecycle::ServiceFailure,
+        console::openapi::PublicSettings,
+        console::openapi::Dashboard,
     )),
-    tags((name = "orchestrator", description = "Scenarios and runs, through the control gateway")),
+    tags(
+        (name = "orchestrator", description = "Scenarios and runs, through the control gateway"),
+        (name = "console", description = "The web console's pages (docs/console.md)"),
+    ),
 )]
 struct OrchestratorApi;
 

@@ -196,6 +196,9 @@ async fn built_assets_are_served_under_console_and_settings_name_the_tools() {
 
     let missing = browser().get(stack.url("/console/assets/nope.js")).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    // Found by the contract run: this 404 had an empty body and no content type.
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
     let escape = browser().get(stack.url("/console/..%2f..%2fCargo.toml")).send().await.unwrap();
     assert_eq!(escape.status(), StatusCode::NOT_FOUND, "no way out of the assets folder");
 

@@ -29,6 +29,11 @@ async fn every_route_needs_a_valid_token() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    // Found by the contract run: a plain GET of the WebSocket route was a text/plain 400.
+    let resp = stack.get("/api/ws", Role::Learner).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "websocket_required", "{body}");
     stack.stop().await;
 }
 
