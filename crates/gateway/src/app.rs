@@ -239,7 +239,12 @@ impl Live<'_> {
         let store = ConfigStore::new(service, initial, self.metrics.clone())
             .map_err(|err| anyhow::anyhow!("initial configuration of {service} is invalid: {err:?}"))?;
         let admin = service_kit::app::observed(
-            service_kit::app::internal_routes(self.metrics.clone(), store.clone(), self.keys.clone(), self.ready),
+            service_kit::app::with_json_fallbacks(service_kit::app::internal_routes(
+                self.metrics.clone(),
+                store.clone(),
+                self.keys.clone(),
+                self.ready,
+            )),
             self.metrics.clone(),
         );
         let active = Arc::new(AtomicBool::new(false));

@@ -120,3 +120,19 @@ async fn the_user_and_observability_gateways_keep_their_learner_knobs() {
         assert_eq!(config_values(&gw).await["values"]["upstream"], knobs["upstream"], "{role:?}");
     }
 }
+
+// Found by the contract run: the admin listener answered unknown paths with an empty 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_unknown_paths_and_methods_in_json() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(settings(GatewayRole::Control, &upstream.url()));
+    let resp = http().get(gw.admin_url("/config/nope")).bearer_auth(token(Role::Learner)).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let resp = http().post(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(resp.headers().contains_key("allow"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+}

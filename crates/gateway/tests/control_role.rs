@@ -168,6 +168,12 @@ async fn control_gateway_forwards_the_console_pages_without_a_token() {
     assert_eq!(upstream.seen()[3].query.as_deref(), Some("code=abc"));
     // The orchestrator's API next door still needs a token.
     assert_eq!(http().get(gw.url("/api/runs")).send().await.unwrap().status(), 401);
+    // Found by the contract run: `Allow` listed POST for every console page.
+    let resp = http().post(gw.url("/console/login")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET,HEAD"));
+    let resp = http().post(gw.url("/console/logout")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the one console POST is forwarded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

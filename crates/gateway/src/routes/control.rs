@@ -23,10 +23,8 @@ pub fn router(state: Arc<ServicesState>) -> Router {
             "/api/services/{service}/config",
             get(service_config).patch(service_config).put(service_config).delete(service_config),
         )
-        .route(
-            "/api/services/{service}/config/{*rest}",
-            get(service_config_sub).patch(service_config_sub).put(service_config_sub).delete(service_config_sub),
-        )
+        // The sub-resources (`schema`, `history`) are read-only at every service.
+        .route("/api/services/{service}/config/{*rest}", get(service_config_sub))
         .route("/api/services/{service}/metrics", get(service_metrics))
         .route("/api/scenarios", get(orchestrator))
         .route("/api/scenarios/{id}", get(orchestrator))
@@ -42,7 +40,9 @@ pub fn router(state: Arc<ServicesState>) -> Router {
         .route("/", get(orchestrator))
         .route("/console", get(orchestrator))
         .route("/console/", get(orchestrator))
-        .route("/console/{*rest}", get(orchestrator).post(orchestrator))
+        // Exactly the methods the orchestrator serves, so a 405's `Allow` is the truth.
+        .route("/console/logout", post(orchestrator))
+        .route("/console/{*rest}", get(orchestrator))
         .with_state(state)
 }
 
@@ -94,24 +94,7 @@ pub async fn list_services(State(state): State<Arc<ServicesState>>) -> Json<Serv
 }
 
 /// A service's `/config` (read, merge-patch, replace, reset), forwarded with the caller's token.
-#[utoipa::path(
-    method(get, patch, put, delete),
-    path = "/api/services/{service}/config",
-    tag = "control",
-    security(("bearer" = [])),
-    params(("service" = String, Path, description = "Service name, see `GET /api/services`")),
-    request_body(content = Object, content_type = "application/json", description = "PATCH: merge patch; PUT: whole document"),
-    responses(
-        (status = 200, description = "The service's answer, passed through"),
-        (status = 400, body = service_kit::error::ErrorBody, description = "Rejected change; names the field and rule"),
-        (status = 401, body = service_kit::error::ErrorBody),
-        (status = 403, body = service_kit::error::ErrorBody, description = "The role may not change a field"),
-        (status = 404, body = service_kit::error::ErrorBody, description = "Unknown service"),
-        (status = 502, body = service_kit::error::ErrorBody, description = "The service is unreachable"),
-        (status = 503, body = service_kit::error::ErrorBody, description = "Upstream pool saturated; see Retry-After"),
-        (status = 504, body = service_kit::error::ErrorBody, description = "The service did not answer in time"),
-    ),
-)]
+/// Documented per method in `crate::openapi`.
 pub async fn service_config(
     State(state): State<Arc<ServicesState>>,
     path: Result<Path<ServicePath>, PathRejection>,
@@ -184,23 +167,7 @@ pub fn csrf_check(method: &http::Method, headers: &http::HeaderMap) -> Result<()
     Ok(())
 }
 
-/// Sub-resources of a service's `/config`: `schema`, `history`.
-#[utoipa::path(
-    method(get, patch, put, delete),
-    path = "/api/services/{service}/config/{rest}",
-    tag = "control",
-    security(("bearer" = [])),
-    params(
-        ("service" = String, Path, description = "Service name"),
-        ("rest" = String, Path, description = "Path below `/config`, e.g. `schema` or `history`"),
-    ),
-    responses(
-        (status = 200, description = "The service's answer, passed through"),
-        (status = 401, body = service_kit::error::ErrorBody),
-        (status = 404, body = service_kit::error::ErrorBody),
-        (status = 502, body = service_kit::error::ErrorBody),
-    ),
-)]
+/// Sub-resources of a service's `/config`: `schema`, `history` (documented in `crate::openapi`).
 pub async fn service_config_sub(
     State(state): State<Arc<ServicesState>>,
     path: Result<Path<ServicePath>, PathRejection>,

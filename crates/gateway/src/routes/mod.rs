@@ -45,9 +45,6 @@ pub const CONTROL_ROUTES: &[&str] = &[
     "PUT /api/services/{service}/config",
     "DELETE /api/services/{service}/config",
     "GET /api/services/{service}/config/{*rest}",
-    "PATCH /api/services/{service}/config/{*rest}",
-    "PUT /api/services/{service}/config/{*rest}",
-    "DELETE /api/services/{service}/config/{*rest}",
     // Forwarded to the orchestrator (`ORCHESTRATOR_ROUTES`): keep these last.
     "GET /api/scenarios",
     "GET /api/scenarios/{id}",
@@ -76,7 +73,7 @@ pub const CONSOLE_ROUTES: &[&str] = &[
 
 /// The control routes forwarded unchanged to the service named `orchestrator`; `GET /api/ws`
 /// is a WebSocket tunnel.
-pub const ORCHESTRATOR_ROUTES: &[&str] = CONTROL_ROUTES.split_at(CONTROL_ROUTES.len() - 9).1;
+pub const ORCHESTRATOR_ROUTES: &[&str] = CONTROL_ROUTES.split_at(CONTROL_ROUTES.len() - 10).1;
 
 /// The service the orchestrator routes go to (`--service orchestrator=URL`).
 pub const ORCHESTRATOR: &str = "orchestrator";
