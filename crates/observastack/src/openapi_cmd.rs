@@ -20,30 +20,61 @@ pub struct OpenapiArgs {
     pub check: bool,
 }
 
-/// Every service's document as `(file name, pretty JSON with a trailing newline)`.
+/// Every service's document as `(file name, pretty JSON with a trailing newline)`. Each
+/// service's `/config` routes carry its own config schema, the one `GET /config/schema` serves;
+/// the gateways' forwarded routes carry the shop's and the orchestrator's descriptions.
 pub fn documents() -> anyhow::Result<Vec<(String, String)>> {
+    use service_kit::config::json_schema;
     // The shop serves the shared internal routes on its own listener, so its document has them;
     // the gateways serve them on their admin listeners, described once in `internal.json`.
+    let with_config = |mut doc: serde_json::Value, config: serde_json::Value, name: &str| {
+        service_kit::openapi::add_config_schema(&mut doc, config)
+            .map_err(|e| anyhow::anyhow!("the config schema of {name}: {e}"))?;
+        anyhow::Ok(doc)
+    };
     let mut shop = shop::openapi();
     shop.merge(service_kit::openapi::internal_api());
+    let shop = with_config(serde_json::to_value(shop)?, json_schema::<shop::config::ShopConfig>()?, "shop")?;
     let mut runner = runner::openapi();
     runner.merge(service_kit::openapi::internal_api());
+    let runner = with_config(serde_json::to_value(runner)?, json_schema::<runner::config::RunnerConfig>()?, "runner")?;
     let mut orchestrator = orchestrator::openapi();
     orchestrator.merge(service_kit::openapi::internal_api());
+    let orchestrator = with_config(
+        serde_json::to_value(orchestrator)?,
+        json_schema::<orchestrator::config::OrchestratorConfig>()?,
+        "orchestrator",
+    )?;
+    // Every gateway role has the same config shape (only which fault keys `check` accepts
+    // differs), so one document describes the three admin listeners.
     let mut internal = service_kit::openapi::internal_api();
-    internal.info.title = "ObservaStack internal routes (every service; gateways: admin listener)".to_owned();
-    let mut docs = vec![
-        ("shop.json".to_owned(), shop),
-        ("orchestrator.json".to_owned(), orchestrator),
-        ("runner.json".to_owned(), runner),
-        ("internal.json".to_owned(), internal),
-    ];
+    internal.info.title = "ObservaStack gateways' admin listener".to_owned();
+    internal.info.description = Some(
+        "The routes every service serves (`/healthz`, `/readyz`, `/metrics`, `/config`), here with the \
+         gateways' config; each service's own document has them with its config."
+            .to_owned(),
+    );
+    let internal =
+        with_config(serde_json::to_value(internal)?, json_schema::<gateway::GatewayConfig>()?, "the gateways")?;
+    let mut docs = Vec::new();
     for role in [GatewayRole::User, GatewayRole::Control, GatewayRole::Observability] {
-        docs.push((format!("{}.json", role.service_name()), gateway::openapi(role)));
+        let doc = gateway::openapi::document(role, &shop, &orchestrator)
+            .map_err(|e| anyhow::anyhow!("the {} document: {e}", role.service_name()))?;
+        docs.push((format!("{}.json", role.service_name()), doc));
     }
+    docs.splice(
+        0..0,
+        [
+            ("shop.json".to_owned(), shop),
+            ("orchestrator.json".to_owned(), orchestrator),
+            ("runner.json".to_owned(), runner),
+            ("internal.json".to_owned(), internal),
+        ],
+    );
     docs.into_iter()
-        .map(|(name, doc)| {
-            let mut text = doc.to_pretty_json().with_context(|| format!("serialising {name}"))?;
+        .map(|(name, mut doc)| {
+            service_kit::openapi::fix_link_names(&mut doc);
+            let mut text = serde_json::to_string_pretty(&doc).with_context(|| format!("serialising {name}"))?;
             text.push('\n');
             Ok((name, text))
         })
