@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, the whole workspace's tests against a real PostgreSQL,
-# the deploy and observability checks, the console in Chromium on the native stack, and the
-# Docker Compose stack on a real Docker Engine. Installs and starts whatever the tests need.
+# the deploy and observability checks, the OpenAPI contracts and the console in Chromium on the
+# native stack, and the Docker Compose stack on a real Docker Engine. Installs and starts
+# whatever the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,8 @@ echo "== deploy checks (compose, Dockerfile, workflows, Gitpod, terraform)" >&2
 bash scripts/check-deploy.sh
 echo "== observability checks (promtool, dashboards, real Prometheus on the native stack)" >&2
 bash scripts/check-observability.sh
+echo "== contracts (Schemathesis on every OpenAPI document of docs/api/, native stack)" >&2
+bash scripts/check-contracts.sh
 echo "== console e2e (headless Chromium against the real stack)" >&2
 bash scripts/test-console.sh
 echo "== Docker Compose stack on a real Docker Engine (images from the binaries built above)" >&2
