@@ -208,20 +208,24 @@ async fn ingest(
 #[into_params(parameter_in = Query)]
 struct DashboardParams {
     /// Start of the window (RFC 3339); default one hour before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// End of the window (RFC 3339); default now. At most 31 days after `from`.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
     /// Only this service's facts.
     service: Option<String>,
     /// `none` (default), `path_template`, `method` or `service`.
+    #[param(pattern = "^(none|path_template|method|service)?$")]
     group_by: Option<String>,
     /// Step of the series: a multiple of 60 from 60 to 86400; default chosen from the window.
+    #[param(minimum = 60, maximum = 86_400, multiple_of = 60)]
     step_seconds: Option<i64>,
 }
 
 fn parse_ts(field: &str, value: Option<&str>, default: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
     match value {
-        None | Some("") => Ok(default),
+        None => Ok(default),
         Some(v) => DateTime::parse_from_rfc3339(v)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|_| ApiError::field(field, "rfc3339", "must be an RFC 3339 timestamp")),
@@ -288,8 +292,10 @@ async fn get_dashboard(
 #[into_params(parameter_in = Query)]
 struct WindowParams {
     /// Start of the window (RFC 3339); default one hour before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
-    /// End of the window (RFC 3339); default now.
+    /// End of the window (RFC 3339); default now. At most 31 days after `from`.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
 }
 
@@ -327,6 +333,7 @@ async fn get_services(
 #[serde(deny_unknown_fields)]
 struct SqlRequest {
     /// One read-only statement (no DDL, DML or SET) over `request_facts` and `metrics_1m`.
+    #[schema(min_length = 1, pattern = r"\S")]
     sql: String,
 }
 
@@ -425,12 +432,14 @@ async fn rollup(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
 #[into_params(parameter_in = Query)]
 struct RecomputeParams {
     /// Start of the window (RFC 3339).
+    #[param(value_type = String, format = DateTime)]
     from: String,
-    /// End of the window (RFC 3339), after `from`.
+    /// End of the window (RFC 3339), after `from` and at most 31 days after it.
+    #[param(value_type = String, format = DateTime)]
     to: String,
 }
 
-/// `POST /api/v1/recompute?from=…&to=…`: rebuilds `metrics_1m` for the window.
+/// `POST /api/v1/recompute?from=…&to=…`: rebuilds `metrics_1m` for the window (at most 31 days).
 #[utoipa::path(post, path = "/api/v1/recompute", tag = "facts", security(("bearer" = [])), params(RecomputeParams),
     responses(
         (status = 200, body = RollupOutcome),
@@ -447,6 +456,11 @@ async fn recompute(
     let to = parse_ts("to", Some(&p.to), Utc::now())?;
     if from >= to {
         return Err(ApiError::field("from", "before_to", "must be before `to`"));
+    }
+    // Rebuilt a day at a time under the maintenance lock: a window of centuries would hold
+    // flushes and rollups for hours.
+    if (to - from).num_seconds() > MAX_WINDOW_SECS {
+        return Err(ApiError::field("to", "max_window", "the window may span at most 31 days"));
     }
     Ok(Json(state.engine.recompute(from, to).await?).into_response())
 }

@@ -50,6 +50,23 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// [`openapi`] as JSON, with the lake's config schema on its `/config` routes (the one
+/// `GET /config/schema` serves), as the `observastack openapi` documents carry theirs.
+pub fn openapi_json() -> anyhow::Result<serde_json::Value> {
+    let mut doc = serde_json::to_value(openapi())?;
+    let config = service_kit::config::json_schema::<FactsConfig>()?;
+    service_kit::openapi::add_config_schema(&mut doc, config)
+        .map_err(|e| anyhow::anyhow!("the config schema of facts: {e}"))?;
+    // A JSON body is one fact or a non-empty array of them (utoipa can describe neither the
+    // choice nor `minItems` on a request body's `Vec`).
+    let fact = serde_json::json!({ "$ref": "#/components/schemas/RequestFact" });
+    let body = doc
+        .pointer_mut("/paths/~1api~1v1~1facts/post/requestBody/content/application~1json/schema")
+        .ok_or_else(|| anyhow::anyhow!("the document has no JSON body for POST /api/v1/facts"))?;
+    *body = serde_json::json!({ "oneOf": [fact, { "type": "array", "items": fact, "minItems": 1 }] });
+    Ok(doc)
+}
+
 /// A built facts service: bound listener, engine and router, ready to serve.
 #[derive(Debug)]
 pub struct Application {
@@ -207,7 +224,8 @@ mod tests {
         ] {
             assert!(paths.contains(&path), "{path} is missing from {paths:?}");
         }
-        let mut current = doc.to_pretty_json().unwrap_or_else(|e| panic!("{e}"));
+        let doc = super::openapi_json().unwrap_or_else(|e| panic!("{e:#}"));
+        let mut current = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| panic!("{e}"));
         current.push('\n');
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api/facts.json");
         let stored = std::fs::read_to_string(&path).unwrap_or_default();

@@ -14,23 +14,32 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestFact {
     /// Assigned (UUIDv7) when the fact comes without one.
-    #[schema(required = false)]
+    #[schema(required = false, value_type = Option<String>, format = Uuid)]
     pub event_id: Uuid,
+    /// In UTC (`Z` or `+00:00`), from 2000-01-01 to at most 300 s in the future.
+    #[schema(pattern = r"(Z|z|[+-]00:00)$")]
     pub event_time: DateTime<Utc>,
+    /// 1–64 characters of a-z, 0-9, `-`, `_`.
     #[serde(with = "shared_str")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$")]
     pub service: Arc<str>,
     #[serde(with = "shared_str")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$")]
     pub method: Arc<str>,
-    /// The matched route template, never the raw path.
+    /// The matched route template, never the raw path: starts with `/`, at most 256 characters,
+    /// no query, fragment or whitespace, and ids only as placeholders (`{id}`, `:id`, `*`), never
+    /// as numeric, UUID or hex segments.
     #[serde(with = "shared_str")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 256, pattern = r"^/[^?#\s\x00-\x1f\x7f-\x9f]*$")]
     pub path_template: Arc<str>,
+    #[schema(minimum = 100, maximum = 599)]
     pub status_code: u16,
+    /// From 0 to 3 600 000 (one hour).
+    #[schema(minimum = 0, maximum = 3_600_000)]
     pub latency_ms: f64,
+    /// 1–64 characters, no control characters.
     #[serde(with = "shared_opt_str", default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub user_agent_family: Option<Arc<str>>,
 }
 
