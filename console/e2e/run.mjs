@@ -27,6 +27,13 @@ async function step(name, f) {
   }
 }
 
+/** "Discard edits" and wait for the reloaded form: until it arrives the old one is still shown
+ * (inert), and an edit made to it would be thrown away by the reload. */
+async function discardEdits() {
+  await page.getByRole('button', { name: 'Discard edits' }).click();
+  await page.waitForFunction(() => !document.querySelector('[aria-busy="true"]') && !document.querySelector('form[inert]'));
+}
+
 /** The stack's API through the page, i.e. with the browser's cookie and nothing else. */
 function apiInPage(method, path, body, headers = { 'x-observastack-csrf': '1' }) {
   return page.evaluate(
@@ -170,7 +177,7 @@ try {
   await step('08b-forbidden-field-shows-the-reason', async () => {
     // The faults are the scenario's: the form shows them read-only. Forced open (as a crafted
     // request would be), the service's 403 is shown with its reason and the fields it names.
-    await page.getByRole('button', { name: 'Discard edits' }).click();
+    await discardEdits();
     // The reloaded form (step 08 left 5000 in the pool size).
     await page.waitForFunction(() => document.querySelector('[data-field="workers.max_concurrent"]')?.value === '64');
     const faults = page.locator('[data-field="faults"]');
@@ -190,13 +197,13 @@ try {
     const after = JSON.parse((await apiInPage('GET', '/api/services/shop/config')).body);
     assert.equal(after.revision, revisionBefore, 'the refused change left the revision alone');
     // Reloaded, the refused field stays read-only and says why.
-    await page.getByRole('button', { name: 'Discard edits' }).click();
+    await discardEdits();
     await page.locator('[data-refused="shop"]').filter({ hasText: 'may not change' }).waitFor();
     assert.equal(await page.locator('[data-field="faults"]').getAttribute('readonly'), '');
   });
 
   await step('09-fix-diff-before-apply', async () => {
-    await page.getByRole('button', { name: 'Discard edits' }).click();
+    await discardEdits();
     // The reloaded form shows the live values: the bad release and the untouched pool.
     await page.waitForFunction(() =>
       document.querySelector('[data-field="release.version"]')?.value === '2.4.1'

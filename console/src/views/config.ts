@@ -140,11 +140,32 @@ export class ConfigPanel {
     }
   }
 
+  /** Counts loads, so a slow answer never replaces the form a later load (another service, a
+   * second "Discard edits") already showed. */
+  private loads = 0;
+
   private async load(service: string): Promise<void> {
+    const ticket = ++this.loads;
     this.service = service;
     this.status.textContent = '';
+    // Until the fresh values arrive the old form is still on screen: edits made to it now would
+    // be thrown away, so it says it is loading and takes none.
+    this.formBox.setAttribute('aria-busy', 'true');
+    this.formBox.querySelector('form')?.setAttribute('inert', '');
     const base = `/api/services/${encodeURIComponent(service)}/config`;
-    const [view, schema] = await Promise.all([api<ConfigView>('GET', base), api<Schema>('GET', `${base}/schema`)]);
+    let view: ConfigView;
+    let schema: Schema;
+    try {
+      [view, schema] = await Promise.all([api<ConfigView>('GET', base), api<Schema>('GET', `${base}/schema`)]);
+    } catch (err) {
+      if (ticket === this.loads) {
+        this.formBox.removeAttribute('aria-busy');
+        this.formBox.querySelector('form')?.removeAttribute('inert');
+        this.status.textContent = `Could not load ${service}'s configuration: ${err instanceof ApiError ? err.message : 'the request failed'}.`;
+      }
+      return;
+    }
+    if (ticket !== this.loads) return;
     this.defs = ((schema.$defs ?? schema.definitions ?? {}) as Record<string, Schema>);
     this.revision = view.revision;
     this.fields = [];
@@ -173,6 +194,7 @@ export class ConfigPanel {
       locked ? null : h('p', { class: 'row' }, review, h('button', { type: 'button', onclick: () => void this.load(service) }, 'Discard edits')),
       diffBox);
     clear(this.formBox, form);
+    this.formBox.removeAttribute('aria-busy');
     await this.loadHistory(service);
   }
 
