@@ -183,9 +183,10 @@ fn plan(args: &UpArgs, keys: &KeyPlan<'_>, facts_dir: Option<&Path>) -> anyhow::
         std::path::absolute(&args.console_dir).unwrap_or_else(|_| args.console_dir.clone()).display().to_string(),
     );
     if facts_dir.is_some() {
-        // The console's Observability tab embeds the lake's Service Health page.
+        // The console's Observability tab embeds the lake's Service Health page, read through
+        // the observability gateway (read-only) as under Compose, not from the lake's own port.
         orchestrator_args.push("--service-health-url".to_owned());
-        orchestrator_args.push(format!("{facts_url}/dashboard"));
+        orchestrator_args.push(format!("http://{}/facts/dashboard", addr(ports::OBSERVABILITY, o)));
     }
     for dir in &args.scenarios {
         orchestrator_args.push("--scenarios".to_owned());
@@ -521,8 +522,7 @@ fn print_summary(args: &UpArgs, token: &str, login_code: &str, logs: &Path) {
         format!("  control gateway        {control}            JWT required (token below)"),
         format!("  observability gateway  {observability}            e.g. {observability}/api/services/shop/metrics"),
         format!(
-            "  service health         http://{}/dashboard   (facts lake; API /api/v1/dashboard)",
-            addr(ports::FACTS, o)
+            "  service health         {observability}/facts/dashboard   (the lake, through the observability gateway)"
         ),
         String::new(),
         "  learner token (valid 12 h; mint more with `observastack token`):".to_owned(),
@@ -648,7 +648,7 @@ mod tests {
 
         let specs = plan(&args, &keys, Some(Path::new("/state/facts"))).unwrap();
         let orchestrator = specs.iter().find(|s| s.name == "orchestrator").map(|s| s.args.join(" ")).unwrap();
-        assert!(orchestrator.contains("--service-health-url http://127.0.0.1:8104/dashboard"), "{orchestrator}");
+        assert!(orchestrator.contains("--service-health-url http://127.0.0.1:8082/facts/dashboard"), "{orchestrator}");
         assert!(orchestrator.contains("--service gateway-control=http://127.0.0.1:8112"), "{orchestrator}");
         let observability = specs.iter().find(|s| s.name == "gateway-observability").map(|s| s.args.join(" ")).unwrap();
         assert!(observability.contains("--service facts=http://127.0.0.1:8104"), "{observability}");
