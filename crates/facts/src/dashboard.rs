@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
 use crate::FastMap;
-use crate::engine::{Engine, RAW_COLUMNS, RawAccumulator, RowRef, read_metrics};
 use crate::markers::Marker;
+use crate::pipeline::{Engine, RAW_COLUMNS, RawAccumulator, RowRef, read_metrics};
 use crate::{read, sketch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, utoipa::ToSchema)]

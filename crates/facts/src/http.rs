@@ -23,10 +23,10 @@ use crate::access::{self, Gate};
 use crate::config::FactsConfig;
 use crate::dashboard::Dashboard;
 use crate::dashboard::{self, GroupBy};
-use crate::engine::{Engine, IngestOutcome, RollupOutcome};
 use crate::markers::MarkerSource;
 use crate::model::EventIds;
 use crate::model::RequestFact;
+use crate::pipeline::{Engine, IngestOutcome, RollupOutcome};
 use crate::sql::{SqlFailure, SqlRunner};
 use crate::validate::{self, BatchRejection};
 

@@ -5,12 +5,12 @@
 pub mod access;
 pub mod config;
 pub mod dashboard;
-pub mod engine;
 pub mod http;
 pub mod lake;
 pub mod markers;
 pub mod model;
 pub mod objstore;
+pub mod pipeline;
 pub mod read;
 pub mod sketch;
 pub mod sql;
@@ -37,8 +37,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::FactsConfig;
-pub use engine::{Engine, Settings};
 pub use model::RequestFact;
+pub use pipeline::{Engine, Settings};
 
 /// Service name in metrics, logs and `/config`.
 pub const SERVICE: &str = "facts";

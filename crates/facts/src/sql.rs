@@ -16,8 +16,8 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use serde_json::{Value, json};
 
 use crate::config::SqlLimits;
-use crate::engine::Engine;
 use crate::lake::{FACTS_TABLE, METRICS_TABLE};
+use crate::pipeline::Engine;
 use crate::sqltable::SnapshotTable;
 
 /// Why a statement gave no rows.

@@ -175,7 +175,7 @@ mod tests {
 
     use super::*;
     use crate::RequestFact;
-    use crate::engine::{Engine, Settings};
+    use crate::pipeline::{Engine, Settings};
     use crate::read::ts_lit;
 
     fn fact(at: DateTime<Utc>) -> RequestFact {

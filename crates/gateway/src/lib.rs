@@ -9,7 +9,6 @@
 
 mod app;
 pub mod cli;
-pub mod config;
 mod http1;
 pub mod openapi;
 mod pool;
@@ -23,3 +22,6 @@ pub use config::{GatewayConfig, UpstreamConfig};
 pub use openapi::openapi;
 pub use routes::{CONTROL_ROUTES, OBSERVABILITY_ROUTES, USER_ROUTES};
 pub use settings::{GatewayRole, ServiceTarget, Settings, UpstreamUrl};
+/// A gateway's `/config` types and its roles' route lists, kept in `stack-config` so the
+/// orchestrator can check scenarios against them without depending on the gateway.
+pub use stack_config::gateway as config;

@@ -5,7 +5,7 @@
 //! [`UpstreamPool`] slots are shared by all threads.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Json;
@@ -26,7 +26,6 @@ use crate::http1::client::{ConnPool, Extra, Guarded, SendError};
 use crate::http1::codec::{HOP_BY_HOP, is_hop_by_hop, write_field};
 use crate::http1::server::{RawRequest, Reply};
 use crate::pool::{Outcome, OutcomeCounters, PoolHandle, Refusal, Slot, UpstreamPool};
-use crate::server::forwarded_for;
 use crate::settings::UpstreamUrl;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -448,6 +447,11 @@ pub fn error_response(status: StatusCode, code: &str, message: String) -> Respon
 /// 502: the upstream refused the connection, reset it, or answered with garbage.
 pub fn bad_gateway(message: String) -> Response {
     error_response(StatusCode::BAD_GATEWAY, "bad_gateway", message)
+}
+
+/// The `x-forwarded-for` entry of a client.
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]

@@ -3,12 +3,11 @@
 //! graceful drain on shutdown. Connections may be upgraded (WebSocket through the control
 //! gateway), which hyper-util's `GracefulShutdown` cannot watch, so the drain is done here.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,6 +19,7 @@ use tower::Service;
 use service_kit::server::{ACCEPT_BACKOFF, spawn_connection, wait_for_drain};
 
 use crate::http1::server as http1_server;
+use crate::proxy::forwarded_for;
 use crate::routes::Front;
 use crate::routes::user::UserConnection;
 
@@ -113,11 +113,6 @@ pub async fn serve(
     drop(listener);
     drop(live_rx);
     wait_for_drain(live_tx, drain).await;
-}
-
-/// The `x-forwarded-for` entry of a client.
-pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
-    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]

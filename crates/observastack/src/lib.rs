@@ -3,7 +3,6 @@
 //! `openapi` (the services' API documents), `facts` (the request-fact lake) and `scenario` (`lint` scenario files offline,
 //! `verify` them against a real stack; list, show, start, watch and stop runs through the control gateway).
 
-pub mod catalog;
 pub mod config_cmd;
 pub mod facts_cmd;
 pub mod load_cmd;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use runner::client::Endpoint;
-use runner::engine::{Engine, EngineOptions, Plan};
+use runner::load::{Engine, EngineOptions, Plan};
 use runner::plan::planned_count;
 use runner::stats::{JourneySummary, Stats, Summary};
 use scenario::load::{LoadSpec, MAX_RATE, Mix, Pattern, RateStep};

@@ -10,7 +10,7 @@ use scenario::Diagnostic;
 
 use crate::scenario_run_cmd::{self as runs, Control, ControlArgs};
 use crate::scenario_verify::{self, VerifyArgs};
-use crate::{catalog, ui, watch};
+use crate::{ui, watch};
 
 #[derive(Debug, clap::Args)]
 pub struct ScenarioArgs {
@@ -119,7 +119,7 @@ pub async fn run(state_dir: &Path, args: ScenarioArgs) -> anyhow::Result<ExitCod
 }
 
 fn lint(paths: &[PathBuf], deny_warnings: bool) -> anyhow::Result<ExitCode> {
-    let services = catalog::services()?;
+    let services = stack_config::service_catalog()?;
     let (files, mut diagnostics) = scenario::find_files(paths);
     let (_, found) = scenario::load_files(&files, &services);
     diagnostics.extend(found);

@@ -34,7 +34,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::scenario_run_cmd::{Refusal, clock, secs_text, table};
 use crate::up::{self, FactLake, Stack, UpArgs, ports};
 use crate::watch::{sli_text, ws_url};
-use crate::{catalog, state, ui};
+use crate::{state, ui};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
@@ -226,7 +226,7 @@ type Linted = Vec<(PathBuf, Scenario)>;
 /// Lints every file as `scenario lint` does and prints the diagnostics. Returns the files that
 /// have no error, and a failed report for each one that has.
 fn lint(paths: &[PathBuf]) -> anyhow::Result<(Linted, Vec<Report>)> {
-    let services = catalog::services()?;
+    let services = stack_config::service_catalog()?;
     let (files, mut diagnostics) = scenario::find_files(paths);
     let (loaded, found) = scenario::load_files(&files, &services);
     diagnostics.extend(found);

@@ -368,7 +368,7 @@ fn apply(source: &str, edits: &[Edit]) -> String {
 
 #[test]
 fn mutated_scenario_files_get_diagnostics_with_a_line_and_a_field_never_a_panic() {
-    let catalog = observastack::catalog::services().unwrap();
+    let catalog = stack_config::service_catalog().unwrap();
     let mut sources = Vec::new();
     for entry in std::fs::read_dir(workspace().join("scenarios")).unwrap() {
         let path = entry.unwrap().path();

@@ -38,7 +38,7 @@ fn every_shipped_scenario_lints_clean_through_the_cli() {
 
 #[test]
 fn every_shipped_scenario_loads_through_the_library() {
-    let catalog = observastack::catalog::services().unwrap();
+    let catalog = stack_config::service_catalog().unwrap();
     let (scenarios, diagnostics) = scenario::load_dir(&[shipped()], &catalog);
     assert!(diagnostics.is_empty(), "{diagnostics:#?}");
     let mut ids: Vec<_> = scenarios.iter().map(|s| s.id.as_str()).collect();
@@ -117,7 +117,7 @@ fn a_missing_path_is_an_error_and_duplicate_ids_across_folders_are_rejected() {
 /// (it may not depend on them). Regenerate with `OBSERVASTACK_BLESS=1 cargo test -p observastack`.
 #[test]
 fn the_service_snapshot_used_by_the_scenario_tests_is_current() {
-    let catalog = observastack::catalog::services().unwrap();
+    let catalog = stack_config::service_catalog().unwrap();
     let mut services = Map::new();
     for name in catalog.names() {
         let spec = catalog.get(name).unwrap();

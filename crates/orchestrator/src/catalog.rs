@@ -45,7 +45,7 @@ impl Catalog {
     /// with errors is skipped and reported in the log, so one broken community scenario does
     /// not keep the others from being offered; a folder that cannot be read fails start-up.
     pub fn load(dirs: &[PathBuf]) -> anyhow::Result<Self> {
-        let services = crate::services::service_catalog()?;
+        let services = stack_config::service_catalog()?;
         let (scenarios, diagnostics) = scenario::load_dir(dirs, &services);
         for diagnostic in &diagnostics {
             if diagnostic.rule == "io" && dirs.contains(&diagnostic.file) {

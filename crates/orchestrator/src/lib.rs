@@ -11,13 +11,13 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod console;
-pub mod engine;
 pub mod grading;
 pub mod hub;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod run_loop;
 pub mod services;
 pub mod store;
 pub mod ws;
@@ -159,7 +159,7 @@ impl Application {
         let services = Services::new(settings.services.clone(), signer.clone(), settings.service_timeout)?;
         let config = service_kit::ConfigStore::new(SERVICE, config::OrchestratorConfig::default(), metrics.clone())
             .map_err(|e| anyhow::anyhow!("the orchestrator's default config is invalid: {e}"))?;
-        let shared = Arc::new(engine::Shared {
+        let shared = Arc::new(run_loop::Shared {
             db: db.clone(),
             hub,
             services,
@@ -202,7 +202,7 @@ impl Application {
     {
         // Flipped when shutdown begins, so the run engine and the WebSocket clients let go at
         // once (consoles get a close frame instead of waiting out the drain). Dropped with
-        // this future too, which stops them just the same (see `engine::spawn`).
+        // this future too, which stops them just the same (see `run_loop::spawn`).
         let stopping = self.shutdown;
         let shutdown = async move {
             shutdown.await;

@@ -11,9 +11,9 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
-use crate::engine::{self, RunHandle, Shared};
 use crate::model::{Entry, Milestone, MilestoneName, RunState, StateMessage, TimelineEntry, WsMessage};
 use crate::plan::Plan;
+use crate::run_loop::{self, RunHandle, Shared};
 use crate::store::{self, InsertError, RunRow};
 
 pub struct Orchestrator {
@@ -98,7 +98,7 @@ impl Orchestrator {
         store::append_event(&self.shared.db, run.id, &first).await.map_err(internal)?;
         self.shared.metrics.runs.with_label_values(&["started"]).inc();
         tracing::info!(run_id = %run.id, scenario = %run.scenario_id, time_scale, by = %caller.subject, "run started");
-        *active = Some(engine::spawn(self.shared.clone(), run.clone(), plan, &[first], false, self.shutdown.clone()));
+        *active = Some(run_loop::spawn(self.shared.clone(), run.clone(), plan, &[first], false, self.shutdown.clone()));
         Ok(run)
     }
 
@@ -167,7 +167,7 @@ impl Orchestrator {
         match plan {
             Some(Ok(plan)) => {
                 *self.active.lock().await =
-                    Some(engine::spawn(self.shared.clone(), run, plan, &history, true, self.shutdown.clone()));
+                    Some(run_loop::spawn(self.shared.clone(), run, plan, &history, true, self.shutdown.clone()));
             }
             other => {
                 let reason = match other {

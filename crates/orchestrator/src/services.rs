@@ -185,25 +185,6 @@ impl Services {
     }
 }
 
-/// The services scenarios may patch, described from their real config types, so a scenario's
-/// patches are validated exactly as the services' `/config` would validate them.
-pub fn service_catalog() -> anyhow::Result<scenario::catalog::ServiceCatalog> {
-    Ok(scenario::catalog::ServiceCatalog::new()
-        .with(spec::<shop::ShopConfig>("shop")?)
-        .with(spec::<gateway::GatewayConfig<gateway::config::User>>("gateway")?))
-}
-
-fn spec<T: service_kit::RuntimeConfig>(name: &str) -> anyhow::Result<scenario::catalog::ServiceSpec> {
-    use scenario::catalog::{Problem, ServiceSpec};
-    let defaults = serde_json::to_value(T::default())?;
-    let schema = serde_json::to_value(schemars::schema_for!(T))?;
-    let spec = ServiceSpec::new(name, defaults, schema, T::instructor_only().iter().copied())?;
-    Ok(spec.with_check(|config| match serde_json::from_value::<T>(config.clone()) {
-        Ok(config) => config.check().into_iter().map(|e| Problem::new(e.field, e.rule, e.message)).collect(),
-        Err(err) => vec![Problem::new("(config)", "type", err.to_string())],
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

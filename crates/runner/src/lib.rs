@@ -5,13 +5,13 @@
 //!
 //! `main.rs` parses flags; [`Application::build`] binds and starts the (idle) load engine;
 //! [`Application::run_until`] follows `/config` and serves until told to stop. Tests run the
-//! same code in-process on port 0. The CLI's `observastack load` drives [`engine::Engine`]
+//! same code in-process on port 0. The CLI's `observastack load` drives [`load::Engine`]
 //! directly.
 
 pub mod client;
 pub mod config;
-pub mod engine;
 pub mod journey;
+pub mod load;
 pub mod metrics;
 pub mod plan;
 pub mod routes;
@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::client::Endpoint;
 pub use crate::config::RunnerConfig;
-use crate::engine::{Engine, EngineOptions, Plan};
+use crate::load::{Engine, EngineOptions, Plan};
 use crate::metrics::RunnerMetrics;
 use crate::stats::Stats;
 

@@ -14,7 +14,7 @@ use scenario::sli::SliSnapshot;
 use service_kit::{ApiError, ConfigStore};
 
 use crate::config::{MAX_WINDOW_SECS, RunnerConfig};
-use crate::engine::Engine;
+use crate::load::Engine;
 use crate::stats::Stats;
 
 #[derive(Clone)]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// A rule a config document breaks, with the dotted field path inside the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,25 +186,8 @@ fn pointer_to_dotted(pointer: &str) -> String {
 }
 
 /// RFC 7396 JSON merge patch: objects merge recursively, `null` removes a key, anything else
-/// replaces. The same merge the services' `PATCH /config` applies.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(target) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                target.remove(key);
-            } else {
-                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
-}
+/// replaces. The same merge the services' `PATCH /config` applies (both use `json-patch`).
+pub use json_patch::merge as merge_patch;
 
 /// The value at a dotted path of a config document.
 pub fn field_value<'a>(config: &'a Value, dotted: &str) -> Option<&'a Value> {

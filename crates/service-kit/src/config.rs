@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::{Mutex, broadcast, watch};
 
 use crate::auth::{Caller, JwtKeys, Role, require_token};
@@ -249,7 +249,7 @@ impl<T: RuntimeConfig> ConfigStore<T> {
                 return Err(ApiError::Validation(unknown));
             }
             let mut merged = current.clone();
-            merge_patch(&mut merged, &patch);
+            json_patch::merge(&mut merged, &patch);
             Ok(merged)
         })
         .await
@@ -459,26 +459,6 @@ fn pointer_to_dotted(pointer: &str) -> String {
         .join(".")
 }
 
-/// RFC 7396: objects merge recursively, `null` removes a key, anything else replaces.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(target) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                target.remove(key);
-            } else {
-                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
-}
-
 /// Field-level differences with dotted paths. Objects present on both sides are walked; a key
 /// present on one side only (a map entry added or removed) is one change at that key.
 fn diff(old: &Value, new: &Value) -> Vec<FieldChange> {
@@ -606,13 +586,6 @@ async fn reset_config<T: RuntimeConfig>(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut doc = json!({"a": {"b": 1, "c": 2}, "d": [1, 2]});
-        merge_patch(&mut doc, &json!({"a": {"b": null, "e": 3}, "d": [3]}));
-        assert_eq!(doc, json!({"a": {"c": 2, "e": 3}, "d": [3]}));
-    }
 
     #[test]
     fn diff_reports_leaves_with_dotted_paths() {

@@ -6,7 +6,6 @@
 //! migrates, seeds and assembles the router; [`Application::run_until`] serves until told to
 //! stop. Tests run the same code in-process on port 0.
 
-pub mod config;
 pub mod db;
 pub mod metrics;
 pub mod params;
@@ -29,12 +28,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi as _;
 
-pub use crate::config::{ROUTES, ShopConfig};
 use crate::db::Database;
 use crate::metrics::ShopMetrics;
 use crate::pricing::{PriceBook, PricingEngine};
 use crate::routes::AppState;
 use crate::workers::{WorkerGate, WorkerPool};
+/// The shop's `/config` types and routes, kept in `stack-config` so the orchestrator can check
+/// scenarios against them without depending on the shop.
+pub use stack_config::shop as config;
+pub use stack_config::shop::{ROUTES, ShopConfig};
 
 /// Service name in metrics, logs, traces and `/config`.
 pub const SERVICE: &str = "shop";

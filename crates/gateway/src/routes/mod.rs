@@ -23,63 +23,12 @@ pub mod control;
 pub mod observability;
 pub mod user;
 
-/// The shop's business routes, the only ones the user gateway forwards (`"<METHOD> <template>"`).
-pub const USER_ROUTES: &[&str] = &[
-    "GET /api/ping",
-    "GET /api/products",
-    "GET /api/products/search",
-    "GET /api/products/{id}",
-    "POST /api/carts",
-    "GET /api/carts/{cart_id}",
-    "POST /api/carts/{cart_id}/items",
-    "POST /api/checkout",
-    "GET /api/orders/{id}",
-];
-
-/// Token-guarded routes of the control gateway (besides `/healthz`).
-pub const CONTROL_ROUTES: &[&str] = &[
-    "GET /api/services",
-    "GET /api/services/{service}/config",
-    "GET /api/services/{service}/metrics",
-    "PATCH /api/services/{service}/config",
-    "PUT /api/services/{service}/config",
-    "DELETE /api/services/{service}/config",
-    "GET /api/services/{service}/config/{*rest}",
-    // Forwarded to the orchestrator (`ORCHESTRATOR_ROUTES`): keep these last.
-    "GET /api/scenarios",
-    "GET /api/scenarios/{id}",
-    "GET /api/runs",
-    "POST /api/runs",
-    "GET /api/runs/current",
-    "POST /api/runs/current/stop",
-    "POST /api/runs/current/give-up",
-    "GET /api/runs/{id}",
-    "POST /api/reset",
-    "GET /api/ws",
-];
-
-/// The console's pages on the control gateway, forwarded to the orchestrator without a token
-/// (see `control::is_console_path`). For the OpenAPI document only: the router matches
-/// `/console/{*rest}`, and route faults do not apply to these pages.
-pub const CONSOLE_ROUTES: &[&str] = &[
-    "GET /",
-    "GET /console",
-    "GET /console/",
-    "GET /console/login",
-    "GET /console/settings.json",
-    "POST /console/logout",
-    "GET /console/{path}",
-];
-
-/// The control routes forwarded unchanged to the service named `orchestrator`; `GET /api/ws`
-/// is a WebSocket tunnel.
-pub const ORCHESTRATOR_ROUTES: &[&str] = CONTROL_ROUTES.split_at(CONTROL_ROUTES.len() - 10).1;
+pub use stack_config::gateway::{
+    CONSOLE_ROUTES, CONTROL_ROUTES, OBSERVABILITY_ROUTES, ORCHESTRATOR_ROUTES, USER_ROUTES,
+};
 
 /// The service the orchestrator routes go to (`--service orchestrator=URL`).
 pub const ORCHESTRATOR: &str = "orchestrator";
-
-/// Read-only routes of the observability gateway (besides `/healthz`).
-pub const OBSERVABILITY_ROUTES: &[&str] = &["GET /api/services", "GET /api/services/{service}/metrics"];
 
 /// Wraps the business routes in the live fault middleware; erases the role's config type.
 pub type FaultLayer = Arc<dyn Fn(Router) -> Router + Send + Sync>;

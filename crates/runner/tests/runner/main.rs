@@ -5,6 +5,6 @@
 #![allow(clippy::unwrap_used)] // Test scaffolding: a failed unwrap is a failed test.
 
 mod api;
-mod engine;
 mod helpers;
 mod journeys;
+mod load;

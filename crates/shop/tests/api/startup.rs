@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use shop::{Application, Settings};
 
-use crate::helpers::{Options, TestDb, public_keys, settings};
+use crate::helpers::{Options, TestDb, public_keys, settings, spawn_app};
 
 async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
     let mut conn = db.connect().await;
@@ -103,5 +103,22 @@ fn openapi_documents_every_business_route() {
     assert_eq!(paths.len(), 9, "only business routes: {:?}", paths.keys().collect::<Vec<_>>());
     for schema in ["Product", "Cart", "Order", "AddItem", "CheckoutRequest", "ErrorBody"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema} schema missing");
+    }
+}
+
+/// `shop::ROUTES` keys the faults, is the user gateway's allow-list and is documented above; here
+/// it is tied to the router: every listed route reaches a handler (no router 404 or 405).
+#[tokio::test]
+async fn the_router_serves_every_listed_route() {
+    let app = spawn_app().await;
+    for route in shop::ROUTES {
+        let (method, template) = route.split_once(' ').unwrap();
+        let path = template.replace("{id}", "1").replace("{cart_id}", "00000000-0000-0000-0000-000000000000");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = app.http.request(method, app.url(&path)).json(&serde_json::json!({})).send().await.unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert_ne!(status, 405, "{route}: {body}");
+        assert!(!body.contains("no route for"), "{route} is not routed: {status} {body}");
     }
 }

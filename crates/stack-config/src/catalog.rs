@@ -1,15 +1,16 @@
 //! The services scenarios may patch, described from their real config types (defaults, JSON
-//! Schema, instructor-only fields, own checks), so lint validates patches exactly as the
-//! services' `/config` would.
+//! Schema, instructor-only fields, their own checks), so a scenario's patches are validated
+//! exactly as the services' `/config` would validate them: by lint, `verify` and the run engine.
 
 use scenario::catalog::{CatalogError, Problem, ServiceCatalog, ServiceSpec};
 use service_kit::RuntimeConfig;
 
+use crate::gateway::{GatewayConfig, User};
+use crate::shop::ShopConfig;
+
 /// `shop` and `gateway` (the user gateway), by the names scenario files use.
-pub fn services() -> anyhow::Result<ServiceCatalog> {
-    Ok(ServiceCatalog::new()
-        .with(spec::<shop::config::ShopConfig>("shop")?)
-        .with(spec::<gateway::GatewayConfig<gateway::config::User>>("gateway")?))
+pub fn service_catalog() -> anyhow::Result<ServiceCatalog> {
+    Ok(ServiceCatalog::new().with(spec::<ShopConfig>("shop")?).with(spec::<GatewayConfig<User>>("gateway")?))
 }
 
 fn spec<T: RuntimeConfig>(name: &str) -> anyhow::Result<ServiceSpec> {
@@ -19,7 +20,8 @@ fn spec<T: RuntimeConfig>(name: &str) -> anyhow::Result<ServiceSpec> {
         .map_err(|CatalogError(e)| anyhow::anyhow!(e))?;
     Ok(spec.with_check(|config| match serde_json::from_value::<T>(config.clone()) {
         Ok(config) => config.check().into_iter().map(|e| Problem::new(e.field, e.rule, e.message)).collect(),
-        Err(err) => vec![Problem::new("", "type", err.to_string())],
+        // A whole document that does not parse: the field is the body's, as `PATCH /config` says.
+        Err(err) => vec![Problem::new("(config)", "type", err.to_string())],
     }))
 }
 
@@ -31,7 +33,7 @@ mod tests {
 
     #[test]
     fn the_catalog_validates_with_the_services_real_rules() {
-        let catalog = services().expect("the services' schemas compile");
+        let catalog = service_catalog().expect("the services' schemas compile");
         let shop = catalog.get("shop").expect("shop");
         assert!(shop.field_schema("release.version").is_some());
         assert!(shop.is_instructor_only("faults.*.latency_ms"));

@@ -1,4 +1,4 @@
-//! The load engine: one OS thread per core, each with a single-threaded runtime and its own
+//! The load loop: one OS thread per core, each with a single-threaded runtime and its own
 //! keep-alive connections. Every worker walks the same schedule and takes every `n`-th
 //! arrival, so no arrival crosses a thread. A worker sleeps until an arrival's planned time
 //! (on Linux a timerfd, precise to microseconds rather than tokio's millisecond wheel; at high

@@ -4,6 +4,9 @@
 //! The type is generic over a role marker so that `check()` can reject fault keys naming routes
 //! the role does not serve, and so that the control role can keep every field to the
 //! instructor; the wire shape and the schema are the same for every role.
+//!
+//! The route lists of the three roles live here too: they key the faults, and the gateway routes
+//! and documents them.
 
 use std::marker::PhantomData;
 
@@ -12,7 +15,51 @@ use serde::{Deserialize, Serialize};
 use service_kit::faults::{HasRouteFaults, RouteFaults, check_route_keys};
 use service_kit::{FieldError, RuntimeConfig};
 
-use crate::routes::{CONTROL_ROUTES, OBSERVABILITY_ROUTES, USER_ROUTES};
+/// The shop's business routes, the only ones the user gateway forwards (`"<METHOD> <template>"`):
+/// the shop's own list, so the two cannot drift apart.
+pub const USER_ROUTES: &[&str] = crate::shop::ROUTES;
+
+/// Token-guarded routes of the control gateway (besides `/healthz`).
+pub const CONTROL_ROUTES: &[&str] = &[
+    "GET /api/services",
+    "GET /api/services/{service}/config",
+    "GET /api/services/{service}/metrics",
+    "PATCH /api/services/{service}/config",
+    "PUT /api/services/{service}/config",
+    "DELETE /api/services/{service}/config",
+    "GET /api/services/{service}/config/{*rest}",
+    // Forwarded to the orchestrator (`ORCHESTRATOR_ROUTES`): keep these last.
+    "GET /api/scenarios",
+    "GET /api/scenarios/{id}",
+    "GET /api/runs",
+    "POST /api/runs",
+    "GET /api/runs/current",
+    "POST /api/runs/current/stop",
+    "POST /api/runs/current/give-up",
+    "GET /api/runs/{id}",
+    "POST /api/reset",
+    "GET /api/ws",
+];
+
+/// The console's pages on the control gateway, forwarded to the orchestrator without a token
+/// (the gateway's `control::is_console_path`). For the OpenAPI document only: the router matches
+/// `/console/{*rest}`, and route faults do not apply to these pages.
+pub const CONSOLE_ROUTES: &[&str] = &[
+    "GET /",
+    "GET /console",
+    "GET /console/",
+    "GET /console/login",
+    "GET /console/settings.json",
+    "POST /console/logout",
+    "GET /console/{path}",
+];
+
+/// The control routes forwarded unchanged to the service named `orchestrator`; `GET /api/ws`
+/// is a WebSocket tunnel.
+pub const ORCHESTRATOR_ROUTES: &[&str] = CONTROL_ROUTES.split_at(CONTROL_ROUTES.len() - 10).1;
+
+/// Read-only routes of the observability gateway (besides `/healthz`).
+pub const OBSERVABILITY_ROUTES: &[&str] = &["GET /api/services", "GET /api/services/{service}/metrics"];
 
 /// A gateway role at the type level: names the routes fault keys may refer to and the fields
 /// only the instructor may change.

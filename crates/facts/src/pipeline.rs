@@ -1,4 +1,4 @@
-//! The lake's engine: durable ingest (dedup → WAL → in-memory tail), flushes of sealed WAL
+//! The lake's pipeline: durable ingest (dedup → WAL → in-memory tail), flushes of sealed WAL
 //! segments into `request_facts`, the `metrics_1m` rollup and the reads behind the dashboard.
 //!
 //! Durability contract: a batch is acknowledged only after its WAL frame is fsynced; a WAL

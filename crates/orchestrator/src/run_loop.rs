@@ -1,4 +1,4 @@
-//! The run engine: one task per active run. It walks the run through setup → baseline →
+//! The run loop: one task per active run. It walks the run through setup → baseline →
 //! incident, applies the faults on schedule, and on every tick polls the runner's SLIs and the
 //! services' config history, delivers hints and evaluates success. Every step is persisted
 //! before it is announced, so a restarted orchestrator resumes from the database.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runner::client::Endpoint;
-use runner::engine::{Engine, EngineOptions, Plan};
+use runner::load::{Engine, EngineOptions, Plan};
 use runner::stats::Stats;
 use scenario::load::{LoadSpec, Mix};
 use scenario::sli::Journey;
