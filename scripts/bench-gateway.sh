@@ -20,7 +20,6 @@ RATE=${BENCH_RATE:-5000}
 CONNS=${BENCH_CONNECTIONS:-64}
 GATEWAY_THREADS=${BENCH_GATEWAY_THREADS:-}
 DB_NAME=observastack_bench
-PG="postgres://postgres@127.0.0.1:5432"
 ROUTE=/api/ping
 OUT_JSON=$ROOT/artifacts/bench-gateway.json
 
@@ -70,7 +69,9 @@ grep -q -- '--wait-ongoing-requests-after-deadline' <<<"$oha_help" && OHA_WAIT=(
 # ---------------------------------------------------------------------------------------------
 # Build, database
 # ---------------------------------------------------------------------------------------------
-bash scripts/ensure-postgres.sh || die "PostgreSQL is not available on 127.0.0.1:5432"
+# DATABASE_URL and PGHOST/PGPORT/PGUSER (psql_admin's port): the server ensure-postgres.sh picks.
+. scripts/postgres-env.sh || die "no PostgreSQL is available (scripts/ensure-postgres.sh)"
+PG=${DATABASE_URL%/*}
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building shop and gateway (release)…"
   nice -n 10 cargo build --release -q --workspace --bin shop --bin gateway >&2 || die "cargo build failed"
@@ -119,7 +120,7 @@ trap 'exit 143' TERM
 read -r SHOP_PORT GW_PORT GW_ADMIN_PORT NGINX_PORT <<<"$(free_ports 4)"
 
 log "creating throwaway database $DB_NAME…"
-psql_admin "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" || die "cannot reach PostgreSQL as postgres@127.0.0.1"
+psql_admin "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" || die "cannot reach PostgreSQL as postgres@127.0.0.1:$PGPORT"
 psql_admin "CREATE DATABASE $DB_NAME" || die "cannot create database $DB_NAME"
 DB_CREATED=1
 

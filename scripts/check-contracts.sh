@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-bash scripts/ensure-postgres.sh
+. scripts/postgres-env.sh # DATABASE_URL: the admin URL of the server to create $db in
 venv=$(bash deploy/checks/venv.sh contracts-requirements.txt "${OBSERVASTACK_CONTRACTS_VENV:-/var/tmp/observastack-contracts-venv}")
 
 target=${CARGO_TARGET_DIR:-target}
@@ -43,7 +43,7 @@ examples=${CONTRACTS_MAX_EXAMPLES:-25}
 reports=${CONTRACTS_REPORTS:-$root/target/contracts}
 rm -rf "$reports"
 mkdir -p "$reports"
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+psql -q -d "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 
 up_pid=""
 cleanup() {
@@ -54,14 +54,14 @@ cleanup() {
   fi
   cp -r "$work/state/logs" "$reports/stack-logs" 2>/dev/null || true
   rm -rf "$work"
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  psql -q -d "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 echo "== contracts: starting the stack (port offset $offset, database $db)" >&2
 "$work/bin/observastack" --state-dir "$work/state" up \
   --bin-dir "$work/bin" --port-offset "$offset" \
-  --database-url "postgres://postgres@127.0.0.1:5432/$db" \
+  --database-url "${DATABASE_URL%/*}/$db" \
   --seed-products 500 --seed-orders 500 \
   --console-dir "$work/console" --scenarios "$root/scenarios" \
   >"$work/up.out" 2>&1 &

@@ -69,7 +69,11 @@ trap 'exit 130' INT TERM
 
 # 1. moto in a venv outside the clone.
 if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c "import moto, boto3, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >"$work/venv.log" 2>&1 || fail "cannot create the venv $venv ($(tail -n 3 "$work/venv.log"))"
+  if [ ! -x "$venv/bin/python" ] || [ ! -x "$venv/bin/pip" ]; then
+    bash scripts/ensure-python-venv.sh || fail "python3 cannot create venvs (see above)"
+    # --clear: a venv made without ensurepip has a python but no pip; start it over.
+    python3 -m venv --clear "$venv" >"$work/venv.log" 2>&1 || fail "cannot create the venv $venv ($(tail -n 3 "$work/venv.log"))"
+  fi
   "$venv/bin/pip" install -q "moto[server]==$moto_version" >"$work/pip.log" 2>&1 ||
     fail "pip install moto[server]==$moto_version failed: $(tail -n 5 "$work/pip.log")"
 fi

@@ -12,7 +12,8 @@
 #      query returns data (the LogQL ones on the captured records), and the log → trace and
 #      trace → logs links find real records. Everything it started is stopped on exit.
 # Env: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/debug), OBSERVASTACK_CHECK_PORT_OFFSET
-# (default 500), DATABASE_URL (admin URL of the PostgreSQL to create the throwaway database in).
+# (default 500), DATABASE_URL (admin URL of the PostgreSQL to create the throwaway database in;
+# default: the server scripts/ensure-postgres.sh picks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -130,13 +131,13 @@ dashboard_mutant "Service Overview without service (the route variable's own que
 echo "== live: native stack + real Prometheus" >&2
 target="${CARGO_TARGET_DIR:-target}/debug"
 offset="${OBSERVASTACK_CHECK_PORT_OFFSET:-500}"
-admin_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-db="observastack_obs_check"
-stack_url="${admin_url%/*}/$db"
 # scripts/test.sh has just built every binary with `cargo test`; building them again with plain
 # `cargo build` would compile the dependency tree a second time (dev-dependency features differ).
 [ -n "${OBSERVASTACK_BINS_BUILT:-}" ] || cargo build --workspace --bins --locked -q
-bash scripts/ensure-postgres.sh
+. scripts/postgres-env.sh
+admin_url=$DATABASE_URL
+db="observastack_obs_check"
+stack_url="${admin_url%/*}/$db"
 
 up_pid="" prom_pid="" sink_pid=""
 cleanup() {

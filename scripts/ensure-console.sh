@@ -1,16 +1,11 @@
 #!/usr/bin/env bash
 # Builds the console's web assets (console/dist) when they are missing or older than their
-# sources: `npm ci` when package-lock.json changed, then `vite build`. Needs Node.js 18+ and npm.
+# sources: `npm ci` when package-lock.json changed, then `vite build`. Needs Node.js 18+ and npm
+# (installed by scripts/ensure-node.sh when missing).
 set -euo pipefail
-cd "$(dirname "$0")/../console"
-
-if ! command -v npm >/dev/null 2>&1; then
-  echo "installing Node.js and npm (Debian packages)…" >&2
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-fi
+cd "$(dirname "$0")/.."
+bash scripts/ensure-node.sh
+cd console
 
 # Dependencies: reinstalled when the lock file is newer than the last install.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

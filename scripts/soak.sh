@@ -11,7 +11,8 @@
 #
 #   scripts/soak.sh [MINUTES=30] [RATE=40 journeys/s]
 # Env: SOAK_PORT_OFFSET (default 1000, so it runs beside a stack on the default ports),
-#      DATABASE_URL (admin URL; the soak uses its own database `observastack_soak`).
+#      DATABASE_URL (admin URL; default: the server scripts/ensure-postgres.sh picks; the soak
+#      uses its own database `observastack_soak` there).
 # Exit status 0 when the verdict is PASS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,10 @@ rate="${2:-40}"
 offset="${SOAK_PORT_OFFSET:-1000}"
 warmup=1
 target="${CARGO_TARGET_DIR:-target}"
-admin_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-db_url="${admin_url%/*}/observastack_soak"
 
-bash scripts/ensure-postgres.sh
+. scripts/postgres-env.sh
+admin_url=$DATABASE_URL
+db_url="${admin_url%/*}/observastack_soak"
 echo "building release binaries…" >&2
 cargo build --release --workspace --bins --locked >&2
 bin="$target/release"

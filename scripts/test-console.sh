@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-bash scripts/ensure-postgres.sh
+. scripts/postgres-env.sh # DATABASE_URL: the admin URL of the server to create $db in
 bash scripts/ensure-chromium.sh
 bash scripts/ensure-console.sh
 
@@ -29,7 +29,7 @@ offset=${CONSOLE_E2E_PORT_OFFSET:-400}
 db=observastack_console_e2e
 artifacts=${CONSOLE_ARTIFACTS:-$root/target/console-artifacts}
 mkdir -p "$artifacts"
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+psql -q -d "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 
 up_pid=""
 cleanup() {
@@ -46,7 +46,7 @@ trap cleanup EXIT
 echo "== console e2e: starting the stack (port offset $offset, database $db)" >&2
 "$work/bin/observastack" --state-dir "$work/state" up \
   --bin-dir "$work/bin" --port-offset "$offset" \
-  --database-url "postgres://postgres@127.0.0.1:5432/$db" \
+  --database-url "${DATABASE_URL%/*}/$db" \
   --seed-products 2000 --seed-orders 2000 \
   --console-dir "$root/console/dist" --scenarios "$root/scenarios" \
   >"$work/up.out" 2>&1 &

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/ensure-postgres.sh
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# DATABASE_URL (and PGHOST/PGPORT/PGUSER): the caller's, the local trust cluster, or this
+# checkout's own (scripts/ensure-postgres.sh).
+. scripts/postgres-env.sh
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
