@@ -24,7 +24,7 @@ pub mod wal;
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,13 @@ pub use pipeline::{Engine, Settings};
 
 /// Service name in metrics, logs and `/config`.
 pub const SERVICE: &str = "facts";
+
+/// Default listener (DESIGN §6).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8104);
+/// Default directory of the WAL, the Iceberg catalog and the local warehouse.
+pub const DEFAULT_DATA_DIR: &str = "facts-data";
+/// Default log filter.
+pub const DEFAULT_LOG: &str = "info";
 
 /// OpenAPI description of the facts service's API (`/api/v1/*` and the shared internal routes).
 pub fn openapi() -> utoipa::openapi::OpenApi {

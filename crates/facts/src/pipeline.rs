@@ -45,6 +45,11 @@ const MAX_UNFLUSHED: usize = 1_000_000;
 /// Longest an ingest waits for that flush before answering 503.
 const MAX_BACKPRESSURE_WAIT: Duration = Duration::from_secs(30);
 
+/// How often sealed WAL segments are committed to Iceberg, by default.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the `metrics_1m` rollup runs, by default (hourly, as the seed asks).
+pub const DEFAULT_ROLLUP_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// How the engine runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -64,8 +69,8 @@ impl Settings {
             data_dir: data_dir.into(),
             store: StoreConfig::Local,
             warehouse: None,
-            flush_interval: Duration::from_secs(60),
-            rollup_interval: Duration::from_secs(3600),
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            rollup_interval: DEFAULT_ROLLUP_INTERVAL,
         }
     }
 }

@@ -65,8 +65,7 @@ impl Gateway {
     /// listener, and builds everything the workers need. Nothing is served yet.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         anyhow::ensure!(settings.threads >= 1, "threads must be at least 1");
-        anyhow::ensure!(!settings.jwt_keys.is_empty(), "no public key to verify the stack's tokens with");
-        let keys = Arc::new(settings.jwt_keys.clone());
+        let keys = Arc::new(settings.jwt_keys.require_some()?.clone());
         let public = server::bind_shared(settings.listen, settings.threads)?;
         let admin = server::bind_shared(settings.admin_listen, 1)?
             .pop()

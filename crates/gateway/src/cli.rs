@@ -1,10 +1,11 @@
 //! Command line of the gateway binary. Parsing stays here, out of `main.rs`, so it is tested
-//! without a process; the public keys' env value is read by `main` and passed in.
+//! without a process; the public keys come from `service_kit::startup` and are passed in.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use clap::Parser;
+use service_kit::JwtKeys;
 
 use crate::settings::{DEFAULT_SHOP_URL, GatewayRole, ServiceTarget, Settings, UpstreamUrl, default_threads};
 
@@ -50,10 +51,8 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Settings for this command line; `public_keys` is the value of
-    /// `OBSERVASTACK_JWT_PUBLIC_KEYS` (a path, PEM or `base64:` PEM).
-    pub fn into_settings(self, public_keys: Option<&str>) -> anyhow::Result<Settings> {
-        let keys = service_kit::auth::public_keys_from_env(public_keys)?;
+    /// Settings for this command line, verifying tokens with `keys` (the stack's public keys).
+    pub fn into_settings(self, keys: JwtKeys) -> anyhow::Result<Settings> {
         let threads = self.threads.unwrap_or_else(default_threads);
         anyhow::ensure!((1..=1024).contains(&threads), "--threads must be between 1 and 1024 (got {threads})");
         let mut seen = BTreeSet::new();
@@ -77,8 +76,8 @@ impl Cli {
 mod tests {
     use super::*;
 
-    fn public_keys() -> String {
-        service_kit::JwtSigner::generate().map(|s| s.verifier().to_pem()).unwrap_or_default()
+    fn public_keys() -> JwtKeys {
+        service_kit::JwtSigner::generate().map(|s| s.verifier()).unwrap_or_default()
     }
 
     fn parse(args: &[&str]) -> anyhow::Result<Cli> {
@@ -87,7 +86,7 @@ mod tests {
 
     #[test]
     fn role_decides_default_ports() -> anyhow::Result<()> {
-        let settings = parse(&["--role", "control"])?.into_settings(Some(&public_keys()))?;
+        let settings = parse(&["--role", "control"])?.into_settings(public_keys())?;
         assert_eq!(settings.listen, "127.0.0.1:8081".parse()?);
         assert_eq!(settings.admin_listen, "127.0.0.1:8112".parse()?);
         assert_eq!(settings.shop_url.to_string(), "http://127.0.0.1:8101");
@@ -96,10 +95,9 @@ mod tests {
 
     #[test]
     fn the_header_read_timeout_defaults_to_30_s_and_takes_milliseconds() -> anyhow::Result<()> {
-        let settings = parse(&["--role", "user"])?.into_settings(Some(&public_keys()))?;
+        let settings = parse(&["--role", "user"])?.into_settings(public_keys())?;
         assert_eq!(settings.header_read_timeout, std::time::Duration::from_secs(30));
-        let settings =
-            parse(&["--role", "user", "--header-read-timeout-ms", "1500"])?.into_settings(Some(&public_keys()))?;
+        let settings = parse(&["--role", "user", "--header-read-timeout-ms", "1500"])?.into_settings(public_keys())?;
         assert_eq!(settings.header_read_timeout, std::time::Duration::from_millis(1500));
         assert!(parse(&["--role", "user", "--header-read-timeout-ms", "0"]).is_err());
         Ok(())
@@ -121,23 +119,10 @@ mod tests {
             "--threads",
             "2",
         ])?;
-        let settings = cli.into_settings(Some(&public_keys()))?;
+        let settings = cli.into_settings(public_keys())?;
         assert_eq!(settings.listen, "0.0.0.0:9000".parse()?);
         assert_eq!(settings.services.len(), 2);
         assert_eq!(settings.threads, 2);
-        Ok(())
-    }
-
-    #[test]
-    fn missing_unusable_or_private_keys_are_a_clear_error() -> anyhow::Result<()> {
-        let missing = parse(&["--role", "user"])?.into_settings(None).err().map(|e| e.to_string());
-        assert!(missing.is_some_and(|m| m.contains("OBSERVASTACK_JWT_PUBLIC_KEYS is not set")));
-        let bad = parse(&["--role", "user"])?.into_settings(Some("-----BEGIN PUBLIC KEY-----\nxx")).err();
-        assert!(bad.map(|e| e.to_string()).is_some_and(|m| m.contains("unusable")));
-        // A private key where the public ones belong is refused, not quietly used.
-        let private = service_kit::JwtSigner::generate()?.private_key_pem()?;
-        let leaked = parse(&["--role", "user"])?.into_settings(Some(&private)).err().map(|e| e.to_string());
-        assert!(leaked.is_some_and(|m| m.contains("public keys only")));
         Ok(())
     }
 
@@ -151,7 +136,7 @@ mod tests {
     #[test]
     fn duplicate_service_names_are_refused() -> anyhow::Result<()> {
         let cli = parse(&["--role", "control", "--service", "shop=http://a:1", "--service", "shop=http://b:2"])?;
-        assert!(cli.into_settings(Some(&public_keys())).is_err());
+        assert!(cli.into_settings(public_keys()).is_err());
         Ok(())
     }
 }

@@ -12,11 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let otlp_endpoint = cli.otlp_endpoint.clone();
-    let log = cli.log.clone();
-    let settings = cli.into_settings(std::env::var(service_kit::auth::ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
-    let _telemetry = service_kit::telemetry::init(settings.role.service_name(), otlp_endpoint.as_deref(), &log)?;
-    service_kit::server::follow_supervisor()?;
+    let started = service_kit::startup::start(cli.role.service_name(), cli.otlp_endpoint.as_deref(), &cli.log)?;
+    let settings = cli.into_settings(started.jwt_keys)?;
     // The admin listener and config follower share this runtime; the public listener gets
     // its own worker threads.
     let gateway = Gateway::build(settings)?;

@@ -176,11 +176,7 @@ impl Settings {
             role,
             listen: role.default_listen(),
             admin_listen: role.default_admin_listen(),
-            shop_url: UpstreamUrl {
-                scheme: Scheme::HTTP,
-                authority: Authority::from_static("127.0.0.1:8101"),
-                base_path: String::new(),
-            },
+            shop_url: DEFAULT_SHOP_URL.parse().expect("DEFAULT_SHOP_URL is an upstream URL"),
             services: Vec::new(),
             threads: default_threads(),
             jwt_keys,

@@ -24,7 +24,7 @@ pub mod ws;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,13 +47,26 @@ use crate::services::Services;
 /// Service name in metrics, logs and traces.
 pub const SERVICE: &str = "orchestrator";
 
+/// Default listener (DESIGN §6).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8102);
+/// Default PostgreSQL URL: the stack's database.
+pub const DEFAULT_DATABASE_URL: &str = service_kit::startup::DEFAULT_DATABASE_URL;
+/// Default log filter.
+pub const DEFAULT_LOG: &str = "info,sqlx=warn";
+/// The scenario folder read by default.
+pub const DEFAULT_SCENARIOS_DIR: &str = "scenarios";
+/// Default evaluation period of the active run, in milliseconds.
+pub const DEFAULT_TICK_MS: u64 = 1000;
+/// The binary's console assets by default (`npm run build` in `console/`); tests serve none.
+pub const DEFAULT_CONSOLE_DIR: &str = "console/dist";
 /// Where each service listens by default (DESIGN §6): the shop, the user gateway's admin
 /// listener (its `/config`), the runner.
+pub const DEFAULT_SERVICES: [(&str, &str); 3] =
+    [("shop", "http://127.0.0.1:8101"), ("gateway", "http://127.0.0.1:8111"), ("runner", "http://127.0.0.1:8103")];
+
+/// [`DEFAULT_SERVICES`] as `Settings::services` holds them.
 pub fn default_services() -> BTreeMap<String, String> {
-    [("shop", "http://127.0.0.1:8101"), ("gateway", "http://127.0.0.1:8111"), ("runner", "http://127.0.0.1:8103")]
-        .into_iter()
-        .map(|(name, url)| (name.to_owned(), url.to_owned()))
-        .collect()
+    DEFAULT_SERVICES.into_iter().map(|(name, url)| (name.to_owned(), url.to_owned())).collect()
 }
 
 /// Everything the orchestrator needs to start. `main.rs` fills it from flags and env; tests
@@ -106,13 +119,13 @@ impl Default for Settings {
     /// The binary's defaults, without keys (building fails until they are set).
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8102)),
-            database_url: "postgres://postgres@127.0.0.1:5432/observastack".to_owned(),
+            listen: DEFAULT_LISTEN,
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
             jwt_keys: JwtKeys::default(),
             jwt_signer: None,
-            scenario_dirs: vec![PathBuf::from("scenarios")],
+            scenario_dirs: vec![PathBuf::from(DEFAULT_SCENARIOS_DIR)],
             services: default_services(),
-            tick: Duration::from_secs(1),
+            tick: Duration::from_millis(DEFAULT_TICK_MS),
             ws_queue: hub::DEFAULT_QUEUE,
             service_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(30),
@@ -313,6 +326,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_print_without_the_database_password() {
+        let settings = super::Settings {
+            database_url: "postgres://orchestrator:hunter2@db:5432/observastack".to_owned(),
+            ..super::Settings::default()
+        };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("(redacted)"), "{printed}");
+    }
+
     #[test]
     fn openapi_describes_every_api_route() {
         let doc = super::openapi();

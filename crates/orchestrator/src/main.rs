@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use orchestrator::console::FrameAncestor;
 use orchestrator::{Application, Settings};
-use service_kit::auth::{ENV_JWT_PRIVATE_KEY, ENV_JWT_PUBLIC_KEYS};
 
 /// ObservaStack orchestrator: scenario catalog, run lifecycle, fault injection, success
 /// evaluation and the console's WebSocket feed.
@@ -23,32 +22,25 @@ use service_kit::auth::{ENV_JWT_PRIVATE_KEY, ENV_JWT_PUBLIC_KEYS};
 #[command(name = "orchestrator", version)]
 struct Cli {
     /// Address to listen on.
-    #[arg(long, env = "OBSERVASTACK_ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:8102")]
+    #[arg(long, env = "OBSERVASTACK_ORCHESTRATOR_LISTEN", default_value_t = orchestrator::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// PostgreSQL URL (tables live in the `orchestrator` schema).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/observastack",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = orchestrator::DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
     /// A folder of scenario files; repeat for community packs (the first of two equal ids wins).
-    #[arg(long = "scenarios", value_name = "DIR", default_value = "scenarios")]
+    #[arg(long = "scenarios", value_name = "DIR", default_value = orchestrator::DEFAULT_SCENARIOS_DIR)]
     scenarios: Vec<PathBuf>,
-    /// A service as NAME=URL (repeatable); overrides the default of that name. Defaults:
-    /// shop=http://127.0.0.1:8101, gateway=http://127.0.0.1:8111 (the user gateway's admin
-    /// listener), runner=http://127.0.0.1:8103.
-    #[arg(long = "service", value_name = "NAME=URL", value_parser = parse_service)]
+    // Its help lists the defaults from `orchestrator::DEFAULT_SERVICES`.
+    #[arg(long = "service", value_name = "NAME=URL", value_parser = parse_service, help = service_help())]
     services: Vec<(String, String)>,
     /// Evaluation period of the active run, in milliseconds.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    #[arg(long, default_value_t = orchestrator::DEFAULT_TICK_MS, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     tick_ms: u64,
     /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); none disables export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
     /// The console's built assets (`npm run build` in `console/`, or `scripts/ensure-console.sh`).
-    #[arg(long, env = "OBSERVASTACK_CONSOLE_DIR", default_value = "console/dist")]
+    #[arg(long, env = "OBSERVASTACK_CONSOLE_DIR", default_value = orchestrator::DEFAULT_CONSOLE_DIR)]
     console_dir: PathBuf,
     /// Grafana's address as the browser reaches it; the console's Observability tab embeds it.
     #[arg(long, env = "OBSERVASTACK_GRAFANA_URL")]
@@ -73,8 +65,18 @@ struct Cli {
     )]
     frame_ancestors: Vec<Option<FrameAncestor>>,
     /// Log filter directives.
-    #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn")]
+    #[arg(long, env = "RUST_LOG", default_value = orchestrator::DEFAULT_LOG)]
     log: String,
+}
+
+fn service_help() -> String {
+    let defaults: Vec<String> =
+        orchestrator::DEFAULT_SERVICES.iter().map(|(name, url)| format!("{name}={url}")).collect();
+    format!(
+        "A service as NAME=URL (repeatable); overrides the default of that name. Defaults: {} \
+         (`gateway` is the user gateway's admin listener).",
+        defaults.join(", ")
+    )
 }
 
 fn parse_service(s: &str) -> Result<(String, String), String> {
@@ -108,16 +110,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let jwt_keys = service_kit::auth::public_keys_from_env(std::env::var(ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
-    let jwt_signer = service_kit::auth::signer_from_env(std::env::var(ENV_JWT_PRIVATE_KEY).ok().as_deref())?;
-    let _telemetry = service_kit::telemetry::init(orchestrator::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
-    service_kit::server::follow_supervisor()?;
+    let (started, jwt_signer) =
+        service_kit::startup::start_signing(orchestrator::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
     let mut services = orchestrator::default_services();
     services.extend(cli.services);
     let settings = Settings {
         listen: cli.listen,
         database_url: cli.database_url,
-        jwt_keys,
+        jwt_keys: started.jwt_keys,
         jwt_signer: Some(Arc::new(jwt_signer)),
         scenario_dirs: cli.scenarios,
         services,

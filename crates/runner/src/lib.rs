@@ -18,7 +18,7 @@ pub mod routes;
 pub mod stats;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,9 +37,20 @@ use crate::stats::Stats;
 /// Service name in metrics, logs and `/config`.
 pub const SERVICE: &str = "runner";
 
+/// Default internal listener (DESIGN §6).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8103);
+/// Default target: the user gateway's public listener.
+pub const DEFAULT_TARGET: &str = "http://127.0.0.1:8080";
+/// Default log filter.
+pub const DEFAULT_LOG: &str = "info";
+/// Keep-alive connections to the target in all, by default.
+pub const DEFAULT_CONNECTIONS: usize = 256;
+/// Journeys in flight at most, by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+
 /// Everything the runner needs to start. `main.rs` fills it from flags and env; tests build it
 /// directly.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Internal listener (`/slis`, `/config`, `/metrics`, health); port 0 picks a free one.
     pub listen: SocketAddr,
@@ -59,31 +70,16 @@ pub struct Settings {
     pub drain: Duration,
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("listen", &self.listen)
-            .field("target", &self.target)
-            .field("jwt_keys", &self.jwt_keys)
-            .field("threads", &self.threads)
-            .field("connections", &self.connections)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("initial_config", &self.initial_config)
-            .field("drain", &self.drain)
-            .finish()
-    }
-}
-
 impl Default for Settings {
     /// The binary's defaults, without public keys (building fails until they are set).
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8103)),
-            target: "http://127.0.0.1:8080".to_owned(),
+            listen: DEFAULT_LISTEN,
+            target: DEFAULT_TARGET.to_owned(),
             jwt_keys: JwtKeys::default(),
             threads: default_threads(),
-            connections: 256,
-            max_in_flight: 10_000,
+            connections: DEFAULT_CONNECTIONS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             initial_config: RunnerConfig::default(),
             drain: Duration::from_secs(5),
         }
@@ -119,12 +115,7 @@ impl Application {
     /// then starts the load engine's threads, idle until a plan is enabled. Must run inside a
     /// tokio runtime.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !settings.jwt_keys.is_empty(),
-            "no public key to verify tokens with ({} is empty)",
-            service_kit::auth::ENV_JWT_PUBLIC_KEYS
-        );
-        let keys = settings.jwt_keys.clone();
+        let keys = settings.jwt_keys.require_some()?.clone();
         let target = Endpoint::parse(&settings.target).map_err(|e| anyhow::anyhow!("--target: {e}"))?;
         let listener = service_kit::server::bind(settings.listen).await?;
         let port = listener.local_addr()?.port();

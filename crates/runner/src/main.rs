@@ -17,25 +17,25 @@ use runner::{Application, Settings};
 #[command(name = "runner", version)]
 struct Cli {
     /// Address of the internal listener (`/slis`, `/config`, `/metrics`, health).
-    #[arg(long, env = "OBSERVASTACK_RUNNER_LISTEN", default_value = "127.0.0.1:8103")]
+    #[arg(long, env = "OBSERVASTACK_RUNNER_LISTEN", default_value_t = runner::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Base URL of the user gateway that journeys go through.
-    #[arg(long, env = "OBSERVASTACK_RUNNER_TARGET", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "OBSERVASTACK_RUNNER_TARGET", default_value = runner::DEFAULT_TARGET)]
     target: String,
     /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); none disables export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
     /// Log filter directives.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    #[arg(long, env = "RUST_LOG", default_value = runner::DEFAULT_LOG)]
     log: String,
     /// Load worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
     /// Keep-alive connections to the target in all.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = runner::DEFAULT_CONNECTIONS)]
     connections: usize,
     /// Journeys in flight at most; planned journeys beyond are dropped and counted.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = runner::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
 }
 
@@ -49,14 +49,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let jwt_keys =
-        service_kit::auth::public_keys_from_env(std::env::var(service_kit::auth::ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
-    let _telemetry = service_kit::telemetry::init(runner::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
-    service_kit::server::follow_supervisor()?;
+    let started = service_kit::startup::start(runner::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
     let settings = Settings {
         listen: cli.listen,
         target: cli.target,
-        jwt_keys,
+        jwt_keys: started.jwt_keys,
         threads: cli.threads.unwrap_or_else(runner::default_threads),
         connections: cli.connections,
         max_in_flight: cli.max_in_flight,

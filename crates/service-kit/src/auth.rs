@@ -120,6 +120,8 @@ pub enum KeyError {
     PublicKey { index: usize, why: String },
     #[error("no Ed25519 public key (`{PUBLIC_BEGIN}` … `{PUBLIC_END}`) found")]
     NoPublicKey,
+    #[error("no public key to verify the stack's tokens with ({ENV_JWT_PUBLIC_KEYS} is empty)")]
+    NoKeys,
     #[error("the public keys hold a private key; give services the public keys only")]
     PrivateAmongPublic,
     #[error("public key {index}: `# kid: {stated}` does not match the key, whose id is `{actual}`")]
@@ -366,6 +368,12 @@ impl JwtKeys {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// These keys, refused when there are none: a service that verifies tokens with no key
+    /// refuses every caller, so it must not start ([`JwtKeys::default`] is such a set).
+    pub fn require_some(&self) -> Result<&Self, KeyError> {
+        if self.keys.is_empty() { Err(KeyError::NoKeys) } else { Ok(self) }
     }
 
     /// The keys in the format [`JwtKeys::from_pem`] reads.
@@ -771,5 +779,18 @@ mod tests {
         let signer = JwtSigner::generate().unwrap();
         let inline = signer_from_env(Some(&signer.private_key_pem().unwrap())).unwrap();
         assert_eq!(inline.kid(), signer.kid());
+        let garbled = public_keys_from_env(Some("-----BEGIN PUBLIC KEY-----\nxx")).unwrap_err().to_string();
+        assert!(garbled.contains("unusable"), "{garbled}");
+        // A private key where the public ones belong is refused, not quietly used.
+        let leaked = public_keys_from_env(Some(&signer.private_key_pem().unwrap())).unwrap_err().to_string();
+        assert!(leaked.contains("public keys only"), "{leaked}");
+    }
+
+    #[test]
+    fn an_empty_key_set_is_refused_naming_the_env_key() {
+        let none = JwtKeys::default().require_some().unwrap_err().to_string();
+        assert!(none.starts_with("no public key") && none.contains(ENV_JWT_PUBLIC_KEYS), "{none}");
+        let keys = JwtSigner::generate().unwrap().verifier();
+        assert_eq!(keys.require_some().unwrap().keys().len(), 1);
     }
 }

@@ -17,6 +17,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::Secret;
+
 /// Env key: base URL of the facts service (e.g. `http://127.0.0.1:8104`); unset disables.
 pub const ENV_FACTS_URL: &str = "OBSERVASTACK_FACTS_URL";
 /// Env key: the `service`-role token sent as `Authorization: Bearer` with every batch.
@@ -53,27 +55,18 @@ fn serialize_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Resul
 }
 
 /// Where facts go, and the token they carry there.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct FactsTarget {
     /// Base URL of the facts service.
     pub url: String,
     /// A `service`-role token; without one the lake refuses every batch (counted as
     /// `unauthorized`).
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for FactsTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FactsTarget")
-            .field("url", &self.url)
-            .field("token", &self.token.as_ref().map(|_| "(redacted)"))
-            .finish()
-    }
+    pub token: Option<Secret<String>>,
 }
 
 impl FactsTarget {
     pub fn new(url: impl Into<String>, token: Option<String>) -> Self {
-        Self { url: url.into(), token }
+        Self { url: url.into(), token: token.map(Secret::new) }
     }
 
     /// [`ENV_FACTS_URL`] and [`ENV_SERVICE_TOKEN`], read once when a service starts; `None`
@@ -81,7 +74,7 @@ impl FactsTarget {
     pub fn from_env() -> Option<Self> {
         let url = std::env::var(ENV_FACTS_URL).ok().filter(|u| !u.is_empty())?;
         let token = std::env::var(ENV_SERVICE_TOKEN).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-        Some(Self { url, token })
+        Some(Self::new(url, token))
     }
 }
 
@@ -157,7 +150,7 @@ pub fn family(ua: &str) -> &'static str {
     checks.iter().find(|(needle, _)| ua.contains(needle)).map_or("other", |(_, name)| name)
 }
 
-async fn send_loop(url: String, token: Option<String>, mut rx: mpsc::Receiver<Fact>, dropped: IntCounterVec) {
+async fn send_loop(url: String, token: Option<Secret<String>>, mut rx: mpsc::Receiver<Fact>, dropped: IntCounterVec) {
     let client = match reqwest::Client::builder().timeout(SEND_TIMEOUT).build() {
         Ok(client) => client,
         Err(err) => {
@@ -183,7 +176,7 @@ async fn send_loop(url: String, token: Option<String>, mut rx: mpsc::Receiver<Fa
         let n = batch.len() as u64;
         let mut request = client.post(&url).json(&batch);
         if let Some(token) = &token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.expose());
         }
         let reason = match request.send().await {
             Ok(resp) if resp.status().is_success() => None,
@@ -202,5 +195,18 @@ async fn send_loop(url: String, token: Option<String>, mut rx: mpsc::Receiver<Fa
             tracing::debug!(facts = n, reason, "facts batch not delivered");
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_prints_its_url_but_never_its_token() {
+        let target = FactsTarget::new("http://127.0.0.1:8104", Some("eyJ.secret.sig".to_owned()));
+        let printed = format!("{target:?}");
+        assert!(printed.contains("127.0.0.1:8104") && !printed.contains("eyJ"), "{printed}");
+        assert_eq!(target.token.as_ref().map(|t| t.expose().as_str()), Some("eyJ.secret.sig"));
     }
 }

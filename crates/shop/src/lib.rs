@@ -15,7 +15,7 @@ pub mod seed;
 pub mod workers;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,17 @@ pub use stack_config::shop::{ROUTES, ShopConfig};
 
 /// Service name in metrics, logs, traces and `/config`.
 pub const SERVICE: &str = "shop";
+
+/// Default listener (DESIGN §6).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8101);
+/// Default PostgreSQL URL: the stack's database.
+pub const DEFAULT_DATABASE_URL: &str = service_kit::startup::DEFAULT_DATABASE_URL;
+/// Default log filter.
+pub const DEFAULT_LOG: &str = "info,sqlx=warn";
+/// Products seeded into an empty catalog by default.
+pub const DEFAULT_SEED_PRODUCTS: u32 = 10_000;
+/// Past orders seeded into an empty order history by default.
+pub const DEFAULT_SEED_ORDERS: u32 = 100_000;
 
 /// Everything the shop needs to start. `main.rs` fills it from flags and env; tests build it
 /// directly.
@@ -82,11 +93,11 @@ impl Default for Settings {
     /// The binary's defaults, without public keys (building fails until they are set).
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8101)),
-            database_url: "postgres://postgres@127.0.0.1:5432/observastack".to_owned(),
+            listen: DEFAULT_LISTEN,
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
             jwt_keys: JwtKeys::default(),
-            seed_products: 10_000,
-            seed_orders: 100_000,
+            seed_products: DEFAULT_SEED_PRODUCTS,
+            seed_orders: DEFAULT_SEED_ORDERS,
             initial_config: ShopConfig::default(),
             connect_timeout: Duration::from_secs(30),
             drain: service_kit::server::DEFAULT_DRAIN,
@@ -116,12 +127,7 @@ impl Application {
     /// Binds the listener first (so a port clash fails fast and tests learn the real port),
     /// then connects to PostgreSQL, migrates, seeds an empty database and loads the price book.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !settings.jwt_keys.is_empty(),
-            "no public key to verify tokens with ({} is empty)",
-            service_kit::auth::ENV_JWT_PUBLIC_KEYS
-        );
-        let keys = settings.jwt_keys.clone();
+        let keys = settings.jwt_keys.require_some()?.clone();
         let listener = service_kit::server::bind(settings.listen).await?;
         let port = listener.local_addr()?.port();
 
@@ -248,4 +254,17 @@ struct ShopApi;
 /// `/readyz`, `/metrics`, `/config*`) are documented centrally by service-kit.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ShopApi::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_print_without_the_database_password() {
+        let settings =
+            Settings { database_url: "postgres://shop:hunter2@db:5432/shop".to_owned(), ..Settings::default() };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("(redacted)"), "{printed}");
+    }
 }

@@ -16,27 +16,22 @@ use shop::{Application, Settings};
 #[command(name = "shop", version)]
 struct Cli {
     /// Address to listen on.
-    #[arg(long, env = "OBSERVASTACK_SHOP_LISTEN", default_value = "127.0.0.1:8101")]
+    #[arg(long, env = "OBSERVASTACK_SHOP_LISTEN", default_value_t = shop::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// PostgreSQL URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/observastack",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = shop::DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
     /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); none disables export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
     /// Log filter directives.
-    #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn")]
+    #[arg(long, env = "RUST_LOG", default_value = shop::DEFAULT_LOG)]
     log: String,
     /// Products seeded into an empty catalog.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = shop::DEFAULT_SEED_PRODUCTS)]
     seed_products: u32,
     /// Past orders seeded into an empty order history.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = shop::DEFAULT_SEED_ORDERS)]
     seed_orders: u32,
 }
 
@@ -46,14 +41,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let jwt_keys =
-        service_kit::auth::public_keys_from_env(std::env::var(service_kit::auth::ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
-    let _telemetry = service_kit::telemetry::init(shop::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
-    service_kit::server::follow_supervisor()?;
+    let started = service_kit::startup::start(shop::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
     let settings = Settings {
         listen: cli.listen,
         database_url: cli.database_url,
-        jwt_keys,
+        jwt_keys: started.jwt_keys,
         seed_products: cli.seed_products,
         seed_orders: cli.seed_orders,
         ..Settings::default()

@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use facts::objstore::StoreConfig;
 use facts::{Application, Options, Settings};
-use service_kit::auth::ENV_JWT_PUBLIC_KEYS;
 
 /// mimalloc: with glibc's per-thread arenas the flush/ingest churn fragmented the heap (peak RSS
 /// 2.4 GB at 10M facts in `facts-bench`).
@@ -27,19 +26,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "facts", version)]
 struct Cli {
     /// Address to listen on.
-    #[arg(long, env = "OBSERVASTACK_FACTS_LISTEN", default_value = "127.0.0.1:8104")]
+    #[arg(long, env = "OBSERVASTACK_FACTS_LISTEN", default_value_t = facts::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Directory for the WAL, the Iceberg catalog and (by default) the warehouse.
-    #[arg(long, env = "OBSERVASTACK_FACTS_DATA_DIR", default_value = "facts-data")]
+    #[arg(long, env = "OBSERVASTACK_FACTS_DATA_DIR", default_value = facts::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// How often acknowledged facts are committed to Iceberg (e.g. `60s`; `100ms` to `1h`). The
     /// start value of `/config`'s `flush_interval_ms`.
-    #[arg(long, env = "OBSERVASTACK_FACTS_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_flush_interval)]
-    flush_interval: Duration,
+    #[arg(long, env = "OBSERVASTACK_FACTS_FLUSH_INTERVAL", value_parser = parse_flush_interval,
+          default_value_t = facts::pipeline::DEFAULT_FLUSH_INTERVAL.into())]
+    flush_interval: humantime::Duration,
     /// How often `metrics_1m` is rolled up (`1h` as the seed asks; `1m` to `1d`). The start value
     /// of `/config`'s `rollup_interval_secs`.
-    #[arg(long, env = "OBSERVASTACK_FACTS_ROLLUP_INTERVAL", default_value = "1h", value_parser = parse_rollup_interval)]
-    rollup_interval: Duration,
+    #[arg(long, env = "OBSERVASTACK_FACTS_ROLLUP_INTERVAL", value_parser = parse_rollup_interval,
+          default_value_t = facts::pipeline::DEFAULT_ROLLUP_INTERVAL.into())]
+    rollup_interval: humantime::Duration,
     /// Largest ingest body in bytes (bigger ones get 413).
     #[arg(long, env = "OBSERVASTACK_FACTS_MAX_BODY_BYTES", default_value_t = facts::http::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -62,25 +63,31 @@ struct Cli {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
     /// Log filter directives.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    #[arg(long, env = "RUST_LOG", default_value = facts::DEFAULT_LOG)]
     log: String,
 }
 
 /// The ranges of `/config`, so a bad flag fails at parse, naming the flag.
-fn parse_flush_interval(s: &str) -> Result<Duration, String> {
+fn parse_flush_interval(s: &str) -> Result<humantime::Duration, String> {
     parse_within(s, Duration::from_millis(100), Duration::from_secs(3600), "100ms", "1h")
 }
 
-fn parse_rollup_interval(s: &str) -> Result<Duration, String> {
+fn parse_rollup_interval(s: &str) -> Result<humantime::Duration, String> {
     parse_within(s, Duration::from_secs(60), Duration::from_secs(86_400), "1m", "1d")
 }
 
-fn parse_within(s: &str, min: Duration, max: Duration, min_text: &str, max_text: &str) -> Result<Duration, String> {
+fn parse_within(
+    s: &str,
+    min: Duration,
+    max: Duration,
+    min_text: &str,
+    max_text: &str,
+) -> Result<humantime::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < min || d > max {
         return Err(format!("must be from {min_text} to {max_text}"));
     }
-    Ok(d)
+    Ok(d.into())
 }
 
 fn main() -> ExitCode {
@@ -90,12 +97,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // Without keys every ingest would be refused: better not to start at all.
-    let keys = service_kit::auth::public_keys_from_env(std::env::var(ENV_JWT_PUBLIC_KEYS).ok().as_deref())?;
-    let _telemetry = service_kit::telemetry::init("facts", cli.otlp_endpoint.as_deref(), &cli.log)?;
-    service_kit::server::follow_supervisor()?;
+    let started = service_kit::startup::start(facts::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
     let mut settings = Settings::new(cli.data_dir);
-    settings.flush_interval = cli.flush_interval;
-    settings.rollup_interval = cli.rollup_interval;
+    settings.flush_interval = cli.flush_interval.into();
+    settings.rollup_interval = cli.rollup_interval.into();
     if let Some(bucket) = cli.s3_bucket {
         settings.warehouse = Some(format!("s3://{bucket}/{}", cli.s3_prefix.trim_matches('/')));
         settings.store = StoreConfig::S3 {
@@ -108,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let options = Options {
         database_url: cli.database_url,
         max_body_bytes: Some(cli.max_body_bytes),
-        ..Options::new(Arc::new(keys))
+        ..Options::new(Arc::new(started.jwt_keys))
     };
     let app = Application::build(cli.listen, settings, options).await.context("the facts service could not start")?;
     tracing::info!(addr = %app.local_addr()?, version = service_kit::VERSION, "facts listening");
