@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::client::{self, Body, Endpoint, Pool};
-use crate::stats::{Failure, Outcome, Record};
+use crate::record::{Failure, Outcome, Record};
 
 /// Page size of the browse and product journeys (the shop's default).
 const PAGE: u32 = 20;

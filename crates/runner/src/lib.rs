@@ -14,6 +14,7 @@ pub mod journey;
 pub mod load;
 pub mod metrics;
 pub mod plan;
+pub mod record;
 pub mod routes;
 pub mod stats;
 

@@ -22,7 +22,8 @@ use tokio::task::LocalSet;
 use crate::client::{Endpoint, Pool};
 use crate::journey::{self, Catalog, Context, Picker};
 use crate::plan::Schedule;
-use crate::stats::{self, Outcome, Record, Stats};
+use crate::record::{Outcome, Record};
+use crate::stats::{self, Stats};
 
 /// Records are sent to the aggregator in batches of this many, or every [`FLUSH_EVERY`].
 const BATCH: usize = 256;

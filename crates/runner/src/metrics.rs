@@ -7,7 +7,7 @@ use prometheus::{Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntC
 use scenario::sli::Journey;
 use service_kit::Metrics;
 
-use crate::stats::{Outcome, Record};
+use crate::record::{Outcome, Record};
 
 const JOURNEYS: usize = Journey::ALL.len();
 

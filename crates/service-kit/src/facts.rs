@@ -29,6 +29,9 @@ pub const QUEUE_CAPACITY: usize = 10_000;
 pub const MAX_BATCH: usize = 1_000;
 /// Longest a fact waits for its batch to fill.
 pub const MAX_BATCH_DELAY: Duration = Duration::from_secs(1);
+/// The route of a request that matched no route (also the metrics' label): such requests are
+/// no facts, and raw paths never become labels.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// Deadline of one POST; a slow facts service costs the sender task, never a request.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -111,7 +114,7 @@ impl FactEmitter {
 
     /// Queues one fact; never waits.
     pub fn emit(&self, route: &str, method: &Method, status: u16, elapsed: Duration, user_agent: Option<&HeaderValue>) {
-        if route == crate::metrics::UNMATCHED_ROUTE || !route.starts_with('/') {
+        if route == UNMATCHED_ROUTE || !route.starts_with('/') {
             return;
         }
         let Some(method) = METHODS.iter().find(|m| *m == method).map(Method::as_str) else {

@@ -26,8 +26,7 @@ use crate::telemetry::TraceContext;
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 
-/// Route label for requests that matched no route: raw paths never become labels.
-pub const UNMATCHED_ROUTE: &str = "unmatched";
+pub use crate::facts::UNMATCHED_ROUTE;
 
 pub struct Metrics {
     pub service: String,
