@@ -11,21 +11,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use facts::{Application, Options, Settings};
 use serde_json::{Value, json};
-use sqlx::Connection as _;
+use test_support::TestDb;
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// A fresh database holding only the orchestrator's timeline table.
-async fn timeline_db(release_at: DateTime<Utc>) -> (String, String) {
-    let name = format!("facts_test_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
-    let base = admin_url().rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
-    let url = format!("{base}/{name}");
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+async fn timeline_db(release_at: DateTime<Utc>) -> TestDb {
+    let db = TestDb::create("facts_test").await;
+    let mut conn = db.connect().await;
     sqlx::raw_sql(
         "CREATE SCHEMA orchestrator;
          CREATE TABLE orchestrator.run_events (run_id uuid NOT NULL, seq integer NOT NULL, at timestamptz NOT NULL,
@@ -43,12 +35,7 @@ async fn timeline_db(release_at: DateTime<Utc>) -> (String, String) {
         .execute(&mut conn)
         .await
         .unwrap();
-    (name, url)
-}
-
-async fn drop_db(name: &str) {
-    let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    db
 }
 
 /// 20 req/s of the scenario's journey mix; from `release_at` on, checkout answers 500.
@@ -96,12 +83,12 @@ async fn five_minute_incident_explanation() {
     let from = DateTime::from_timestamp(now.timestamp() / 300 * 300 - 3600, 0).unwrap();
     let release_at = from + chrono::Duration::minutes(20);
     let to = from + chrono::Duration::minutes(40);
-    let (db, url) = timeline_db(release_at).await;
+    let db = timeline_db(release_at).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(dir.path());
     settings.flush_interval = Duration::from_secs(3600);
-    let options = Options { database_url: Some(url), ..Options::new(support::keys()) };
+    let options = Options { database_url: Some(db.url.clone()), ..Options::new(support::keys()) };
     let app = Application::build("127.0.0.1:0".parse().unwrap(), settings, options).await.unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     let engine = app.engine.clone();
@@ -175,5 +162,4 @@ async fn five_minute_incident_explanation() {
     assert_eq!(by_path["series"].as_array().unwrap().len(), 5);
 
     let _ = stop.send(());
-    drop_db(&db).await;
 }

@@ -11,11 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{TestGateway, Upstream, http, settings, signer, token, with_services};
+use common::{TestGateway, Upstream, http, settings, token, with_services};
 use gateway::GatewayRole;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use service_kit::{JwtKeys, JwtSigner, Role};
+use test_support::signer;
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()

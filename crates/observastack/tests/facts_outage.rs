@@ -21,7 +21,8 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 mod support;
-use support::{Proc, bin, database_url, free_port, recreate_database};
+use support::{Proc, bin, free_port, recreate_database};
+use test_support::database_url;
 
 /// Steady user load: one request every 20 ms.
 const PERIOD: Duration = Duration::from_millis(20);

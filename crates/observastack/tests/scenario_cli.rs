@@ -11,51 +11,14 @@ use std::time::Duration;
 
 use gateway::{Gateway, GatewayRole, ServiceTarget};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
+use test_support::TestDb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
-
-mod support;
-use support::{admin_url, database_url};
 
 /// Longest a compressed run's phase (baseline, fault, recovery) may take on a busy machine.
 const PHASE: Duration = Duration::from_secs(120);
-
-/// A database for one test, dropped (WITH FORCE) when this guard goes.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let name = format!("scenario_cli_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection (is PostgreSQL up?)");
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
-        let url = database_url(&name);
-        Self { name, url }
-    }
-}
-
-impl Drop for TestDb {
-    #[allow(clippy::print_stderr)]
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // `drop` cannot await, and the test's runtime may be gone or busy: a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(support::drop_database(&name));
-            Ok::<_, std::io::Error>(())
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}: {dropped:?}", self.name);
-        }
-    }
-}
 
 /// A service running in-process until stopped.
 struct Running {
@@ -105,7 +68,7 @@ impl Stack {
         let state = tempfile::tempdir().unwrap();
         let (signer, _) = observastack::state::ensure_keys(state.path()).unwrap();
         let public_keys = signer.verifier();
-        let db = TestDb::create().await;
+        let db = TestDb::create("scenario_cli_test").await;
         let shop_app = shop::Application::build(shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),

@@ -30,7 +30,7 @@ fn verify(paths: &[PathBuf]) -> Verified {
     let out = Command::new(env!("CARGO_BIN_EXE_observastack"))
         .args(["--state-dir", state.path().to_str().unwrap(), "scenario", "verify"])
         .args(paths)
-        .env("DATABASE_URL", support::admin_url())
+        .env("DATABASE_URL", test_support::admin_url())
         .output()
         .unwrap();
     Verified {

@@ -15,7 +15,8 @@ use serde_json::json;
 use service_kit::{JwtSigner, Role};
 
 mod support;
-use support::{Proc, bin, database_url, drop_database, free_port, recreate_database};
+use support::{Proc, bin, free_port, recreate_database};
+use test_support::{database_url, drop_database};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -145,5 +146,5 @@ async fn a_trace_started_at_the_gateway_continues_in_shop_and_in_its_logs() {
         .find(|l| l["level"] == "ERROR" && l["trace_id"] == TRACE_ID);
     assert!(error_line.is_some(), "no ERROR log line with trace_id {TRACE_ID} in shop output:\n{shop_logs}");
 
-    drop_database(&db).await;
+    drop_database(&db).await.unwrap();
 }

@@ -13,8 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-mod support;
-use support::{database_url, drop_database};
+use test_support::{database_url, drop_database};
 
 const PORTS: [u16; 10] = [8080, 8081, 8082, 8101, 8102, 8103, 8104, 8111, 8112, 8113];
 
@@ -115,7 +114,7 @@ fn start_stack(state: &std::path::Path, db: &str) -> Stack {
 async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway() {
     let state = tempfile::tempdir().unwrap();
     let db = format!("observastack_up_{}", std::process::id());
-    drop_database(&db).await;
+    drop_database(&db).await.unwrap();
     let mut stack = start_stack(state.path(), &db);
     let http = reqwest::Client::new();
 
@@ -300,7 +299,7 @@ async fn up_starts_the_stack_and_a_checkout_completes_through_the_user_gateway()
             port + stack.offset
         );
     }
-    drop_database(&db).await;
+    drop_database(&db).await.unwrap();
 }
 
 /// A child process of `up`: its service name (the gateway's role told apart by `--role`) and
@@ -374,7 +373,7 @@ async fn next_json(ws: &mut Ws) -> Option<Value> {
 async fn an_orchestrator_killed_mid_run_comes_back_resumes_the_run_and_consoles_catch_up() {
     let state = tempfile::tempdir().unwrap();
     let db = format!("observastack_kill_{}", std::process::id());
-    drop_database(&db).await;
+    drop_database(&db).await.unwrap();
     let stack = start_stack(state.path(), &db);
     let http = reqwest::Client::new();
     let control = |path: &str| stack.url(8081, path);
@@ -479,5 +478,5 @@ async fn an_orchestrator_killed_mid_run_comes_back_resumes_the_run_and_consoles_
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    drop_database(&db).await;
+    drop_database(&db).await.unwrap();
 }

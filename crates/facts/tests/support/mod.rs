@@ -2,24 +2,20 @@
 //! tokens of each role, and clients that send one.
 #![allow(dead_code, clippy::unwrap_used)] // Each test file uses a part; a failed unwrap is a failed test.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use service_kit::{JwtKeys, JwtSigner, Role};
+use service_kit::{JwtKeys, Role};
+use test_support::{public_keys, signer};
 
-/// The test stack's private key (the orchestrator's side); the lake gets only [`keys`].
-pub fn signer() -> &'static JwtSigner {
-    static SIGNER: OnceLock<JwtSigner> = OnceLock::new();
-    SIGNER.get_or_init(|| JwtSigner::generate().unwrap())
-}
-
+/// What the lake verifies with: `test_support::public_keys`, as `Options` takes them.
 pub fn keys() -> Arc<JwtKeys> {
-    Arc::new(signer().verifier())
+    Arc::new(public_keys())
 }
 
 /// The public keys as `OBSERVASTACK_JWT_PUBLIC_KEYS` takes them, for a `facts` process.
 pub fn public_keys_pem() -> String {
-    signer().verifier().to_pem()
+    public_keys().to_pem()
 }
 
 pub fn token(role: Role) -> String {

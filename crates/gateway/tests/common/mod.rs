@@ -17,19 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gateway::{Gateway, GatewayRole, ServiceTarget, Settings};
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, JwtSigner, Role};
+use service_kit::Role;
+use test_support::{public_keys, signer};
 use tokio::sync::oneshot;
-
-/// The stack's private key in these tests (the orchestrator's side); gateways get only
-/// [`keys`].
-pub fn signer() -> &'static JwtSigner {
-    static SIGNER: OnceLock<JwtSigner> = OnceLock::new();
-    SIGNER.get_or_init(|| JwtSigner::generate().unwrap())
-}
-
-pub fn keys() -> JwtKeys {
-    signer().verifier()
-}
 
 pub fn token(role: Role) -> String {
     signer().mint("tester", role, Duration::from_secs(600)).unwrap()
@@ -169,7 +159,7 @@ pub fn dead_url() -> String {
 
 /// Settings for a test gateway: port 0 everywhere, one worker thread.
 pub fn settings(role: GatewayRole, shop_url: &str) -> Settings {
-    let mut settings = Settings::new(role, keys());
+    let mut settings = Settings::new(role, public_keys());
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.admin_listen = "127.0.0.1:0".parse().unwrap();
     settings.shop_url = shop_url.parse().unwrap();

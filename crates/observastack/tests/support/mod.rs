@@ -21,34 +21,11 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The PostgreSQL the tests may create databases in (`DATABASE_URL`, else the local trust one).
-pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// `admin_url()` pointed at database `name` (query parameters kept).
-pub fn database_url(name: &str) -> String {
-    let url = admin_url();
-    let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
-    let root = base.rsplit_once('/').map_or(base, |(root, _)| root);
-    match query {
-        Some(query) => format!("{root}/{name}?{query}"),
-        None => format!("{root}/{name}"),
-    }
-}
-
-pub async fn drop_database(name: &str) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await.unwrap();
-}
-
-/// Drops `name` if a previous run left it, then creates it empty.
+/// Drops `name` if a previous run left it, then creates it empty (for a database a test names
+/// itself; a per-test one is a `test_support::TestDb`).
 pub async fn recreate_database(name: &str) {
-    use sqlx::Connection;
-    drop_database(name).await;
-    let mut conn = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
+    test_support::drop_database(name).await.unwrap();
+    test_support::create_database(name).await.unwrap();
 }
 
 /// A child process killed when the test ends, however it ends.

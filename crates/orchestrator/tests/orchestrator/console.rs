@@ -10,8 +10,9 @@ use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE, X_FRAME_OPTIONS};
 use serde_json::Value;
 use service_kit::{JwtSigner, Role};
+use test_support::signer;
 
-use crate::helpers::{Stack, fixture_scenarios, signer};
+use crate::helpers::{Stack, fixture_scenarios};
 
 fn keys() -> &'static JwtSigner {
     signer()

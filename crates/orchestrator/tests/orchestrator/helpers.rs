@@ -1,12 +1,11 @@
 //! Test scaffolding: the whole path a scenario needs, started in-process on port 0 against a
-//! fresh PostgreSQL database per test: the shop, the user gateway in front of it, the runner
+//! fresh PostgreSQL database per test (`test_support::TestDb`): the shop, the user gateway in front of it, the runner
 //! driving journeys through the gateway, and the orchestrator over all three. Plus tokens, a
 //! WebSocket client and polling helpers.
 
 #![allow(dead_code)] // Each test module uses a different part.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -14,91 +13,20 @@ use gateway::{Gateway, GatewayRole};
 use orchestrator::Settings;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, JwtSigner, Role};
-use sqlx::{Connection, PgConnection};
+use service_kit::{JwtSigner, Role};
+use test_support::{TestDb, public_keys, signer};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use uuid::Uuid;
-
-/// The stack's private key in these tests: the orchestrator's, which no other service gets.
-pub fn signer() -> &'static Arc<JwtSigner> {
-    static SIGNER: OnceLock<Arc<JwtSigner>> = OnceLock::new();
-    SIGNER.get_or_init(|| Arc::new(JwtSigner::generate().unwrap()))
-}
-
-/// What every service verifies with.
-pub fn public_keys() -> JwtKeys {
-    signer().verifier()
-}
 
 /// The user gateway's header read timeout in these tests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The evaluation period tests run with: fast enough for short windows, light on 2 cores.
 pub const TICK: Duration = Duration::from_millis(200);
-
-pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `url` with its database name replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let root = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{root}/{database}?{query}"),
-        None => format!("{root}/{database}"),
-    }
-}
-
-/// A database that exists for one test and is dropped (WITH FORCE) when this guard goes.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("orchestrator_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection (is PostgreSQL up?)");
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
-        let url = with_database(&admin_url(), &name);
-        Self { name, url }
-    }
-}
-
-impl Drop for TestDb {
-    #[allow(clippy::print_stderr)]
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.map_err(std::io::Error::other)?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}: {dropped:?}", self.name);
-        }
-    }
-}
 
 /// A service running in-process until stopped or dropped.
 pub struct Running {
@@ -173,7 +101,7 @@ impl Stack {
     }
 
     pub async fn start_full(dir: PathBuf, products: u32, adjust: impl FnOnce(&mut Settings)) -> Self {
-        let db = TestDb::create().await;
+        let db = TestDb::create("orchestrator_test").await;
         let shop_app = shop::Application::build(shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),

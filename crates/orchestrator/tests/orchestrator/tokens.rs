@@ -7,8 +7,9 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use service_kit::{JwtKeys, JwtSigner, Role};
+use test_support::{public_keys, signer};
 
-use crate::helpers::{Stack, fixture_scenarios, public_keys, signer};
+use crate::helpers::{Stack, fixture_scenarios};
 
 #[tokio::test]
 async fn a_service_token_opens_no_orchestrator_route() {

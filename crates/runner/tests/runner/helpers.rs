@@ -1,10 +1,10 @@
-//! Test scaffolding: a fresh PostgreSQL database per test, the shop, the user gateway and the
+//! Test scaffolding: the shop (on a fresh `test_support::TestDb`), the user gateway and the
 //! runner started in-process on port 0, a slow target we control, tokens and pollers.
 
 #![allow(dead_code)] // Each test module uses a different part of this file.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -13,21 +13,9 @@ use gateway::{Gateway, GatewayRole};
 use reqwest::{Response, StatusCode};
 use runner::{Application, RunnerConfig, Settings};
 use serde_json::Value;
-use service_kit::{JwtKeys, JwtSigner, Role};
-use sqlx::{Connection, PgConnection};
+use service_kit::Role;
+use test_support::{TestDb, public_keys, signer};
 use tokio::sync::oneshot;
-use uuid::Uuid;
-
-/// The stack's private key in these tests (the orchestrator's side); services get only
-/// [`public_keys`].
-pub fn signer() -> &'static JwtSigner {
-    static SIGNER: OnceLock<JwtSigner> = OnceLock::new();
-    SIGNER.get_or_init(|| JwtSigner::generate().unwrap())
-}
-
-pub fn public_keys() -> JwtKeys {
-    signer().verifier()
-}
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap()
@@ -35,63 +23,6 @@ pub fn http() -> reqwest::Client {
 
 pub fn token(role: Role) -> String {
     signer().mint("runner-test", role, Duration::from_secs(600)).unwrap()
-}
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let root = base[scheme_end..].find('/').map_or(base, |slash| &base[..scheme_end + slash]);
-    match query {
-        Some(query) => format!("{root}/{database}?{query}"),
-        None => format!("{root}/{database}"),
-    }
-}
-
-/// A database that exists for one test and is dropped (WITH FORCE) afterwards.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("runner_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection (is PostgreSQL up?)");
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
-        let url = with_database(&admin_url(), &name);
-        Self { name, url }
-    }
-
-    pub async fn scalar(&self, sql: &str) -> i64 {
-        let mut conn = PgConnection::connect(&self.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    #[allow(clippy::print_stderr)]
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.map_err(std::io::Error::other)?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}: {dropped:?}", self.name);
-        }
-    }
 }
 
 /// Stops a server task when dropped.
@@ -123,7 +54,7 @@ pub struct Shop {
 
 impl Shop {
     pub async fn start() -> Self {
-        let db = TestDb::create().await;
+        let db = TestDb::create("runner_test").await;
         let settings = shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),

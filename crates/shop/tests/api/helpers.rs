@@ -1,95 +1,15 @@
-//! Test scaffolding: a fresh PostgreSQL database per test, the shop started in-process on port
-//! 0, tokens, and a reader for the Prometheus text format.
+//! Test scaffolding: the shop started in-process on port 0 on a fresh database per test
+//! (`test_support::TestDb`), tokens, and a reader for the Prometheus text format.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use service_kit::{JwtKeys, JwtSigner, Role};
+use service_kit::{JwtSigner, Role};
 use shop::config::ShopConfig;
 use shop::{Application, Settings};
-use sqlx::{Connection, PgConnection};
+use test_support::{TestDb, public_keys, signer};
 use tokio::sync::oneshot;
-use uuid::Uuid;
-
-/// The stack's private key in these tests (the orchestrator's side); the shop gets only
-/// [`public_keys`].
-pub fn signer() -> &'static JwtSigner {
-    static SIGNER: OnceLock<JwtSigner> = OnceLock::new();
-    SIGNER.get_or_init(|| JwtSigner::generate().unwrap())
-}
-
-pub fn public_keys() -> JwtKeys {
-    signer().verifier()
-}
-
-/// The admin connection used to create and drop per-test databases.
-pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `url` with its database name replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let root = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{root}/{database}?{query}"),
-        None => format!("{root}/{database}"),
-    }
-}
-
-/// A database that exists for one test and is dropped (WITH FORCE) when this guard goes.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("shop_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection (is PostgreSQL up?)");
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
-        let url = with_database(&admin_url(), &name);
-        Self { name, url }
-    }
-
-    pub async fn connect(&self) -> PgConnection {
-        PgConnection::connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    // A database left behind should be visible in the test output, and a panic in drop would abort.
-    #[allow(clippy::print_stderr)]
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot block on async work: use a thread
-        // with its own small runtime.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.map_err(std::io::Error::other)?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}: {dropped:?}", self.name);
-        }
-    }
-}
 
 pub struct TestApp {
     pub address: String,
@@ -142,7 +62,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    let db = TestDb::create().await;
+    let db = TestDb::create("shop_test").await;
     let app = Application::build(settings(&db, &options)).await.expect("the shop builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (tx, rx) = oneshot::channel::<()>();
@@ -281,14 +201,4 @@ pub fn details(body: &Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-#[test]
-fn database_name_is_replaced_in_urls() {
-    assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-    assert_eq!(
-        with_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
-        "postgres://u@h:5432/x?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
 }

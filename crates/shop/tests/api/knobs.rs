@@ -340,7 +340,7 @@ async fn a_database_that_refuses_connections_gets_503_with_retry_after_and_recov
     let app = spawn_app().await;
     let id = app.product_ids(1).await[0];
     app.configure(json!({"db": {"acquire_timeout_ms": 300}})).await;
-    let mut admin = sqlx::PgConnection::connect(&crate::helpers::admin_url()).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&test_support::admin_url()).await.unwrap();
     let outage = |allow: bool| format!("ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS {allow}", app.db.name);
     sqlx::raw_sql(&outage(false)).execute(&mut admin).await.unwrap();
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")

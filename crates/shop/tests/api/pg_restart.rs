@@ -16,10 +16,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shop::Application;
 use sqlx::{Connection, PgConnection};
+use test_support::public_keys;
 use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
-use crate::helpers::{Options, public_keys};
+use crate::helpers::Options;
 
 /// A PostgreSQL cluster of this test's own, dropped with it.
 struct Cluster {

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use shop::{Application, Settings};
+use test_support::{TestDb, public_keys};
 
-use crate::helpers::{Options, TestDb, public_keys, settings, spawn_app};
+use crate::helpers::{Options, settings, spawn_app};
 
 async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
     let mut conn = db.connect().await;
@@ -20,7 +21,7 @@ async fn counts(db: &TestDb) -> (i64, i64, i64, i64) {
 
 #[tokio::test]
 async fn default_seed_creates_ten_thousand_products_and_a_hundred_thousand_orders() {
-    let db = TestDb::create().await;
+    let db = TestDb::create("shop_test").await;
     let defaults = Settings::default();
     let options = Options { products: defaults.seed_products, orders: defaults.seed_orders, ..Options::default() };
     let app = Application::build(settings(&db, &options)).await.unwrap();
@@ -52,7 +53,7 @@ async fn default_seed_creates_ten_thousand_products_and_a_hundred_thousand_order
 
 #[tokio::test]
 async fn seeding_is_idempotent_even_when_two_shops_start_together() {
-    let db = TestDb::create().await;
+    let db = TestDb::create("shop_test").await;
     let options = Options { products: 240, orders: 100, ..Options::default() };
     let (a, b) = tokio::join!(Application::build(settings(&db, &options)), Application::build(settings(&db, &options)));
     let (a, b) = (a.unwrap(), b.unwrap());
