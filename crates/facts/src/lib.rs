@@ -32,7 +32,7 @@ use anyhow::Context as _;
 use axum::Router;
 use service_kit::config::Snapshot;
 use service_kit::metrics::Metrics;
-use service_kit::{ConfigStore, JwtKeys, server};
+use service_kit::{ConfigStore, JwtKeys, Secret, server};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -89,7 +89,7 @@ pub struct Options {
     /// Verify the tokens of ingest, SQL, maintenance and `/config`.
     pub keys: Arc<JwtKeys>,
     /// PostgreSQL URL of the orchestrator's database, for config-change markers.
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret<String>>,
     /// Largest ingest body; default [`http::DEFAULT_MAX_BODY_BYTES`].
     pub max_body_bytes: Option<usize>,
     /// `/config` at revision 1; `None`: the defaults with the engine's flush and rollup intervals.
@@ -118,7 +118,7 @@ impl Application {
             anyhow::anyhow!("the initial facts configuration is invalid (flush interval 100 ms to 1 h, rollup 1 min to 1 day): {err}")
         })?;
         let engine = Engine::open(settings).await?;
-        let markers = options.database_url.as_deref().map(markers::MarkerSource::new).transpose()?;
+        let markers = options.database_url.as_ref().map(|url| markers::MarkerSource::new(url.expose())).transpose()?;
         let max_body = options.max_body_bytes.unwrap_or(http::DEFAULT_MAX_BODY_BYTES);
         let sql_threads = options
             .sql_threads

@@ -88,7 +88,7 @@ async fn five_minute_incident_explanation() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(dir.path());
     settings.flush_interval = Duration::from_secs(3600);
-    let options = Options { database_url: Some(db.url.clone()), ..Options::new(support::keys()) };
+    let options = Options { database_url: Some(db.url.clone().into()), ..Options::new(support::keys()) };
     let app = Application::build("127.0.0.1:0".parse().unwrap(), settings, options).await.unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     let engine = app.engine.clone();

@@ -71,7 +71,7 @@ impl Stack {
         let db = TestDb::create("scenario_cli_test").await;
         let shop_app = shop::Application::build(shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.url.clone(),
+            database_url: db.url.clone().into(),
             jwt_keys: public_keys.clone(),
             seed_products: 200,
             seed_orders: 200,
@@ -112,7 +112,7 @@ impl Stack {
 
         let orchestrator_app = orchestrator::Application::build(orchestrator::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.url.clone(),
+            database_url: db.url.clone().into(),
             jwt_keys: public_keys.clone(),
             jwt_signer: Some(std::sync::Arc::new(signer)),
             scenario_dirs: vec![shipped_scenarios()],

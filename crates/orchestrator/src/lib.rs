@@ -34,7 +34,7 @@ use axum::Router;
 use axum::routing::get;
 use service_kit::app::observed;
 use service_kit::server::{ReadinessCheck, health_router};
-use service_kit::{JwtKeys, JwtSigner, Metrics};
+use service_kit::{JwtKeys, JwtSigner, Metrics, Secret};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use utoipa::OpenApi as _;
@@ -71,12 +71,12 @@ pub fn default_services() -> BTreeMap<String, String> {
 
 /// Everything the orchestrator needs to start. `main.rs` fills it from flags and env; tests
 /// build it directly.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Address to listen on; port 0 picks a free one (see [`Application::port`]).
     pub listen: SocketAddr,
     /// PostgreSQL URL; the orchestrator keeps its tables in the `orchestrator` schema.
-    pub database_url: String,
+    pub database_url: Secret<String>,
     /// The stack's public keys: verify callers' tokens and the console's login codes.
     pub jwt_keys: JwtKeys,
     /// The stack's private key: signs the orchestrator's own instructor tokens and console
@@ -100,27 +100,12 @@ pub struct Settings {
     pub console: console::ConsoleSettings,
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("listen", &self.listen)
-            .field("database_url", &"(redacted)")
-            .field("jwt_keys", &self.jwt_keys)
-            .field("jwt_signer", &self.jwt_signer)
-            .field("scenario_dirs", &self.scenario_dirs)
-            .field("services", &self.services)
-            .field("tick", &self.tick)
-            .field("ws_queue", &self.ws_queue)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Default for Settings {
     /// The binary's defaults, without keys (building fails until they are set).
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN,
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            database_url: Secret::new(DEFAULT_DATABASE_URL.to_owned()),
             jwt_keys: JwtKeys::default(),
             jwt_signer: None,
             scenario_dirs: vec![PathBuf::from(DEFAULT_SCENARIOS_DIR)],
@@ -165,7 +150,7 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let catalog = catalog::Catalog::load(&settings.scenario_dirs)?;
-        let db = store::connect(&settings.database_url, settings.connect_timeout).await?;
+        let db = store::connect(settings.database_url.expose(), settings.connect_timeout).await?;
         let metrics = Metrics::new(SERVICE);
         let own_metrics = metrics::OrchestratorMetrics::new(&metrics);
         let hub = Hub::new(settings.ws_queue, own_metrics.clone());
@@ -329,7 +314,7 @@ mod tests {
     #[test]
     fn settings_print_without_the_database_password() {
         let settings = super::Settings {
-            database_url: "postgres://orchestrator:hunter2@db:5432/observastack".to_owned(),
+            database_url: "postgres://orchestrator:hunter2@db:5432/observastack".to_owned().into(),
             ..super::Settings::default()
         };
         let printed = format!("{settings:?}");

@@ -116,7 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     services.extend(cli.services);
     let settings = Settings {
         listen: cli.listen,
-        database_url: cli.database_url,
+        database_url: cli.database_url.into(),
         jwt_keys: started.jwt_keys,
         jwt_signer: Some(Arc::new(jwt_signer)),
         scenario_dirs: cli.scenarios,

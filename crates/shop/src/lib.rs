@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use axum::Router;
 use service_kit::app::{internal_routes, observed};
 use service_kit::server::ReadinessCheck;
-use service_kit::{ApiError, ConfigStore, JwtKeys, Metrics};
+use service_kit::{ApiError, ConfigStore, JwtKeys, Metrics, Secret};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi as _;
@@ -54,12 +54,12 @@ pub const DEFAULT_SEED_ORDERS: u32 = 100_000;
 
 /// Everything the shop needs to start. `main.rs` fills it from flags and env; tests build it
 /// directly.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Address to listen on; port 0 picks a free one (see [`Application::port`]).
     pub listen: SocketAddr,
     /// PostgreSQL URL, e.g. `postgres://postgres@127.0.0.1:5432/observastack`.
-    pub database_url: String,
+    pub database_url: Secret<String>,
     /// The stack's public keys, which verify `/config` tokens (the shop mints none).
     pub jwt_keys: JwtKeys,
     /// Products seeded into an empty catalog.
@@ -74,27 +74,12 @@ pub struct Settings {
     pub drain: Duration,
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("listen", &self.listen)
-            .field("database_url", &"(redacted)")
-            .field("jwt_keys", &self.jwt_keys)
-            .field("seed_products", &self.seed_products)
-            .field("seed_orders", &self.seed_orders)
-            .field("initial_config", &self.initial_config)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("drain", &self.drain)
-            .finish()
-    }
-}
-
 impl Default for Settings {
     /// The binary's defaults, without public keys (building fails until they are set).
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN,
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            database_url: Secret::new(DEFAULT_DATABASE_URL.to_owned()),
             jwt_keys: JwtKeys::default(),
             seed_products: DEFAULT_SEED_PRODUCTS,
             seed_orders: DEFAULT_SEED_ORDERS,
@@ -138,8 +123,13 @@ impl Application {
         let initial = store.current();
 
         let db = Arc::new(
-            Database::connect(&settings.database_url, &initial.db, settings.connect_timeout, shop_metrics.clone())
-                .await?,
+            Database::connect(
+                settings.database_url.expose(),
+                &initial.db,
+                settings.connect_timeout,
+                shop_metrics.clone(),
+            )
+            .await?,
         );
         let book = {
             let mut conn = db.acquire(&initial.db).await.map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
@@ -263,7 +253,7 @@ mod tests {
     #[test]
     fn settings_print_without_the_database_password() {
         let settings =
-            Settings { database_url: "postgres://shop:hunter2@db:5432/shop".to_owned(), ..Settings::default() };
+            Settings { database_url: "postgres://shop:hunter2@db:5432/shop".to_owned().into(), ..Settings::default() };
         let printed = format!("{settings:?}");
         assert!(!printed.contains("hunter2") && printed.contains("(redacted)"), "{printed}");
     }

@@ -44,7 +44,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let started = service_kit::startup::start(shop::SERVICE, cli.otlp_endpoint.as_deref(), &cli.log)?;
     let settings = Settings {
         listen: cli.listen,
-        database_url: cli.database_url,
+        database_url: cli.database_url.into(),
         jwt_keys: started.jwt_keys,
         seed_products: cli.seed_products,
         seed_orders: cli.seed_orders,

@@ -111,7 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     let options = Options {
-        database_url: cli.database_url,
+        database_url: cli.database_url.map(Into::into),
         max_body_bytes: Some(cli.max_body_bytes),
         ..Options::new(Arc::new(started.jwt_keys))
     };

@@ -104,7 +104,7 @@ impl Stack {
         let db = TestDb::create("orchestrator_test").await;
         let shop_app = shop::Application::build(shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.url.clone(),
+            database_url: db.url.clone().into(),
             jwt_keys: public_keys(),
             seed_products: products,
             seed_orders: 300,
@@ -147,7 +147,7 @@ impl Stack {
 
         let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.url.clone(),
+            database_url: db.url.clone().into(),
             jwt_keys: public_keys(),
             jwt_signer: Some(signer().clone()),
             scenario_dirs: vec![dir],

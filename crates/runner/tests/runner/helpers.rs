@@ -57,7 +57,7 @@ impl Shop {
         let db = TestDb::create("runner_test").await;
         let settings = shop::Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.url.clone(),
+            database_url: db.url.clone().into(),
             jwt_keys: public_keys(),
             seed_products: 300,
             seed_orders: 100,

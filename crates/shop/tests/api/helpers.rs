@@ -47,7 +47,7 @@ impl Default for Options {
 pub fn settings(db: &TestDb, options: &Options) -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url.clone(),
+        database_url: db.url.clone().into(),
         jwt_keys: public_keys(),
         seed_products: options.products,
         seed_orders: options.orders,

@@ -134,7 +134,7 @@ async fn postgres_restart_under_load_gives_fast_503s_then_recovers_and_loses_no_
     let options = Options { products: 50, orders: 0, ..Options::default() };
     let settings = shop::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: cluster.url("shop"),
+        database_url: cluster.url("shop").into(),
         jwt_keys: public_keys(),
         seed_products: options.products,
         seed_orders: options.orders,

@@ -73,7 +73,7 @@ async fn seeding_is_idempotent_even_when_two_shops_start_together() {
 async fn unreachable_database_fails_start_up_with_a_message_naming_host_and_database() {
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: "postgres://postgres:hunter2@127.0.0.1:1/shop_nowhere".to_owned(),
+        database_url: "postgres://postgres:hunter2@127.0.0.1:1/shop_nowhere".to_owned().into(),
         jwt_keys: public_keys(),
         connect_timeout: Duration::from_millis(300),
         ..Settings::default()
