@@ -2,8 +2,11 @@
 //! test ([`TestDb`]) on the server `DATABASE_URL` names, and the stack's keys generated once per
 //! test binary ([`signer`], [`public_keys`]). A dev-dependency only.
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use service_kit::{JwtKeys, JwtSigner};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -102,6 +105,53 @@ impl Drop for TestDb {
             eprintln!("could not drop test database {}: {dropped:?}", self.name);
         }
     }
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, failing the test after `within`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `(field, rule)` of each detail of a JSON error body (`{"error": {"details": [...]}}`).
+pub fn details(body: &Value) -> Vec<(String, String)> {
+    body["error"]["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|e| (e["field"].as_str().unwrap_or("").to_owned(), e["rule"].as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses the Prometheus text format: the sum of the samples of `name` carrying every label pair.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let all = labels.iter().all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            if all { value.parse::<f64>().ok() } else { None }
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // Each test module uses a different part.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use gateway::{Gateway, GatewayRole};
@@ -15,6 +15,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use service_kit::{JwtSigner, Role};
 use test_support::{TestDb, public_keys, signer};
+pub use test_support::{details, wait_for};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -378,32 +379,4 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let all = labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
         (series_name == name && all).then(|| value.parse().ok()).flatten()
     })
-}
-
-/// Polls `check` until it returns `Some`, failing after `within`.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The `error.details` of an error body as (field, rule) pairs.
-pub fn details(body: &Value) -> Vec<(String, String)> {
-    body["error"]["details"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .map(|e| (e["field"].as_str().unwrap_or("").to_owned(), e["rule"].as_str().unwrap_or("").to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -15,6 +15,7 @@ use runner::{Application, RunnerConfig, Settings};
 use serde_json::Value;
 use service_kit::Role;
 use test_support::{TestDb, public_keys, signer};
+pub use test_support::{details, metric_value, wait_for};
 use tokio::sync::oneshot;
 
 pub fn http() -> reqwest::Client {
@@ -210,48 +211,4 @@ async fn answer(State(state): State<Arc<TargetState>>) -> &'static str {
     tokio::time::sleep(Duration::from_millis(u64::try_from(delay).unwrap())).await;
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     "ok"
-}
-
-/// Polls `check` until it returns `Some`, failing after `within`.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Sum of the samples of `name` whose labels include `labels`.
-pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = series.split_once('{').map_or((series, ""), |(n, rest)| (n, rest));
-            if series_name != name {
-                return None;
-            }
-            let all = labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
-            if all { value.parse::<f64>().ok() } else { None }
-        })
-        .sum()
-}
-
-/// `(field, rule)` of each detail of an error body.
-pub fn details(body: &Value) -> Vec<(String, String)> {
-    body["error"]["details"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .map(|e| (e["field"].as_str().unwrap_or("").to_owned(), e["rule"].as_str().unwrap_or("").to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -1,7 +1,7 @@
 //! Test scaffolding: the shop started in-process on port 0 on a fresh database per test
 //! (`test_support::TestDb`), tokens, and a reader for the Prometheus text format.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -9,6 +9,7 @@ use service_kit::{JwtSigner, Role};
 use shop::config::ShopConfig;
 use shop::{Application, Settings};
 use test_support::{TestDb, public_keys, signer};
+pub use test_support::{details, metric_value, wait_for};
 use tokio::sync::oneshot;
 
 pub struct TestApp {
@@ -154,51 +155,4 @@ impl TestApp {
         let product = self.get_json(&format!("/api/products/{product_id}")).await;
         product["stock"].as_i64().unwrap()
     }
-}
-
-/// Parses the Prometheus text format: sum of the samples of `name` carrying every label pair.
-pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if series_name != name {
-                return None;
-            }
-            let all = labels.iter().all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
-            if all { value.parse::<f64>().ok() } else { None }
-        })
-        .sum()
-}
-
-/// Polls `check` until it returns `Some`, failing after `within`.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// The `error.details` of an error body.
-pub fn details(body: &Value) -> Vec<(String, String)> {
-    body["error"]["details"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .map(|e| (e["field"].as_str().unwrap_or("").to_owned(), e["rule"].as_str().unwrap_or("").to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
