@@ -4,6 +4,7 @@
 //! `verify` them against a real stack; list, show, start, watch and stop runs through the control gateway).
 
 pub mod config_cmd;
+pub mod control_client;
 pub mod facts_cmd;
 pub mod load_cmd;
 pub mod openapi_cmd;
@@ -11,6 +12,7 @@ pub mod scenario_cmd;
 pub mod scenario_run_cmd;
 pub mod scenario_verify;
 pub mod state;
+pub mod text;
 pub mod ui;
 pub mod up;
 pub mod watch;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use scenario::Diagnostic;
 
-use crate::scenario_run_cmd::{self as runs, Control, ControlArgs};
+use crate::control_client::{Control, ControlArgs};
+use crate::scenario_run_cmd as runs;
 use crate::scenario_verify::{self, VerifyArgs};
 use crate::{ui, watch};
 

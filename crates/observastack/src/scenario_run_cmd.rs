@@ -3,185 +3,21 @@
 //! printed as the API gave them (message, then field, rule and why) and exit 1.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Local, Utc};
+use chrono::{DateTime, Utc};
 use orchestrator::model::{Entry, RunDetail, RunState, RunSummary};
 use reqwest::{Method, StatusCode};
 use scenario::Condition;
 use scenario::load::{LoadSpec, Pattern};
 use scenario::sli::{Sli, SliSnapshot};
 use serde_json::{Value, json};
-use service_kit::{JwtSigner, Role};
 
-use crate::{state, ui, watch};
-
-/// Where the control gateway is and who the CLI is to it; shared by every remote subcommand.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ControlArgs {
-    /// Control gateway base URL.
-    #[arg(long, env = "OBSERVASTACK_CONTROL_URL", default_value = "http://127.0.0.1:8081")]
-    pub control_url: String,
-    /// Role of the minted token: `learner` or `instructor` (sees faults, hints and solutions).
-    #[arg(long, default_value = "learner")]
-    pub role: Role,
-}
-
-/// Subject of the tokens the CLI mints; runs and config history name it.
-const SUBJECT: &str = "cli";
-/// Lifetime of a minted token: one command, or one WebSocket handshake.
-const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
-/// Width hints and summaries are wrapped to.
-pub const WIDTH: usize = 88;
-
-/// A client of the control gateway's scenario routes.
-pub struct Control {
-    http: reqwest::Client,
-    base: String,
-    keys: JwtSigner,
-    role: Role,
-    key_path: PathBuf,
-}
-
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Control").field("base", &self.base).field("role", &self.role).finish_non_exhaustive()
-    }
-}
-
-/// A refusal from the API: `{"error": {"code", "message", "details": [{field, rule, message}]}}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub code: String,
-    pub message: String,
-    pub details: Vec<Detail>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Detail {
-    pub field: String,
-    pub rule: String,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn from_body(status: StatusCode, body: &Value) -> Self {
-        let error = &body["error"];
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-        let details = error["details"]
-            .as_array()
-            .map(|details| {
-                details
-                    .iter()
-                    .map(|d| Detail { field: text(&d["field"]), rule: text(&d["rule"]), message: text(&d["message"]) })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let message = match error["message"].as_str() {
-            Some(message) => message.to_owned(),
-            None => match body.as_str() {
-                Some(raw) if !raw.trim().is_empty() => raw.trim().to_owned(),
-                _ => status.canonical_reason().unwrap_or("refused").to_owned(),
-            },
-        };
-        Self { status, code: text(&error["code"]), message, details }
-    }
-
-    /// `error: <message> (<status> <code>)`, then one line per field: `  field: why (rule: r)`.
-    pub fn lines(&self) -> Vec<String> {
-        let code = if self.code.is_empty() { String::new() } else { format!(" {}", self.code) };
-        let headline = if self.details.is_empty() { self.message.as_str() } else { "the request was refused" };
-        let mut lines = vec![format!("{headline} ({}{code})", self.status.as_u16())];
-        for d in &self.details {
-            lines.push(format!("  {}: {} (rule: {})", d.field, d.message, d.rule));
-        }
-        lines
-    }
-}
-
-impl Control {
-    pub fn new(state_dir: &Path, args: &ControlArgs) -> anyhow::Result<Self> {
-        let keys = state::load_keys(state_dir)?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        Ok(Self {
-            http,
-            base: args.control_url.trim_end_matches('/').to_owned(),
-            keys,
-            role: args.role,
-            key_path: state::private_key_path(state_dir),
-        })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// A fresh token of the chosen role.
-    pub fn token(&self) -> anyhow::Result<String> {
-        Ok(self.keys.mint(SUBJECT, self.role, TOKEN_LIFETIME)?)
-    }
-
-    /// Prints a refusal; a 401 also says which key signed the token.
-    pub fn report(&self, refusal: &Refusal) {
-        let mut lines = refusal.lines().into_iter();
-        if let Some(first) = lines.next() {
-            ui::error(&first);
-        }
-        for line in lines {
-            ui::progress(line.trim_start());
-        }
-        if refusal.status == StatusCode::UNAUTHORIZED {
-            ui::progress(&format!(
-                "the token was signed with {} (kid {}); is that the running stack's state dir (--state-dir)?",
-                self.key_path.display(),
-                self.keys.kid()
-            ));
-        }
-    }
-
-    /// Calls `path`: `Ok(Ok(body))` on 2xx, `Ok(Err(refusal))` on an API error, `Err` when the
-    /// gateway cannot be reached at all.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Result<Value, Refusal>> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(self.token()?);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let resp = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the control gateway at {} (is the stack up?)", self.base))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(if status.is_success() { Ok(body) } else { Err(Refusal::from_body(status, &body)) })
-    }
-
-    pub async fn get(&self, path: &str) -> anyhow::Result<Result<Value, Refusal>> {
-        self.call(Method::GET, path, None).await
-    }
-
-    /// Like [`Control::call`], but a refusal is printed and becomes exit code 1.
-    async fn expect(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Result<Value, ExitCode>> {
-        Ok(self.call(method, path, body).await?.map_err(|refusal| {
-            self.report(&refusal);
-            ExitCode::FAILURE
-        }))
-    }
-}
+use crate::control_client::{Control, Refusal};
+use crate::text::{WIDTH, bullets, clock, describe_debrief, secs_text, str_of, strings, wrap};
+use crate::{ui, watch};
 
 fn parse<T: serde::de::DeserializeOwned>(body: Value, what: &str) -> anyhow::Result<T> {
     serde_json::from_value(body).with_context(|| format!("the orchestrator answered an unexpected {what}"))
@@ -266,23 +102,6 @@ fn path_segment(id: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or("")
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
-}
-
-fn bullets(out: &mut Vec<String>, items: &[String]) {
-    for item in items {
-        let wrapped = wrap(item, WIDTH - 4);
-        for (i, line) in wrapped.iter().enumerate() {
-            out.push(format!("{}{line}", if i == 0 { "  • " } else { "    " }));
-        }
-    }
 }
 
 /// Renders a scenario as `GET /api/scenarios/{id}` returns it, learner or full view.
@@ -382,27 +201,6 @@ fn describe_predicate(p: &Value) -> String {
     format!("{} {} {expect}", str_of(p, "service"), str_of(p, "field"))
 }
 
-/// `What broke`, `Why` and `Lessons` of a debrief, each line prefixed with `indent`.
-pub fn describe_debrief(debrief: &Value, indent: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let width = WIDTH.saturating_sub(indent.len());
-    for (title, key) in [("What broke", "what_broke"), ("Why", "why")] {
-        let text = str_of(debrief, key);
-        if !text.is_empty() {
-            out.push(format!("{indent}{title}"));
-            out.extend(wrap(text, width - 2).into_iter().map(|l| format!("{indent}  {l}")));
-        }
-    }
-    let lessons = strings(&debrief["lessons"]);
-    if !lessons.is_empty() {
-        out.push(format!("{indent}Lessons"));
-        let mut lines = Vec::new();
-        bullets(&mut lines, &lessons);
-        out.extend(lines.into_iter().map(|l| format!("{indent}{l}")));
-    }
-    out
-}
-
 /// `constant 20 journeys/s`, `ramp 10 → 50 journeys/s over 60 s`, …
 pub fn describe_load(load: &LoadSpec) -> String {
     let rate = trim_number;
@@ -443,48 +241,6 @@ fn describe_mix(load: &LoadSpec) -> String {
 
 fn trim_number(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { format!("{x:.2}") }
-}
-
-/// `45 s`, `7.5 s`, `90 s`, `2 min`, `2m 05s`, `1h 02m`.
-pub fn secs_text(secs: f64) -> String {
-    if !secs.is_finite() || secs < 0.0 {
-        return "?".to_owned();
-    }
-    if secs < 10.0 && secs.fract() != 0.0 {
-        return format!("{secs:.1} s");
-    }
-    let whole = secs.round() as u64;
-    match whole {
-        0..=119 => format!("{whole} s"),
-        120..=3599 if whole.is_multiple_of(60) => format!("{} min", whole / 60),
-        120..=3599 => format!("{}m {:02}s", whole / 60, whole % 60),
-        _ => format!("{}h {:02}m", whole / 3600, (whole % 3600) / 60),
-    }
-}
-
-/// Greedy word wrap. Single line breaks inside a paragraph are joined (scenario files wrap
-/// their text by hand); blank lines separate paragraphs and are kept.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, paragraph) in text.trim().split("\n\n").enumerate() {
-        if i > 0 {
-            out.push(String::new());
-        }
-        let mut line = String::new();
-        for word in paragraph.split_whitespace() {
-            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-                out.push(std::mem::take(&mut line));
-            }
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-        if !line.is_empty() {
-            out.push(line);
-        }
-    }
-    out
 }
 
 /// `scenario start ID [--time-scale X]`.
@@ -579,11 +335,6 @@ async fn no_active_run(control: &Control) -> String {
         }
         None => "no active run".to_owned(),
     }
-}
-
-/// Local wall-clock time, `HH:MM:SS`.
-pub fn clock(at: DateTime<Utc>) -> String {
-    at.with_timezone(&Local).format("%H:%M:%S").to_string()
 }
 
 /// The lines of `scenario status` for an active run.

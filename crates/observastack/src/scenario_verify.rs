@@ -31,7 +31,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::scenario_run_cmd::{Refusal, clock, secs_text, table};
+use crate::control_client::Refusal;
+use crate::scenario_run_cmd::table;
+use crate::text::{clock, secs_text};
 use crate::up::{self, FactLake, Stack, UpArgs, ports};
 use crate::watch::{sli_text, ws_url};
 use crate::{state, ui};

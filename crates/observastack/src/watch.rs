@@ -23,7 +23,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use crate::scenario_run_cmd::{Control, Refusal, WIDTH, clock, describe_debrief, secs_text, wrap};
+use crate::control_client::{Control, Refusal};
+use crate::text::{WIDTH, clock, describe_debrief, secs_text, wrap};
 use crate::ui;
 
 /// At most one SLI line per this period; the orchestrator pushes a snapshot every tick.
