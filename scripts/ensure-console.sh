@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the console's web assets (console/dist) when they are missing or older than their
-# sources: `npm ci` when package-lock.json changed, then `vite build`. Needs Node.js 18+ and npm
-# (installed by scripts/ensure-node.sh when missing).
+# sources: `npm ci` when package-lock.json changed, then `vite build`. Needs Node.js 20+ and npm
+# (installed by scripts/ensure-node.sh when missing or too old).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-node.sh

@@ -80,6 +80,13 @@ if ! command -v dockerd >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 fi
+# The checks below talk HTTP with curl, which a minimal Debian lacks (ensure-prometheus.sh installs
+# it in scripts/test.sh; this script also runs on its own).
+if ! command -v curl >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || fail "curl is not installed and this is not root: install curl"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >/dev/null
+fi
 # Debian's client (/usr/bin/docker, 20.10) builds with BuildKit on its own; a newer client needs
 # the buildx plugin for that.
 docker_cli=docker
