@@ -191,6 +191,10 @@ mod tests {
     fn whole_floats_are_integers_as_json_schema_says() {
         let order: Order = parse_json(br#"{"items":[{"product_id":2.0,"quantity":1e1}]}"#).expect("whole floats");
         assert_eq!((order.items[0].product_id, order.items[0].quantity), (2, 10));
+        // Found by Schemathesis: a whole float near 2^51 must parse exactly, not one ulp off.
+        let order: Order =
+            parse_json(br#"{"items":[{"product_id":2251799813685247.0,"quantity":8.0}]}"#).expect("exact whole floats");
+        assert_eq!((order.items[0].product_id, order.items[0].quantity), (2_251_799_813_685_247, 8));
         assert_eq!(
             field_and_rule(r#"{"items":[{"product_id":1,"quantity":1.5}]}"#),
             ("items[0].quantity".into(), "type".into())
