@@ -195,14 +195,26 @@ phase_start=$(date +%s)
 log "logs in $logs"
 docker volume create "$volume" >/dev/null
 # --init: a PID 1 that reaps, as a booted system's has (pg_ctl's and dockerd's daemons end up
-# its children). --shm-size: Chromium needs more than Docker's 64 MB default /dev/shm.
+# its children). --shm-size: Chromium needs more than Docker's 64 MB default /dev/shm. The idle
+# process restarts its `sleep` should something on the host kill sleeps by name (the container
+# ends with it otherwise).
 docker run -d --name "$name" --hostname fresh-os --init --shm-size 2g \
   "${caps[@]}" --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-  --security-opt systempaths=unconfined "${mounts[@]}" "${env[@]}" "$image" sleep infinity >/dev/null
+  --security-opt systempaths=unconfined "${mounts[@]}" "${env[@]}" "$image" \
+  bash -c 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done' >/dev/null
 container=$name
 
 # Runs a bash script in the container (in the clone once it exists), with the helpers below.
 inside() { docker exec "$container" bash -c "$helpers"$'\n'"$1"; }
+# The container still runs; else a failed row saying how it ended, once.
+dead=""
+alive() {
+  [ "$(docker inspect -f '{{.State.Running}}' "$container" 2>/dev/null)" != true ] || return 0
+  [ -n "$dead" ] || row "the container stopped" - FAIL \
+    "$(docker inspect -f 'exit {{.State.ExitCode}} at {{.State.FinishedAt}}, OOM killed: {{.State.OOMKilled}}' "$container" 2>/dev/null || echo 'it is gone')"
+  dead=1
+  return 1
+}
 helpers=$(
   cat <<'EOF'
 set -euo pipefail
@@ -319,7 +331,7 @@ cargo_finished() { grep -o 'Finished .* in [0-9hms. ]*' "$1" | tail -n 1 | sed '
 at() { grep -m1 -E "$2" "$1" | sed -E 's/^\[ *([0-9]+)s\].*/\1/' || true; }
 
 up_done=""
-if [[ $steps == *" up "* ]]; then
+if [[ $steps == *" up "* ]] && alive; then
   log "step 1: bash scripts/up.sh until the console answers (cold)"
   if run_up up-cold; then
     up_done=1
@@ -342,7 +354,7 @@ fi
 
 if [[ $steps == *" incremental "* && $steps == *" up "* && -z $up_done ]]; then
   row "up.sh after a one-line change" - skip "the first up.sh failed"
-elif [[ $steps == *" incremental "* ]]; then
+elif [[ $steps == *" incremental "* ]] && alive; then
   log "step 2: a one-line change in crates/shop/src/routes/catalog.rs, bash scripts/up.sh again"
   edit=$(inside '
     f=crates/shop/src/routes/catalog.rs
@@ -366,7 +378,7 @@ elif [[ $steps == *" incremental "* ]]; then
   inside 'git checkout -q -- crates/shop/src/routes/catalog.rs' || true
 fi
 
-if [[ $steps == *" test "* ]]; then
+if [[ $steps == *" test "* ]] && alive; then
   log "step 3: bash scripts/test.sh (log: $logs/test.log)"
   t0=$(date +%s)
   status=0
@@ -378,12 +390,12 @@ if [[ $steps == *" test "* ]]; then
   prev_name="" prev_at=0
   while IFS= read -r marker; do
     [ -n "$marker" ] || continue
-    t=$(grep -m1 -F "] $marker" "$logs/test.log" | sed -E 's/^\[ *([0-9]+)s\].*/\1/' || true)
+    t=$(grep -m1 -F "] $marker" "$logs/test.log" 2>/dev/null | sed -E 's/^\[ *([0-9]+)s\].*/\1/' || true)
     [ -n "$t" ] || continue
     [ -z "$prev_name" ] || row "  test.sh: $(phase_name "$prev_name")" $((t - prev_at)) ok
     prev_name=$marker prev_at=$t
   done <<<"$markers"
-  last=$(tail -n 1 "$logs/test.log" | sed -nE 's/^\[ *([0-9]+)s\].*/\1/p')
+  last=$(tail -n 1 "$logs/test.log" 2>/dev/null | sed -nE 's/^\[ *([0-9]+)s\].*/\1/p')
   [ -z "$prev_name" ] || row "  test.sh: $(phase_name "$prev_name")" $((${last:-$prev_at} - prev_at)) "$([ "$status" = 0 ] && echo ok || echo '?')"
   if [ "$status" = 0 ]; then
     row "test.sh total" "$total" ok "$(secs "$total")"
@@ -393,6 +405,7 @@ if [[ $steps == *" test "* ]]; then
   fi
 fi
 
+alive || true
 {
   echo
   echo "fresh Debian bookworm (minbase), commit $commit"
