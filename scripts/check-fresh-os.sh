@@ -65,6 +65,7 @@ summary=$logs/summary.txt
 failed=0
 started_dockerd=""
 container=""
+events_pid=""
 
 log() { echo "fresh-os: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -93,6 +94,7 @@ cleanup() {
       docker cp "$container:$clone/$dir" "$logs/artifacts-${dir//\//-}" >/dev/null 2>&1
     done
     record_packages
+    [ -z "$events_pid" ] || kill "$events_pid" 2>/dev/null # before this script's own removal
     if [ "${FRESH_OS_KEEP:-0}" = 1 ]; then
       log "kept: docker exec -it $container bash; remove with: docker rm -f $container && docker volume rm $volume"
     else
@@ -203,6 +205,11 @@ docker run -d --name "$name" --hostname fresh-os --init --shm-size 2g \
   --security-opt systempaths=unconfined "${mounts[@]}" "${env[@]}" "$image" \
   bash -c 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done' >/dev/null
 container=$name
+# What the Docker Engine did to the container (a kill through its API shows here, with the signal).
+docker events --filter "container=$name" --filter event=kill --filter event=die --filter event=oom --filter event=stop \
+  --format '{{.Time}} {{.Action}} signal={{.Actor.Attributes.signal}} exit={{.Actor.Attributes.exitCode}}' \
+  >"$logs/docker-events.log" 2>&1 &
+events_pid=$!
 
 # Runs a bash script in the container (in the clone once it exists), with the helpers below.
 inside() { docker exec "$container" bash -c "$helpers"$'\n'"$1"; }
@@ -210,7 +217,7 @@ inside() { docker exec "$container" bash -c "$helpers"$'\n'"$1"; }
 dead=""
 alive() {
   [ "$(docker inspect -f '{{.State.Running}}' "$container" 2>/dev/null)" != true ] || return 0
-  [ -n "$dead" ] || row "the container stopped" - FAIL \
+  [ -n "$dead" ] || row "the container stopped (see docker-events.log)" - FAIL \
     "$(docker inspect -f 'exit {{.State.ExitCode}} at {{.State.FinishedAt}}, OOM killed: {{.State.OOMKilled}}' "$container" 2>/dev/null || echo 'it is gone')"
   dead=1
   return 1
@@ -411,7 +418,7 @@ alive || true
   echo "fresh Debian bookworm (minbase), commit $commit"
   printf '%-44s %8s  %-6s %s\n' phase seconds result note
   cat "$summary"
-  echo "installed by the project's scripts: $(record_packages) ($(wc -l <"$logs/packages-installed-by-the-scripts.txt" 2>/dev/null || echo 0) packages with their dependencies)"
+  echo "installed by the project's scripts: $(record_packages) ($(wc -l 2>/dev/null <"$logs/packages-installed-by-the-scripts.txt" || echo 0) packages with their dependencies)"
   echo "logs: $logs"
 } | tee "$logs/report.txt" >&2
 [ "$failed" = 0 ] || die "FAILED"
