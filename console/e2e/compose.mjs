@@ -84,13 +84,15 @@ try {
     await frame.getByRole('heading', { name: 'Service Health', level: 1 }).waitFor();
     // The page's own reads pass through the same gateway path, and list the stack's services.
     // The lake lists a service once its facts are flushed (once a minute), and the page reads
-    // the list when it loads: reload the frame until the shop is there.
+    // the list when it loads: open it again until the shop is there. Again from its plain
+    // address: the page writes its window into its own URL, so a reload would keep the window
+    // of a first load made before any flush, and never see the facts that came after it.
     const deadline = Date.now() + 150_000;
     while ((await frame.locator('#service option', { hasText: /^shop$/ }).count()) === 0) {
       if (Date.now() > deadline) throw new Error('the Service Health page never listed the shop');
       await page.waitForTimeout(5_000);
       const health = page.frames().find((f) => f.url().startsWith(SERVICE_HEALTH_URL));
-      if (health) await health.evaluate(() => location.reload());
+      if (health) await health.evaluate(() => location.replace(location.pathname));
       await frame.getByRole('heading', { name: 'Service Health', level: 1 }).waitFor();
     }
     // Grafana's dashboards are offered at the stack's Grafana address (Grafana itself does not
