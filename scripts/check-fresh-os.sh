@@ -27,7 +27,8 @@
 # runs with every capability the host has (here the host lacks CAP_SYS_RESOURCE, so --privileged
 # is refused), no seccomp/AppArmor profile, /proc/sys writable, the cgroup v1 hierarchy mounted
 # read-write (dockerd uses cgroupfs) and a volume, not the overlay rootfs, at /var/lib/docker.
-# Needs a Docker Engine on the host (started as test-compose.sh starts it when none answers).
+# Needs a Docker Engine on the host (started as test-compose.sh starts it when none answers, and
+# stopped again afterwards).
 #
 #   FRESH_OS_STEPS="up incremental test"  the steps to run (default all three; `none` only sets up)
 #   FRESH_OS_CARGO_CACHE=1    seed CARGO_HOME with a copy of the host's ~/.cargo/registry (no crate
@@ -36,6 +37,11 @@
 #                             default: target/ of the container's clone, empty (a cold build)
 #   FRESH_OS_KEEP=1           keep the container and its Docker volume afterwards (to look around:
 #                             docker exec -it <name> bash)
+#   FRESH_OS_PRIVATE_DOCKERD=1  run the container on a dockerd of this check's own (its own socket,
+#                             data root, bridge obsfreshos0 on 10.231.0.0/24 or
+#                             FRESH_OS_PRIVATE_SUBNET=A.B.C), removed afterwards: nothing that
+#                             uses the machine's Docker Engine (a `docker kill` of every container)
+#                             can touch it
 #   FRESH_OS_LOGS=DIR         where the logs go (default target/fresh-os/<date>-<time>)
 #   FRESH_OS_UP_TIMEOUT=S     how long the first `up.sh` may take to serve the console (default 2400)
 #   FRESH_OS_TEST_TIMEOUT=S   how long `test.sh` may take (default 7200)
@@ -107,23 +113,71 @@ cleanup() {
       docker volume rm "$volume" >/dev/null 2>&1
     fi
   fi
-  if [ -n "$started_dockerd" ]; then
+  if [ -n "$started_dockerd" ] && [ "${FRESH_OS_KEEP:-0}" != 1 ]; then
     kill -TERM "$started_dockerd" 2>/dev/null
     for _ in $(seq 1 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
+    if [ -n "${private_run:-}" ]; then
+      for rule in "${private_rules[@]}"; do
+        read -r -a r <<<"$rule"
+        if [ "${r[0]}" = -t ]; then iptables -t nat -D "${r[@]:2}"; else iptables -D "${r[@]}"; fi
+      done
+      ip link del "$private_bridge"
+      # Only once the daemon has let go of its mounts.
+      if ! kill -0 "$started_dockerd" 2>/dev/null && ! grep -qF " $private_data/" /proc/mounts; then
+        rm -rf "$private_data" "$private_run"
+      fi
+    fi
+  elif [ -n "$started_dockerd" ]; then
+    log "kept: the dockerd this check started (pid $started_dockerd${DOCKER_HOST:+, DOCKER_HOST=$DOCKER_HOST})"
   fi
   exit "$rc"
 }
 trap cleanup EXIT
 
-# --- the host's Docker Engine and the base image ----------------------------------------------
+# --- the host's Docker Engine (or a private one) and the base image --------------------------
 command -v docker >/dev/null 2>&1 || die "no docker client: run scripts/test-compose.sh once (it installs Docker Engine)"
-if ! docker info >/dev/null 2>&1; then
+if [ "${FRESH_OS_PRIVATE_DOCKERD:-0}" = 1 ]; then
+  # A dockerd of this check's own, on its own socket, data root and bridge (NAT by two iptables
+  # rules of its own), so that nothing using the machine's Docker Engine sees the container.
+  [ "$(id -u)" = 0 ] || die "FRESH_OS_PRIVATE_DOCKERD=1 needs root"
+  private_run=/run/observastack-fresh-os
+  private_data=/var/lib/observastack-fresh-os
+  private_net=${FRESH_OS_PRIVATE_SUBNET:-10.231.0}
+  private_bridge=obsfreshos0
+  mkdir -p "$private_run" "$private_data"
+  ip link show "$private_bridge" >/dev/null 2>&1 || {
+    ip link add "$private_bridge" type bridge
+    ip addr add "$private_net.1/24" dev "$private_bridge"
+  }
+  ip link set "$private_bridge" up
+  private_rules=(
+    "-t nat POSTROUTING -s $private_net.0/24 ! -o $private_bridge -j MASQUERADE"
+    "FORWARD -i $private_bridge -j ACCEPT"
+    "FORWARD -o $private_bridge -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+  )
+  for rule in "${private_rules[@]}"; do
+    read -r -a r <<<"$rule"
+    if [ "${r[0]}" = -t ]; then
+      iptables -t nat -C "${r[@]:2}" 2>/dev/null || iptables -t nat -I "${r[@]:2}"
+    else
+      iptables -C "${r[@]}" 2>/dev/null || iptables -I "${r[@]}"
+    fi
+  done
+  log "starting a private dockerd (socket $private_run/docker.sock, bridge $private_bridge $private_net.0/24)…"
+  dockerd --host "unix://$private_run/docker.sock" --data-root "$private_data" --exec-root "$private_run/exec" \
+    --pidfile "$private_run/docker.pid" --bridge "$private_bridge" --iptables=false --ip-masq=false \
+    --storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs >"$logs/private-dockerd.log" 2>&1 &
+  started_dockerd=$!
+  export DOCKER_HOST="unix://$private_run/docker.sock"
+elif ! docker info >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || die "no Docker Engine answers and this is not root: start dockerd"
   log "starting dockerd (overlay2, cgroupfs)…"
   dockerd --storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs >"$logs/host-dockerd.log" 2>&1 &
   started_dockerd=$!
+fi
+if [ -n "$started_dockerd" ]; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-  docker info >/dev/null 2>&1 || { cat "$logs/host-dockerd.log" >&2; die "dockerd did not start"; }
+  docker info >/dev/null 2>&1 || { cat "$logs"/*dockerd.log >&2; die "dockerd did not start"; }
 fi
 if ! docker image inspect "$image" >/dev/null 2>&1; then
   if [ ! -s "$tarball" ]; then
