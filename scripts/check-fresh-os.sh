@@ -24,8 +24,8 @@
 # artifacts stay in target/fresh-os/<date>-<time>/ of this checkout.
 #
 # Docker inside: test-compose.sh installs Docker Engine and starts dockerd in the container, so it
-# runs with every capability the host has (here the host lacks CAP_SYS_RESOURCE, so --privileged
-# is refused), no seccomp/AppArmor profile, /proc/sys writable, the cgroup v1 hierarchy mounted
+# runs with every capability the host has (--privileged asks for all and is refused where the
+# host's bounding set lacks one, e.g. CAP_SYS_RESOURCE in a VM sandbox), no seccomp/AppArmor profile, /proc/sys writable, the cgroup v1 hierarchy mounted
 # read-write (dockerd uses cgroupfs) and a volume, not the overlay rootfs, at /var/lib/docker.
 # Needs a Docker Engine on the host (started as test-compose.sh starts it when none answers, and
 # stopped again afterwards).
@@ -39,9 +39,9 @@
 #                             docker exec -it <name> bash)
 #   FRESH_OS_PRIVATE_DOCKERD=1  run the container on a dockerd of this check's own (its own socket,
 #                             data root, bridge obsfreshos0 on 10.231.0.0/24 or
-#                             FRESH_OS_PRIVATE_SUBNET=A.B.C), removed afterwards: nothing that
-#                             uses the machine's Docker Engine (a `docker kill` of every container)
-#                             can touch it
+#                             FRESH_OS_PRIVATE_SUBNET=A.B.C), removed afterwards: on a shared
+#                             machine, whatever else kills containers through the machine's Docker
+#                             Engine cannot reach this one
 #   FRESH_OS_LOGS=DIR         where the logs go (default target/fresh-os/<date>-<time>)
 #   FRESH_OS_UP_TIMEOUT=S     how long the first `up.sh` may take to serve the console (default 2400)
 #   FRESH_OS_TEST_TIMEOUT=S   how long `test.sh` may take (default 7200)
@@ -110,7 +110,8 @@ cleanup() {
         docker ps -q | xargs -r docker rm -f >/dev/null 2>&1; kill -TERM "$pid"
         for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done' >/dev/null 2>&1
       docker rm -f "$container" >/dev/null 2>&1
-      docker volume rm "$volume" >/dev/null 2>&1
+      for _ in 1 2 3 4 5; do docker volume rm "$volume" >/dev/null 2>&1 && break; sleep 2; done
+      ! docker volume inspect "$volume" >/dev/null 2>&1 || log "left behind: docker volume rm $volume"
     fi
   fi
   if [ -n "$started_dockerd" ] && [ "${FRESH_OS_KEEP:-0}" != 1 ]; then
