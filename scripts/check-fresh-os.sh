@@ -181,21 +181,8 @@ if [ -n "$started_dockerd" ]; then
   docker info >/dev/null 2>&1 || { cat "$logs"/*dockerd.log >&2; die "dockerd did not start"; }
 fi
 if ! docker image inspect "$image" >/dev/null 2>&1; then
-  if [ ! -s "$tarball" ]; then
-    # As scripts/test-compose.sh makes it (the same file, so one serves both).
-    command -v debootstrap >/dev/null 2>&1 || {
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-    }
-    log "debootstrap --variant=minbase bookworm (cached in $tarball)…"
-    mkdir -p "$cache"
-    rootfs=$(mktemp -d /tmp/observastack-fresh-rootfs.XXXXXX)
-    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$logs/debootstrap.log" 2>&1 \
-      || { tail -20 "$logs/debootstrap.log" >&2; die "debootstrap failed"; }
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$rootfs"
-  fi
+  # The same file scripts/test-compose.sh uses, so one serves both.
+  bash scripts/debian-base.sh "$tarball" "$logs/debootstrap.log" || die "debootstrap failed"
   docker import "$tarball" "$image" >/dev/null
 fi
 [ -x "$cargo_home/bin/cargo" ] && [ -d "$rustup_home/toolchains" ] \

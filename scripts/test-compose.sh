@@ -123,19 +123,7 @@ phase "base images (debootstrap, Debian packages)"
 if ! docker image inspect "$base_image" >/dev/null 2>&1; then
   mkdir -p "$cache"
   tarball=$cache/debian-bookworm-minbase.tar
-  if [ ! -s "$tarball" ]; then
-    command -v debootstrap >/dev/null 2>&1 || {
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-    }
-    echo "debootstrap --variant=minbase bookworm (cached in $tarball)…" >&2
-    rootfs=$work/rootfs
-    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
-      || { tail -20 "$work/debootstrap.log" >&2; fail "debootstrap failed"; }
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$rootfs"
-  fi
+  bash scripts/debian-base.sh "$tarball" "$work/debootstrap.log" || fail "debootstrap failed"
   docker import "$tarball" "$base_image" >/dev/null
 fi
 for image in busybox runtime postgres prometheus; do
